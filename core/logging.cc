@@ -1,0 +1,17 @@
+#include "core/logging.h"
+
+#include <mutex>
+
+#include <glog/logging.h>
+
+namespace tessel {
+
+void init_logging(const char* program_name) {
+  static std::once_flag once;
+  std::call_once(once, [&] {
+    FLAGS_logtostderr = true;
+    google::InitGoogleLogging(program_name);
+  });
+}
+
+}  // namespace tessel

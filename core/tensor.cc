@@ -1,0 +1,81 @@
+#include "core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include <glog/logging.h>
+
+namespace tessel {
+
+std::string_view name_of(DeviceType device) { return device == DeviceType::cpu ? "cpu" : "cuda"; }
+
+void TensorView::check_element_type(DType requested) const {
+  CHECK(requested == dtype) << "tensor of dtype " << dtype << " read as " << requested;
+}
+
+HostTensor::HostTensor(Shape shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
+  for (int64_t d : shape_) {
+    if (d < 0) throw Error::InvalidArgument(concat("tensor shape ", shape_, " has a negative extent"));
+  }
+  constexpr size_t kAlignment = 64;
+  const size_t bytes = (std::max<size_t>(nbytes(), 1) + kAlignment - 1) / kAlignment * kAlignment;
+  auto* memory = static_cast<std::byte*>(std::aligned_alloc(kAlignment, bytes));
+  CHECK(memory != nullptr) << "out of host memory allocating " << bytes << " bytes";
+  std::memset(memory, 0, bytes);
+  storage_ = std::shared_ptr<std::byte>(memory, [](std::byte* p) { std::free(p); });
+}
+
+double HostTensor::get(int64_t index) const {
+  CHECK(index >= 0 && index < numel()) << "index " << index << " outside " << shape_;
+  const void* p = storage_.get();
+  switch (dtype_) {
+    case DType::f32: return static_cast<const float*>(p)[index];
+    case DType::f16: return f16_to_float(static_cast<const uint16_t*>(p)[index]);
+    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(p)[index]);
+    case DType::i32: return static_cast<const int32_t*>(p)[index];
+    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(p)[index]);
+  }
+  return 0;
+}
+
+void HostTensor::set(int64_t index, double value) {
+  CHECK(index >= 0 && index < numel()) << "index " << index << " outside " << shape_;
+  void* p = storage_.get();
+  switch (dtype_) {
+    case DType::f32: static_cast<float*>(p)[index] = static_cast<float>(value); break;
+    case DType::f16: static_cast<uint16_t*>(p)[index] = float_to_f16(static_cast<float>(value)); break;
+    case DType::bf16: static_cast<uint16_t*>(p)[index] = float_to_bf16(static_cast<float>(value)); break;
+    case DType::i32: static_cast<int32_t*>(p)[index] = static_cast<int32_t>(value); break;
+    case DType::i64: static_cast<int64_t*>(p)[index] = static_cast<int64_t>(value); break;
+  }
+}
+
+std::vector<float> HostTensor::to_floats() const {
+  std::vector<float> values(numel());
+  for (int64_t i = 0; i < numel(); ++i) values[i] = static_cast<float>(get(i));
+  return values;
+}
+
+HostTensor HostTensor::clone() const {
+  HostTensor copy(shape_, dtype_);
+  if (nbytes() > 0) std::memcpy(copy.raw(), raw(), nbytes());
+  return copy;
+}
+
+HostTensor HostTensor::to(DType dtype) const {
+  if (dtype == dtype_) return clone();
+  HostTensor converted(shape_, dtype);
+  for (int64_t i = 0; i < numel(); ++i) converted.set(i, get(i));
+  return converted;
+}
+
+HostTensor HostTensor::reshaped(Shape shape) const {
+  if (shape.numel() != numel()) {
+    throw Error::ShapeMismatch(concat("cannot view a tensor of shape ", shape_, " as ", shape));
+  }
+  HostTensor view = *this;
+  view.shape_ = std::move(shape);
+  return view;
+}
+
+}  // namespace tessel

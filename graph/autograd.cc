@@ -1,0 +1,217 @@
+// Reverse-mode differentiation and the optimizers of Graph::minimize.
+#include "graph/autograd.h"
+
+#include <set>
+
+#include <glog/logging.h>
+
+#include "ops/ops.h"
+
+namespace tessel {
+
+GradientContext::GradientContext(Graph& graph, Node node, std::vector<Tensor> output_gradients,
+                                 std::vector<bool> needs_gradient)
+    : graph_(graph),
+      node_(std::move(node)),
+      output_gradients_(std::move(output_gradients)),
+      needs_gradient_(std::move(needs_gradient)),
+      input_gradients_(node_.inputs.size()) {}
+
+Tensor GradientContext::input(int index) const {
+  return Tensor(&graph_, node_.inputs[index].node, node_.inputs[index].output);
+}
+
+Tensor GradientContext::output(int index) const { return Tensor(&graph_, node_.id, index); }
+
+Tensor GradientContext::output_gradient(int index) {
+  if (!output_gradients_[index].defined()) {
+    const TensorType& type = node_.outputs[index];
+    output_gradients_[index] = fill(graph_, type.shape, 0.0, type.dtype);
+  }
+  return output_gradients_[index];
+}
+
+void GradientContext::set_input_gradient(int index, Tensor gradient) {
+  if (!needs_gradient_[index]) return;
+  const TensorType& expected = graph_.node(node_.inputs[index].node).outputs[node_.inputs[index].output];
+  CHECK(gradient.shape() == expected.shape)
+      << "gradient rule of " << node_.op << " gave input " << index << " a gradient of shape " << gradient.shape()
+      << ", expected " << expected.shape;
+  input_gradients_[index] = std::move(gradient);
+}
+
+namespace {
+
+// Marks the backward pass so the ops it appends are named "grad/...".
+class BackwardScope {
+ public:
+  explicit BackwardScope(int& depth) : depth_(depth) { ++depth_; }
+  ~BackwardScope() { --depth_; }
+
+ private:
+  int& depth_;
+};
+
+std::vector<Tensor> differentiate(Graph& graph, const Tensor& target, const std::vector<Tensor>& wrt,
+                                  const std::string& what, int& backward_depth) {
+  const int end = target.node() + 1;
+  // Forward: which tensors depend on some tensor of `wrt`.
+  std::set<TensorRef> depends_on_wrt;
+  for (const Tensor& t : wrt) depends_on_wrt.insert({t.node(), t.output()});
+  for (int id = 0; id < end; ++id) {
+    const Node& node = graph.node(id);
+    for (const TensorRef& in : node.inputs) {
+      if (depends_on_wrt.count(in)) {
+        for (int k = 0; k < static_cast<int>(node.outputs.size()); ++k) depends_on_wrt.insert({id, k});
+        break;
+      }
+    }
+  }
+  // Backward: which nodes the target depends on.
+  std::vector<bool> feeds_target(end, false);
+  feeds_target[target.node()] = true;
+  for (int id = end - 1; id >= 0; --id) {
+    if (!feeds_target[id]) continue;
+    for (const TensorRef& in : graph.node(id).inputs) feeds_target[in.node] = true;
+  }
+
+  BackwardScope scope(backward_depth);
+  std::map<TensorRef, Tensor> gradients;
+  gradients[{target.node(), target.output()}] = fill(graph, target.shape(), 1.0, target.dtype());
+  for (int id = end - 1; id >= 0; --id) {
+    if (!feeds_target[id]) continue;
+    const Node node = graph.node(id);  // copied: rules append nodes
+    if (node.inputs.empty()) continue;
+    std::vector<Tensor> output_gradients(node.outputs.size());
+    bool any_gradient = false;
+    for (int k = 0; k < static_cast<int>(node.outputs.size()); ++k) {
+      if (auto it = gradients.find({id, k}); it != gradients.end()) output_gradients[k] = it->second, any_gradient = true;
+    }
+    std::vector<bool> needs(node.inputs.size());
+    bool any_need = false;
+    for (size_t i = 0; i < node.inputs.size(); ++i) any_need |= needs[i] = depends_on_wrt.count(node.inputs[i]) > 0;
+    if (!any_gradient || !any_need) continue;
+    const OpDef& def = OpRegistry::global().op(node.op);
+    if (!def.gradient) {
+      throw Error::Unimplemented(concat("cannot differentiate through op '", node.op, "' (node '", node.name,
+                                        "', created at ", node.location, "): it has no gradient rule"));
+    }
+    GradientContext context(graph, node, std::move(output_gradients), needs);
+    def.gradient(context);
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      Tensor g = context.input_gradient(static_cast<int>(i));
+      if (!g.defined()) continue;
+      auto [it, inserted] = gradients.try_emplace(node.inputs[i], g);
+      if (!inserted) it->second = add(it->second, g);
+    }
+  }
+
+  std::vector<Tensor> result;
+  for (const Tensor& t : wrt) {
+    auto it = gradients.find({t.node(), t.output()});
+    if (it == gradients.end()) {
+      const Node& node = graph.node(t.node());
+      throw Error::InvalidArgument(concat(what, " '", t.name(), "' (created at ", node.location,
+                                          ") has no gradient path to '", target.name(),
+                                          "': no differentiable op between them uses it"));
+    }
+    result.push_back(it->second);
+  }
+  return result;
+}
+
+void check_scalar_loss(const Tensor& loss, const std::string& context) {
+  if (!loss.defined()) throw Error::InvalidArgument(concat(context, ": the loss is an empty Tensor"));
+  if (loss.shape().numel() != 1) {
+    throw Error::InvalidArgument(concat(context, ": the loss must be a scalar, but '", loss.name(), "' has shape ",
+                                        loss.shape(), "; reduce it with mean() or sum() first"));
+  }
+  if (!is_floating(loss.dtype())) {
+    throw Error::InvalidArgument(concat(context, ": the loss must be floating point, got ", loss.dtype()));
+  }
+}
+
+Attributes update_attributes(const SGD& o) {
+  return {{"lr", o.lr}, {"momentum", o.momentum}, {"weight_decay", o.weight_decay}};
+}
+Attributes update_attributes(const AdamW& o) {
+  return {{"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay}};
+}
+
+void append_update(Graph& graph, const Tensor& param, const Tensor& gradient, const SGD& optimizer,
+                   int accumulation_steps, SourceLocation where) {
+  std::vector<Tensor> inputs = {param, gradient};
+  Attributes attrs = update_attributes(optimizer);
+  attrs.set("accumulation_steps", static_cast<int64_t>(accumulation_steps));
+  attrs.set("has_momentum", optimizer.momentum != 0);
+  if (optimizer.momentum != 0) inputs.push_back(graph.state(param.name() + "/momentum", param.shape(), param.dtype()));
+  if (accumulation_steps > 1) {
+    inputs.push_back(graph.state(param.name() + "/gradient_accumulator", param.shape(), param.dtype()));
+  }
+  graph.apply("sgd_update", inputs, attrs, where);
+}
+
+void append_update(Graph& graph, const Tensor& param, const Tensor& gradient, const AdamW& optimizer,
+                   int accumulation_steps, SourceLocation where) {
+  std::vector<Tensor> inputs = {param, gradient, graph.state(param.name() + "/adam_m", param.shape(), param.dtype()),
+                                graph.state(param.name() + "/adam_v", param.shape(), param.dtype())};
+  Attributes attrs = update_attributes(optimizer);
+  attrs.set("accumulation_steps", static_cast<int64_t>(accumulation_steps));
+  if (accumulation_steps > 1) {
+    inputs.push_back(graph.state(param.name() + "/gradient_accumulator", param.shape(), param.dtype()));
+  }
+  graph.apply("adamw_update", inputs, attrs, where);
+}
+
+}  // namespace
+
+std::vector<Tensor> Graph::gradients(const Tensor& target, const std::vector<Tensor>& wrt, SourceLocation where) {
+  const std::string context = concat("gradients at ", to_string(where));
+  if (!target.defined() || &target.graph() != this) {
+    throw Error::InvalidArgument(concat(context, ": the target is not a tensor of this graph"));
+  }
+  for (const Tensor& t : wrt) {
+    if (!t.defined() || &t.graph() != this) {
+      throw Error::InvalidArgument(concat(context, ": every tensor to differentiate by must belong to this graph"));
+    }
+  }
+  try {
+    return differentiate(*this, target, wrt, "tensor", backward_depth_);
+  } catch (const Error& error) {
+    throw error.with_context(context);
+  }
+}
+
+template <typename Optimizer>
+void Graph::minimize_with(const Tensor& loss, const Optimizer& optimizer, MinimizeOptions options,
+                          SourceLocation where) {
+  const std::string context = concat("minimize at ", to_string(where));
+  check_scalar_loss(loss, context);
+  if (&loss.graph() != this) throw Error::InvalidArgument(concat(context, ": the loss belongs to another graph"));
+  if (options.accumulation_steps < 1) {
+    throw Error::InvalidArgument(
+        concat(context, ": accumulation_steps must be at least 1, got ", options.accumulation_steps));
+  }
+  if (optimizer.lr <= 0) throw Error::InvalidArgument(concat(context, ": the learning rate must be positive"));
+  const std::vector<Tensor> parameters = params();
+  if (parameters.empty()) throw Error::FailedPrecondition(concat(context, ": the graph has no parameters to train"));
+  std::vector<Tensor> grads;
+  try {
+    grads = differentiate(*this, loss, parameters, "parameter", backward_depth_);
+  } catch (const Error& error) {
+    throw error.with_context(context);
+  }
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    append_update(*this, parameters[i], grads[i], optimizer, options.accumulation_steps, where);
+  }
+}
+
+void Graph::minimize(const Tensor& loss, const SGD& optimizer, MinimizeOptions options, SourceLocation where) {
+  minimize_with(loss, optimizer, options, where);
+}
+
+void Graph::minimize(const Tensor& loss, const AdamW& optimizer, MinimizeOptions options, SourceLocation where) {
+  minimize_with(loss, optimizer, options, where);
+}
+
+}  // namespace tessel

@@ -1,0 +1,140 @@
+// Element-wise ops: binary arithmetic with broadcasting, activations, and the broadcast
+// helpers their gradients use.
+#include <cmath>
+
+#include "ops/op_helpers.h"
+
+namespace tessel {
+namespace {
+using namespace op_helpers;
+
+std::vector<TensorType> infer_broadcast(const InferContext& c) {
+  const TensorType& a = c.inputs[0];
+  const TensorType& b = c.inputs[1];
+  require_same_dtype(a, b);
+  auto shape = broadcast_shapes(a.shape, b.shape);
+  if (!shape) {
+    throw Error::ShapeMismatch(concat("shapes ", a.shape, " and ", b.shape,
+                                      " do not broadcast (expected each pair of trailing extents to be equal or 1)"));
+  }
+  return {{*shape, a.dtype}};
+}
+
+// Sums a gradient back to the shape of the input it belongs to.
+Tensor reduce_to(const Tensor& gradient, const Tensor& input) {
+  return gradient.shape() == input.shape() ? gradient : sum_to(gradient, input.shape());
+}
+
+TESSEL_OP("add").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+  c.set_input_gradient(0, reduce_to(c.output_gradient(), c.input(0)));
+  c.set_input_gradient(1, reduce_to(c.output_gradient(), c.input(1)));
+});
+TESSEL_OP("sub").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+  c.set_input_gradient(0, reduce_to(c.output_gradient(), c.input(0)));
+  if (c.needs_gradient(1)) c.set_input_gradient(1, reduce_to(-c.output_gradient(), c.input(1)));
+});
+TESSEL_OP("mul").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+  if (c.needs_gradient(0)) c.set_input_gradient(0, reduce_to(c.output_gradient() * c.input(1), c.input(0)));
+  if (c.needs_gradient(1)) c.set_input_gradient(1, reduce_to(c.output_gradient() * c.input(0), c.input(1)));
+});
+TESSEL_OP("div").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+  // y = a / b: dy/da = 1 / b, dy/db = -y / b.
+  if (c.needs_gradient(0)) c.set_input_gradient(0, reduce_to(c.output_gradient() / c.input(1), c.input(0)));
+  if (c.needs_gradient(1)) {
+    c.set_input_gradient(1, reduce_to(-(c.output_gradient() * c.output() / c.input(1)), c.input(1)));
+  }
+});
+TESSEL_OP("scale").inputs(1).infers(same_as_first).differentiates([](GradientContext& c) {
+  c.set_input_gradient(0, scale(c.output_gradient(), c.attrs().get_float("factor")));
+});
+
+TESSEL_OP("bias_add").inputs(2).infers([](const InferContext& c) -> std::vector<TensorType> {
+  const TensorType& x = c.inputs[0];
+  const TensorType& bias = c.inputs[1];
+  require_same_dtype(x, bias);
+  if (x.shape.rank() < 1 || bias.shape.rank() != 1 || bias.shape[0] != x.shape[x.shape.rank() - 1]) {
+    throw Error::ShapeMismatch(concat("x ", x.shape, " and bias ", bias.shape,
+                                      " do not fit: expected bias to be one-dimensional with as many elements as "
+                                      "x's last axis"));
+  }
+  return {x};
+}).differentiates([](GradientContext& c) {
+  c.set_input_gradient(0, c.output_gradient());
+  if (c.needs_gradient(1)) c.set_input_gradient(1, sum_to(c.output_gradient(), c.input(1).shape()));
+});
+
+std::vector<TensorType> infer_activation(const InferContext& c) {
+  require_floating(c.inputs[0], "the input");
+  return {c.inputs[0]};
+}
+
+// Activations whose gradient is grad_op(x, dy) or grad_op(y, dy).
+void define_activation(const char* name, const char* gradient_op, bool gradient_uses_output) {
+  OpRegistry::global().define(name).inputs(1).infers(infer_activation).differentiates(
+      [gradient_op, gradient_uses_output](GradientContext& c) {
+        const Tensor saved = gradient_uses_output ? c.output() : c.input(0);
+        c.set_input_gradient(0, c.graph().apply1(gradient_op, {saved, c.output_gradient()}));
+      });
+  OpRegistry::global().define(gradient_op).inputs(2).infers(infer_broadcast);
+}
+
+[[maybe_unused]] const bool activations_defined = [] {
+  define_activation("relu", "relu_grad", false);
+  define_activation("gelu", "gelu_grad", false);
+  define_activation("tanh", "tanh_grad", true);
+  define_activation("sigmoid", "sigmoid_grad", true);
+  return true;
+}();
+
+TESSEL_OP("fill").inputs(0).infers([](const InferContext& c) -> std::vector<TensorType> {
+  return {{c.attrs.get_shape("shape"), dtype_named(c.attrs.get_string("dtype"))}};
+});
+
+TESSEL_OP("broadcast_to").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
+  const Shape target = c.attrs.get_shape("shape");
+  auto shape = broadcast_shapes(c.inputs[0].shape, target);
+  if (!shape || *shape != target) {
+    throw Error::ShapeMismatch(concat("cannot broadcast ", c.inputs[0].shape, " to ", target));
+  }
+  return {{target, c.inputs[0].dtype}};
+}).differentiates([](GradientContext& c) {
+  c.set_input_gradient(0, sum_to(c.output_gradient(), c.input(0).shape()));
+});
+
+TESSEL_OP("sum_to").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
+  const Shape target = c.attrs.get_shape("shape");
+  auto shape = broadcast_shapes(c.inputs[0].shape, target);
+  if (!shape || *shape != c.inputs[0].shape) {
+    throw Error::ShapeMismatch(concat("cannot sum ", c.inputs[0].shape, " down to ", target,
+                                      " (expected ", target, " to broadcast to ", c.inputs[0].shape, ")"));
+  }
+  return {{target, c.inputs[0].dtype}};
+}).differentiates([](GradientContext& c) {
+  c.set_input_gradient(0, broadcast_to(c.output_gradient(), c.input(0).shape()));
+});
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b, Where where) { return call("add", {a, b}, {}, where); }
+Tensor sub(const Tensor& a, const Tensor& b, Where where) { return call("sub", {a, b}, {}, where); }
+Tensor mul(const Tensor& a, const Tensor& b, Where where) { return call("mul", {a, b}, {}, where); }
+Tensor div(const Tensor& a, const Tensor& b, Where where) { return call("div", {a, b}, {}, where); }
+Tensor scale(const Tensor& x, double factor, Where where) { return call("scale", {x}, {{"factor", factor}}, where); }
+Tensor bias_add(const Tensor& x, const Tensor& bias, Where where) { return call("bias_add", {x, bias}, {}, where); }
+Tensor relu(const Tensor& x, Where where) { return call("relu", {x}, {}, where); }
+Tensor gelu(const Tensor& x, Where where) { return call("gelu", {x}, {}, where); }
+Tensor tanh(const Tensor& x, Where where) { return call("tanh", {x}, {}, where); }
+Tensor sigmoid(const Tensor& x, Where where) { return call("sigmoid", {x}, {}, where); }
+
+Tensor fill(Graph& graph, Shape shape, double value, DType dtype, Where where) {
+  return graph.apply1("fill", {}, {{"shape", shape.dims()}, {"value", value}, {"dtype", std::string(name_of(dtype))}},
+                      where);
+}
+Tensor broadcast_to(const Tensor& x, Shape shape, Where where) {
+  return call("broadcast_to", {x}, {{"shape", shape.dims()}}, where);
+}
+Tensor sum_to(const Tensor& x, Shape shape, Where where) {
+  return call("sum_to", {x}, {{"shape", shape.dims()}}, where);
+}
+
+}  // namespace tessel

@@ -1,0 +1,162 @@
+// CPU kernels of the element-wise ops (f32).
+#include <cmath>
+
+#include "devices/cpu_device.h"
+#include "ops/kernels/cpu/kernel_helpers.h"
+#include "ops/registry.h"
+
+namespace tessel::cpu {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;
+
+// y = op(a, b) with broadcasting. The inner loops take unit or zero strides, so they vectorise.
+template <typename Op>
+void binary(const KernelContext& c) {
+  const TensorView& a = c.inputs[0];
+  const TensorView& b = c.inputs[1];
+  const TensorView& out = c.outputs[0];
+  const float* __restrict pa = a.as<float>();
+  const float* __restrict pb = b.as<float>();
+  float* __restrict py = out.as<float>();
+  const Op op;
+  if (a.shape == out.shape && b.shape == out.shape) {
+    parallel_for(out.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) py[i] = op(pa[i], pb[i]);
+    });
+    return;
+  }
+  for_each_broadcast_row<2>(out.shape, {a.shape, b.shape},
+                            [&](int64_t o, const auto& offsets, const auto& strides, int64_t n) {
+                              float* __restrict y = py + o;
+                              const float* __restrict x1 = pa + offsets[0];
+                              const float* __restrict x2 = pb + offsets[1];
+                              if (strides[0] == 1 && strides[1] == 1) {
+                                for (int64_t i = 0; i < n; ++i) y[i] = op(x1[i], x2[i]);
+                              } else if (strides[0] == 1) {
+                                const float v = x2[0];
+                                for (int64_t i = 0; i < n; ++i) y[i] = op(x1[i], v);
+                              } else if (strides[1] == 1) {
+                                const float v = x1[0];
+                                for (int64_t i = 0; i < n; ++i) y[i] = op(v, x2[i]);
+                              } else {
+                                const float v = op(x1[0], x2[0]);
+                                for (int64_t i = 0; i < n; ++i) y[i] = v;
+                              }
+                            });
+}
+
+template <typename Op>
+void unary(const KernelContext& c) {
+  const float* __restrict x = c.inputs[0].as<float>();
+  float* __restrict y = c.outputs[0].as<float>();
+  const Op op;
+  parallel_for(c.outputs[0].numel(), kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = op(x[i]);
+  });
+}
+
+struct Add { float operator()(float a, float b) const { return a + b; } };
+struct Sub { float operator()(float a, float b) const { return a - b; } };
+struct Mul { float operator()(float a, float b) const { return a * b; } };
+struct Div { float operator()(float a, float b) const { return a / b; } };
+struct Relu { float operator()(float x) const { return x > 0 ? x : 0.0f; } };
+struct Gelu {
+  float operator()(float x) const { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+};
+struct Tanh { float operator()(float x) const { return std::tanh(x); } };
+struct Sigmoid { float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); } };
+// Gradients: (saved forward value, dy) -> dx.
+struct ReluGrad { float operator()(float x, float dy) const { return x > 0 ? dy : 0.0f; } };
+struct GeluGrad {
+  float operator()(float x, float dy) const {
+    const float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
+    const float pdf = 0.39894228040143268f * std::exp(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
+  }
+};
+struct TanhGrad { float operator()(float y, float dy) const { return dy * (1.0f - y * y); } };
+struct SigmoidGrad { float operator()(float y, float dy) const { return dy * y * (1.0f - y); } };
+
+void scale(const KernelContext& c) {
+  const float factor = static_cast<float>(c.attrs.get_float("factor"));
+  const float* __restrict x = c.inputs[0].as<float>();
+  float* __restrict y = c.outputs[0].as<float>();
+  parallel_for(c.outputs[0].numel(), kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = factor * x[i];
+  });
+}
+
+void bias_add(const KernelContext& c) {
+  const TensorView& x = c.inputs[0];
+  const int64_t width = x.shape[x.shape.rank() - 1];
+  const float* __restrict px = x.as<float>();
+  const float* __restrict bias = c.inputs[1].as<float>();
+  float* __restrict y = c.outputs[0].as<float>();
+  const int64_t rows = width == 0 ? 0 : x.numel() / width;
+  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, width)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < width; ++j) y[r * width + j] = px[r * width + j] + bias[j];
+    }
+  });
+}
+
+template <typename T>
+void fill(const KernelContext& c) {
+  const T value = static_cast<T>(c.attrs.get_float("value"));
+  T* y = c.outputs[0].as<T>();
+  for (int64_t i = 0, n = c.outputs[0].numel(); i < n; ++i) y[i] = value;
+}
+
+void broadcast_to(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  float* y = c.outputs[0].as<float>();
+  for_each_broadcast_row<1>(c.outputs[0].shape, {c.inputs[0].shape},
+                            [&](int64_t o, const auto& offsets, const auto& strides, int64_t n) {
+                              for (int64_t i = 0; i < n; ++i) y[o + i] = x[offsets[0] + i * strides[0]];
+                            });
+}
+
+}  // namespace
+
+// Adds each row of `big` into the tensor of shape `small` it broadcasts from.
+void sum_into(const TensorView& big, const Shape& small, float* out) {
+  std::fill(out, out + small.numel(), 0.0f);
+  const float* x = big.as<float>();
+  for_each_broadcast_row<1>(big.shape, {small}, [&](int64_t o, const auto& offsets, const auto& strides, int64_t n) {
+    float* y = out + offsets[0];
+    if (strides[0] == 0) {
+      float total = 0;
+      for (int64_t i = 0; i < n; ++i) total += x[o + i];
+      *y += total;
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i] += x[o + i];
+    }
+  });
+}
+
+namespace {
+void sum_to(const KernelContext& c) { sum_into(c.inputs[0], c.outputs[0].shape, c.outputs[0].as<float>()); }
+
+TESSEL_KERNEL("add", cpu, f32, binary<Add>);
+TESSEL_KERNEL("sub", cpu, f32, binary<Sub>);
+TESSEL_KERNEL("mul", cpu, f32, binary<Mul>);
+TESSEL_KERNEL("div", cpu, f32, binary<Div>);
+TESSEL_KERNEL("scale", cpu, f32, scale);
+TESSEL_KERNEL("bias_add", cpu, f32, bias_add);
+TESSEL_KERNEL("relu", cpu, f32, unary<Relu>);
+TESSEL_KERNEL("gelu", cpu, f32, unary<Gelu>);
+TESSEL_KERNEL("tanh", cpu, f32, unary<Tanh>);
+TESSEL_KERNEL("sigmoid", cpu, f32, unary<Sigmoid>);
+TESSEL_KERNEL("relu_grad", cpu, f32, binary<ReluGrad>);
+TESSEL_KERNEL("gelu_grad", cpu, f32, binary<GeluGrad>);
+TESSEL_KERNEL("tanh_grad", cpu, f32, binary<TanhGrad>);
+TESSEL_KERNEL("sigmoid_grad", cpu, f32, binary<SigmoidGrad>);
+TESSEL_KERNEL("fill", cpu, f32, fill<float>);
+TESSEL_KERNEL("fill", cpu, i32, fill<int32_t>);
+TESSEL_KERNEL("fill", cpu, i64, fill<int64_t>);
+TESSEL_KERNEL("broadcast_to", cpu, f32, broadcast_to);
+TESSEL_KERNEL("sum_to", cpu, f32, sum_to);
+
+}  // namespace
+}  // namespace tessel::cpu

@@ -1,0 +1,283 @@
+// CPU kernels of reductions, softmax, cross_entropy, layer_norm, embedding and dropout (f32).
+#include <algorithm>
+#include <cmath>
+
+#include "core/random.h"
+#include "devices/cpu_device.h"
+#include "ops/kernels/cpu/kernel_helpers.h"
+#include "ops/registry.h"
+
+namespace tessel::cpu {
+
+void sum_into(const TensorView& big, const Shape& small, float* out);  // elementwise.cc
+
+namespace {
+
+// The input shape with reduced axes kept as extent 1: the output's memory layout.
+Shape keepdims_shape(const Shape& shape, const Attributes& attrs) {
+  const std::vector<int64_t>& axes = attrs.get_ints("axes");
+  std::vector<int64_t> dims = shape.dims();
+  if (axes.empty()) std::fill(dims.begin(), dims.end(), 1);
+  for (int64_t axis : axes) dims[*shape.normalize_axis(axis)] = 1;
+  return Shape(dims);
+}
+
+void sum(const KernelContext& c) {
+  sum_into(c.inputs[0], keepdims_shape(c.inputs[0].shape, c.attrs), c.outputs[0].as<float>());
+}
+
+void mean(const KernelContext& c) {
+  const Shape kept = keepdims_shape(c.inputs[0].shape, c.attrs);
+  float* y = c.outputs[0].as<float>();
+  sum_into(c.inputs[0], kept, y);
+  const float inverse = 1.0f / static_cast<float>(std::max<int64_t>(1, c.inputs[0].numel() / std::max<int64_t>(1, kept.numel())));
+  for (int64_t i = 0; i < kept.numel(); ++i) y[i] *= inverse;
+}
+
+// Calls fn(base, stride, extent) for every line along `axis`.
+template <typename Fn>
+void for_each_line(const Shape& shape, int64_t axis_attr, Fn&& fn) {
+  const AxisSplit s = split_at(shape, *shape.normalize_axis(axis_attr));
+  parallel_for(s.outer * s.inner, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.extent)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t line = begin; line < end; ++line) {
+                   fn((line / s.inner) * s.extent * s.inner + line % s.inner, s.inner, s.extent);
+                 }
+               });
+}
+
+void softmax(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  float* y = c.outputs[0].as<float>();
+  for_each_line(c.inputs[0].shape, c.attrs.get_int("axis"), [&](int64_t base, int64_t stride, int64_t n) {
+    float peak = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) peak = std::max(peak, x[base + j * stride]);
+    float total = 0;
+    for (int64_t j = 0; j < n; ++j) total += y[base + j * stride] = std::exp(x[base + j * stride] - peak);
+    for (int64_t j = 0; j < n; ++j) y[base + j * stride] /= total;
+  });
+}
+
+void log_softmax(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  float* y = c.outputs[0].as<float>();
+  for_each_line(c.inputs[0].shape, c.attrs.get_int("axis"), [&](int64_t base, int64_t stride, int64_t n) {
+    float peak = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) peak = std::max(peak, x[base + j * stride]);
+    float total = 0;
+    for (int64_t j = 0; j < n; ++j) total += std::exp(x[base + j * stride] - peak);
+    const float log_total = peak + std::log(total);
+    for (int64_t j = 0; j < n; ++j) y[base + j * stride] = x[base + j * stride] - log_total;
+  });
+}
+
+void softmax_grad(const KernelContext& c) {  // (y, dy)
+  const float* y = c.inputs[0].as<float>();
+  const float* dy = c.inputs[1].as<float>();
+  float* dx = c.outputs[0].as<float>();
+  for_each_line(c.inputs[0].shape, c.attrs.get_int("axis"), [&](int64_t base, int64_t stride, int64_t n) {
+    float dot = 0;
+    for (int64_t j = 0; j < n; ++j) dot += dy[base + j * stride] * y[base + j * stride];
+    for (int64_t j = 0; j < n; ++j) dx[base + j * stride] = y[base + j * stride] * (dy[base + j * stride] - dot);
+  });
+}
+
+void log_softmax_grad(const KernelContext& c) {  // (y, dy)
+  const float* y = c.inputs[0].as<float>();
+  const float* dy = c.inputs[1].as<float>();
+  float* dx = c.outputs[0].as<float>();
+  for_each_line(c.inputs[0].shape, c.attrs.get_int("axis"), [&](int64_t base, int64_t stride, int64_t n) {
+    float total = 0;
+    for (int64_t j = 0; j < n; ++j) total += dy[base + j * stride];
+    for (int64_t j = 0; j < n; ++j) dx[base + j * stride] = dy[base + j * stride] - std::exp(y[base + j * stride]) * total;
+  });
+}
+
+// Label of row r as int64, checked against the class count.
+int64_t label_at(const TensorView& labels, int64_t r, int64_t classes) {
+  const int64_t label = labels.dtype == DType::i32 ? labels.as<int32_t>()[r] : labels.as<int64_t>()[r];
+  if (label < 0 || label >= classes) {
+    throw Error::OutOfRange(concat("cross_entropy: label ", label, " at position ", r, " is outside [0, ", classes,
+                                   ") (expected a class index of logits ", labels.shape, ")"));
+  }
+  return label;
+}
+
+// Log of the sum of exp over a row, and the row's maximum, for a stable softmax.
+float log_sum_exp(const float* row, int64_t n) {
+  float peak = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) peak = std::max(peak, row[j]);
+  double total = 0;
+  for (int64_t j = 0; j < n; ++j) total += std::exp(row[j] - peak);
+  return peak + static_cast<float>(std::log(total));
+}
+
+void cross_entropy(const KernelContext& c) {
+  const TensorView& logits = c.inputs[0];
+  const int64_t classes = logits.shape[logits.shape.rank() - 1];
+  const int64_t rows = c.inputs[1].numel();
+  const float* x = logits.as<float>();
+  float* y = c.outputs[0].as<float>();
+  const std::string& reduction = c.attrs.get_string("reduction");
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * classes;
+    const float loss = log_sum_exp(row, classes) - row[label_at(c.inputs[1], r, classes)];
+    if (reduction == "none") y[r] = loss;
+    total += loss;
+  }
+  if (reduction == "mean") y[0] = static_cast<float>(total / static_cast<double>(std::max<int64_t>(rows, 1)));
+  if (reduction == "sum") y[0] = static_cast<float>(total);
+}
+
+void cross_entropy_grad(const KernelContext& c) {  // (logits, labels, dy)
+  const TensorView& logits = c.inputs[0];
+  const int64_t classes = logits.shape[logits.shape.rank() - 1];
+  const int64_t rows = c.inputs[1].numel();
+  const float* x = logits.as<float>();
+  const float* dy = c.inputs[2].as<float>();
+  float* dx = c.outputs[0].as<float>();
+  const std::string& reduction = c.attrs.get_string("reduction");
+  for (int64_t r = 0; r < rows; ++r) {
+    const float weight = reduction == "none" ? dy[r] : reduction == "sum" ? dy[0] : dy[0] / static_cast<float>(rows);
+    const float* row = x + r * classes;
+    const float lse = log_sum_exp(row, classes);
+    const int64_t label = label_at(c.inputs[1], r, classes);
+    for (int64_t j = 0; j < classes; ++j) {
+      dx[r * classes + j] = weight * (std::exp(row[j] - lse) - (j == label ? 1.0f : 0.0f));
+    }
+  }
+}
+
+struct RowStatistics {
+  float mean, inverse_std;
+};
+RowStatistics row_statistics(const float* row, int64_t n, float eps) {
+  double total = 0, squares = 0;
+  for (int64_t j = 0; j < n; ++j) total += row[j];
+  const double mean = total / static_cast<double>(n);
+  for (int64_t j = 0; j < n; ++j) squares += (row[j] - mean) * (row[j] - mean);
+  return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(n) + eps))};
+}
+
+void layer_norm(const KernelContext& c) {  // (x, gamma, beta)
+  const TensorView& x = c.inputs[0];
+  const int64_t width = x.shape[x.shape.rank() - 1];
+  const int64_t rows = width == 0 ? 0 : x.numel() / width;
+  const float eps = static_cast<float>(c.attrs.get_float("eps"));
+  const float* px = x.as<float>();
+  const float* gamma = c.inputs[1].as<float>();
+  const float* beta = c.inputs[2].as<float>();
+  float* y = c.outputs[0].as<float>();
+  parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = px + r * width;
+      const RowStatistics s = row_statistics(row, width, eps);
+      for (int64_t j = 0; j < width; ++j) y[r * width + j] = (row[j] - s.mean) * s.inverse_std * gamma[j] + beta[j];
+    }
+  });
+}
+
+void layer_norm_grad(const KernelContext& c) {  // (x, gamma, dy) -> (dx, dgamma, dbeta)
+  const TensorView& x = c.inputs[0];
+  const int64_t width = x.shape[x.shape.rank() - 1];
+  const int64_t rows = width == 0 ? 0 : x.numel() / width;
+  const float eps = static_cast<float>(c.attrs.get_float("eps"));
+  const float* px = x.as<float>();
+  const float* gamma = c.inputs[1].as<float>();
+  const float* dy = c.inputs[2].as<float>();
+  float* dx = c.outputs[0].as<float>();
+  float* dgamma = c.outputs[1].as<float>();
+  float* dbeta = c.outputs[2].as<float>();
+  std::fill(dgamma, dgamma + width, 0.0f);
+  std::fill(dbeta, dbeta + width, 0.0f);
+  std::vector<float> normalized(width);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = px + r * width;
+    const float* drow = dy + r * width;
+    const RowStatistics s = row_statistics(row, width, eps);
+    // dx = inverse_std * (g - mean(g) - x̂ mean(g x̂)), with g = dy * gamma and x̂ the normalised row.
+    double g_mean = 0, gx_mean = 0;
+    for (int64_t j = 0; j < width; ++j) {
+      normalized[j] = (row[j] - s.mean) * s.inverse_std;
+      const float g = drow[j] * gamma[j];
+      g_mean += g;
+      gx_mean += g * normalized[j];
+      dgamma[j] += drow[j] * normalized[j];
+      dbeta[j] += drow[j];
+    }
+    g_mean /= static_cast<double>(width);
+    gx_mean /= static_cast<double>(width);
+    for (int64_t j = 0; j < width; ++j) {
+      const float g = drow[j] * gamma[j];
+      dx[r * width + j] = s.inverse_std * (g - static_cast<float>(g_mean) - normalized[j] * static_cast<float>(gx_mean));
+    }
+  }
+}
+
+int64_t index_at(const TensorView& indices, int64_t i, int64_t rows) {
+  const int64_t index = indices.dtype == DType::i32 ? indices.as<int32_t>()[i] : indices.as<int64_t>()[i];
+  if (index < 0 || index >= rows) {
+    throw Error::OutOfRange(concat("embedding: index ", index, " at position ", i, " is outside the table's rows [0, ",
+                                   rows, ")"));
+  }
+  return index;
+}
+
+void embedding(const KernelContext& c) {  // (table, indices)
+  const TensorView& table = c.inputs[0];
+  const int64_t rows = table.shape[0], width = table.shape[1];
+  const float* t = table.as<float>();
+  float* y = c.outputs[0].as<float>();
+  for (int64_t i = 0, n = c.inputs[1].numel(); i < n; ++i) {
+    const float* row = t + index_at(c.inputs[1], i, rows) * width;
+    std::copy(row, row + width, y + i * width);
+  }
+}
+
+void embedding_grad(const KernelContext& c) {  // (dy, indices)
+  const TensorView& out = c.outputs[0];
+  const int64_t rows = out.shape[0], width = out.shape[1];
+  const float* dy = c.inputs[0].as<float>();
+  float* dt = out.as<float>();
+  std::fill(dt, dt + out.numel(), 0.0f);
+  for (int64_t i = 0, n = c.inputs[1].numel(); i < n; ++i) {
+    float* row = dt + index_at(c.inputs[1], i, rows) * width;
+    for (int64_t j = 0; j < width; ++j) row[j] += dy[i * width + j];
+  }
+}
+
+// Forward and backward share the mask: element i is kept when its draw for (seed, step) >= p.
+void dropout(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  float* y = c.outputs[0].as<float>();
+  const int64_t n = c.outputs[0].numel();
+  const double p = c.attrs.get_float("p");
+  if (!c.training || p == 0) {
+    std::copy(x, x + n, y);
+    return;
+  }
+  const uint64_t stream = mix64(static_cast<uint64_t>(c.attrs.get_int("seed"))) ^ static_cast<uint64_t>(c.step);
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - p));
+  parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = uniform_at(stream, i) >= p ? x[i] * keep_scale : 0.0f;
+  });
+}
+
+TESSEL_KERNEL("sum", cpu, f32, sum);
+TESSEL_KERNEL("mean", cpu, f32, mean);
+TESSEL_KERNEL("softmax", cpu, f32, softmax);
+TESSEL_KERNEL("log_softmax", cpu, f32, log_softmax);
+TESSEL_KERNEL("softmax_grad", cpu, f32, softmax_grad);
+TESSEL_KERNEL("log_softmax_grad", cpu, f32, log_softmax_grad);
+TESSEL_KERNEL("cross_entropy", cpu, f32, cross_entropy);
+TESSEL_KERNEL("cross_entropy_grad", cpu, f32, cross_entropy_grad);
+TESSEL_KERNEL("layer_norm", cpu, f32, layer_norm);
+TESSEL_KERNEL("layer_norm_grad", cpu, f32, layer_norm_grad);
+TESSEL_KERNEL("embedding", cpu, f32, embedding);
+TESSEL_KERNEL("embedding_grad", cpu, f32, embedding_grad);
+TESSEL_KERNEL("dropout", cpu, f32, dropout);
+TESSEL_KERNEL("dropout_grad", cpu, f32, dropout);
+
+}  // namespace
+}  // namespace tessel::cpu

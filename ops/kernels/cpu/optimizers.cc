@@ -1,0 +1,82 @@
+// Optimizer updates, matching torch.optim.SGD (dampening 0, not Nesterov) and torch.optim.AdamW.
+// With accumulation_steps = k the gradient is added to an accumulator on every step, and
+// on every k-th step the mean of the accumulated gradients is applied and the accumulator cleared.
+#include <algorithm>
+#include <cmath>
+
+#include "ops/registry.h"
+
+namespace tessel::cpu {
+namespace {
+
+// The gradient to apply this step, or nullptr while micro-batches are still accumulating.
+const float* gradient_to_apply(const KernelContext& c, const TensorView* accumulator, float* scale) {
+  const int64_t k = c.attrs.get_int("accumulation_steps", 1);
+  const float* grad = c.inputs[1].as<float>();
+  *scale = 1.0f;
+  if (accumulator == nullptr) return grad;
+  float* sum = accumulator->as<float>();
+  const int64_t n = accumulator->numel();
+  for (int64_t i = 0; i < n; ++i) sum[i] += grad[i];
+  if ((c.step + 1) % k != 0) return nullptr;
+  *scale = 1.0f / static_cast<float>(k);
+  return sum;
+}
+
+void clear(const TensorView* accumulator) {
+  if (accumulator) std::fill(accumulator->as<float>(), accumulator->as<float>() + accumulator->numel(), 0.0f);
+}
+
+// (param, gradient, [momentum], [gradient_accumulator])
+void sgd_update(const KernelContext& c) {
+  const bool has_momentum = c.attrs.get_bool("has_momentum");
+  const size_t accumulator_index = has_momentum ? 3 : 2;
+  const TensorView* accumulator = c.inputs.size() > accumulator_index ? &c.inputs[accumulator_index] : nullptr;
+  float scale = 1;
+  const float* g = gradient_to_apply(c, accumulator, &scale);
+  if (g == nullptr) return;
+  const float lr = static_cast<float>(c.attrs.get_float("lr"));
+  const float mu = static_cast<float>(c.attrs.get_float("momentum"));
+  const float decay = static_cast<float>(c.attrs.get_float("weight_decay"));
+  float* p = c.inputs[0].as<float>();
+  float* buffer = has_momentum ? c.inputs[2].as<float>() : nullptr;
+  for (int64_t i = 0, n = c.inputs[0].numel(); i < n; ++i) {
+    float d = g[i] * scale + decay * p[i];
+    if (buffer) d = buffer[i] = mu * buffer[i] + d;
+    p[i] -= lr * d;
+  }
+  clear(accumulator);
+}
+
+// (param, gradient, m, v, [gradient_accumulator])
+void adamw_update(const KernelContext& c) {
+  const TensorView* accumulator = c.inputs.size() > 4 ? &c.inputs[4] : nullptr;
+  float scale = 1;
+  const float* g = gradient_to_apply(c, accumulator, &scale);
+  if (g == nullptr) return;
+  const double lr = c.attrs.get_float("lr");
+  const double beta1 = c.attrs.get_float("beta1"), beta2 = c.attrs.get_float("beta2");
+  const float eps = static_cast<float>(c.attrs.get_float("eps"));
+  const double t = static_cast<double>((c.step + 1) / c.attrs.get_int("accumulation_steps", 1));
+  const float bias1 = static_cast<float>(1 - std::pow(beta1, t));
+  const float bias2 = static_cast<float>(1 - std::pow(beta2, t));
+  const float decay_factor = static_cast<float>(1 - lr * c.attrs.get_float("weight_decay"));
+  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2), step_size = static_cast<float>(lr);
+  float* p = c.inputs[0].as<float>();
+  float* m = c.inputs[2].as<float>();
+  float* v = c.inputs[3].as<float>();
+  for (int64_t i = 0, n = c.inputs[0].numel(); i < n; ++i) {
+    const float gi = g[i] * scale;
+    p[i] *= decay_factor;
+    m[i] = b1 * m[i] + (1 - b1) * gi;
+    v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+    p[i] -= step_size * (m[i] / bias1) / (std::sqrt(v[i] / bias2) + eps);
+  }
+  clear(accumulator);
+}
+
+TESSEL_KERNEL("sgd_update", cpu, f32, sgd_update);
+TESSEL_KERNEL("adamw_update", cpu, f32, adamw_update);
+
+}  // namespace
+}  // namespace tessel::cpu

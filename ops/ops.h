@@ -1,0 +1,79 @@
+// The DSL's ops as free functions. Each checks its inputs where the user calls it: a wrong
+// shape throws Error naming the op, the caller's file:line, both shapes and the rule.
+#pragma once
+
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace tessel {
+
+using Where = SourceLocation;
+
+struct MatmulOptions {
+  bool transpose_a = false;
+  bool transpose_b = false;
+};
+// a[..., m, k] @ b[..., k, n] -> [..., m, n]. Batch dimensions must be equal, or one operand
+// is a plain matrix that is used for every batch. Transpose flags act on the last two axes.
+Tensor matmul(const Tensor& a, const Tensor& b, MatmulOptions options = {}, Where where = Where::current());
+
+// Element-wise, with NumPy broadcasting.
+Tensor add(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor sub(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor mul(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor div(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor scale(const Tensor& x, double factor, Where where = Where::current());
+// x[..., C] + bias[C].
+Tensor bias_add(const Tensor& x, const Tensor& bias, Where where = Where::current());
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator*(const Tensor& x, double factor) { return scale(x, factor); }
+inline Tensor operator*(double factor, const Tensor& x) { return scale(x, factor); }
+inline Tensor operator/(const Tensor& x, double divisor) { return scale(x, 1.0 / divisor); }
+inline Tensor operator-(const Tensor& x) { return scale(x, -1.0); }
+
+Tensor relu(const Tensor& x, Where where = Where::current());
+Tensor gelu(const Tensor& x, Where where = Where::current());  // exact, with erf
+Tensor tanh(const Tensor& x, Where where = Where::current());
+Tensor sigmoid(const Tensor& x, Where where = Where::current());
+
+Tensor softmax(const Tensor& x, int64_t axis = -1, Where where = Where::current());
+Tensor log_softmax(const Tensor& x, int64_t axis = -1, Where where = Where::current());
+
+enum class Reduction { mean, sum, none };
+// logits[..., C] and integer labels[...] in [0, C): the negative log-likelihood of each label,
+// averaged (mean), added (sum) or kept per position (none).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::mean,
+                     Where where = Where::current());
+
+// Reductions over `axes` (empty: all axes).
+Tensor sum(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false, Where where = Where::current());
+Tensor mean(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false, Where where = Where::current());
+
+// One extent of `shape` may be -1: it is inferred from the element count.
+Tensor reshape(const Tensor& x, Shape shape, Where where = Where::current());
+Tensor transpose(const Tensor& x, std::vector<int64_t> permutation, Where where = Where::current());
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis, Where where = Where::current());
+// Elements [starts[i], ends[i]) of every axis i.
+Tensor slice(const Tensor& x, std::vector<int64_t> starts, std::vector<int64_t> ends, Where where = Where::current());
+
+// Normalises over the last axis, then scales by gamma[D] and shifts by beta[D].
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5,
+                  Where where = Where::current());
+// table[V, D] looked up at integer indices[...] -> [..., D].
+Tensor embedding(const Tensor& table, const Tensor& indices, Where where = Where::current());
+// Zeroes each element with probability p while training and scales the rest by 1/(1-p);
+// the identity in evaluation. The mask depends on (seed, step, element) only.
+Tensor dropout(const Tensor& x, double p, int64_t seed = 0, Where where = Where::current());
+
+// Helpers the gradient rules use; users may call them too.
+Tensor fill(Graph& graph, Shape shape, double value, DType dtype = DType::f32, Where where = Where::current());
+Tensor broadcast_to(const Tensor& x, Shape shape, Where where = Where::current());
+// Sums the broadcast axes of x away so the result has `shape` (the adjoint of broadcast_to).
+Tensor sum_to(const Tensor& x, Shape shape, Where where = Where::current());
+
+}  // namespace tessel

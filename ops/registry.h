@@ -1,0 +1,110 @@
+// The op registry. Each op is declared once, by name, with its shape and dtype inference, its
+// gradient rule and (from the SBP issue on) its SBP signatures; kernels register per device
+// type and dtype against the same name. Lookups of unknown names are Errors that suggest the
+// nearest registered name.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/attributes.h"
+
+namespace tessel {
+
+struct TensorType {
+  Shape shape;
+  DType dtype = DType::f32;
+  friend bool operator==(const TensorType&, const TensorType&) = default;
+};
+
+// Shape and dtype inference: returns the type of each output, or throws Error (usually
+// ShapeMismatch) describing what the inputs should have been. The caller adds the op's name
+// and the user's source location in front of the message.
+struct InferContext {
+  std::span<const TensorType> inputs;
+  const Attributes& attrs;
+};
+using InferFn = std::function<std::vector<TensorType>(const InferContext&)>;
+
+// Gradient rules append backward ops to the graph (see graph/autograd.h).
+class GradientContext;
+using GradientFn = std::function<void(GradientContext&)>;
+
+// What a kernel sees. Inputs listed in OpDef::mutated_inputs may be written in place.
+struct KernelContext {
+  std::span<const TensorView> inputs;
+  std::span<const TensorView> outputs;
+  const Attributes& attrs;
+  int64_t step = 0;       // how many training steps ran before this one
+  bool training = true;   // false in evaluation: dropout is the identity
+};
+using KernelFn = void (*)(const KernelContext&);
+
+struct OpDef {
+  std::string name;
+  int min_inputs = 0;
+  int max_inputs = 0;  // -1: any number (concat)
+  InferFn infer;
+  GradientFn gradient;                // empty: the op is not differentiable
+  std::vector<int> mutated_inputs;    // optimizer updates write their state inputs in place
+  // SBP signatures are declared here by the SBP issue; until then every op runs on one device.
+
+  // Builder calls, for declarations that read like the op's specification.
+  OpDef& inputs(int count) { min_inputs = max_inputs = count; return *this; }
+  OpDef& inputs(int min_count, int max_count) { min_inputs = min_count; max_inputs = max_count; return *this; }
+  OpDef& infers(InferFn fn) { infer = std::move(fn); return *this; }
+  OpDef& differentiates(GradientFn fn) { gradient = std::move(fn); return *this; }
+  OpDef& mutates(std::vector<int> indices) { mutated_inputs = std::move(indices); return *this; }
+  bool is_update() const { return !mutated_inputs.empty(); }
+};
+
+class OpRegistry {
+ public:
+  static OpRegistry& global();
+
+  // Declares an op; declaring a name twice is a Tessel bug (CHECK).
+  OpDef& define(std::string name);
+  void register_kernel(std::string_view op, DeviceType device, DType dtype, KernelFn kernel);
+
+  // The op of that name; Error::NotFound naming the closest registered op otherwise.
+  const OpDef& op(std::string_view name) const;
+  const OpDef* find(std::string_view name) const;
+
+  // The kernel for (op, device, dtype); Error::Unimplemented listing the dtypes that exist.
+  KernelFn kernel(std::string_view op, DeviceType device, DType dtype) const;
+  bool has_kernel(std::string_view op, DeviceType device, DType dtype) const;
+
+  std::vector<std::string> op_names() const;
+
+ private:
+  struct KernelKey {
+    std::string op;
+    DeviceType device;
+    DType dtype;
+    auto operator<=>(const KernelKey&) const = default;
+  };
+  std::map<std::string, std::unique_ptr<OpDef>, std::less<>> ops_;
+  std::map<KernelKey, KernelFn> kernels_;
+};
+
+// Registration at load time, one line per op or kernel:
+//   TESSEL_OP("relu").inputs(1).infers(...).differentiates(...);
+//   TESSEL_KERNEL("relu", cpu, f32, relu_kernel);
+#define TESSEL_CONCAT_INNER(a, b) a##b
+#define TESSEL_CONCAT(a, b) TESSEL_CONCAT_INNER(a, b)
+#define TESSEL_OP(name) \
+  [[maybe_unused]] static ::tessel::OpDef& TESSEL_CONCAT(tessel_op_, __LINE__) = ::tessel::OpRegistry::global().define(name)
+#define TESSEL_KERNEL(name, device, dtype, fn)                                            \
+  [[maybe_unused]] static const bool TESSEL_CONCAT(tessel_kernel_, __LINE__) = [] {      \
+    ::tessel::OpRegistry::global().register_kernel(name, ::tessel::DeviceType::device,  \
+                                                   ::tessel::DType::dtype, fn);         \
+    return true;                                                                        \
+  }()
+
+}  // namespace tessel

@@ -1,0 +1,150 @@
+#include "runtime/interpreter.h"
+
+#include <glog/logging.h>
+
+namespace tessel {
+
+Interpreter::Interpreter(Graph& graph) : graph_(graph) {}
+
+HostTensor& Interpreter::variable_storage(const Node& node) {
+  const std::string& name = node.attrs.get_string("name");
+  auto it = variables_.find(name);
+  if (it == variables_.end()) it = variables_.emplace(name, initial_value(node, graph_.seed())).first;
+  return it->second;
+}
+
+HostTensor Interpreter::variable(const std::string& name) {
+  for (const Node& node : graph_.nodes()) {
+    if (node.op == "variable" && node.name == name) return variable_storage(node).clone();
+  }
+  throw Error::NotFound(concat("the graph has no variable named '", name, "'"));
+}
+
+void Interpreter::set_variable(const std::string& name, const HostTensor& value) {
+  for (const Node& node : graph_.nodes()) {
+    if (node.op != "variable" || node.name != name) continue;
+    if (value.shape() != node.outputs[0].shape || value.dtype() != node.outputs[0].dtype) {
+      throw Error::ShapeMismatch(concat("variable '", name, "' is ", node.outputs[0].shape, " ",
+                                        node.outputs[0].dtype, ", cannot set it to ", value.shape(), " ",
+                                        value.dtype()));
+    }
+    variables_[name] = value.clone();
+    return;
+  }
+  throw Error::NotFound(concat("the graph has no variable named '", name, "'"));
+}
+
+void Interpreter::check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const {
+  std::string input_names;
+  for (const Node& node : graph_.nodes()) {
+    if (node.op == "input") input_names += concat(input_names.empty() ? "" : ", ", node.name);
+  }
+  for (const auto& [name, value] : feeds) {
+    const Node* input = nullptr;
+    for (const Node& node : graph_.nodes()) {
+      if (node.op == "input" && node.name == name) input = &node;
+    }
+    if (input == nullptr) {
+      throw Error::NotFound(concat("feed '", name, "' names no input of the graph (inputs: ", input_names, ")"));
+    }
+    const TensorType& expected = input->outputs[0];
+    if (value.shape() != expected.shape || value.dtype() != expected.dtype) {
+      throw Error::ShapeMismatch(concat("feed '", name, "' is ", value.shape(), " ", value.dtype(), ", but input '",
+                                        name, "' (created at ", input->location, ") expects ", expected.shape, " ",
+                                        expected.dtype));
+    }
+  }
+  for (const Node& node : graph_.nodes()) {
+    if (node.op == "input" && needed[node.id] && feeds.count(node.name) == 0) {
+      throw Error::FailedPrecondition(concat("input '", node.name, "' (", node.outputs[0].shape, " ",
+                                             node.outputs[0].dtype, ", created at ", node.location,
+                                             ") is needed by this step but was not fed"));
+    }
+  }
+}
+
+std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training) {
+  const int count = graph_.num_nodes();
+  std::vector<bool> needed(count, false);
+  std::vector<int> updates;
+  for (const Tensor& t : fetches) {
+    if (!t.defined() || &t.graph() != &graph_) throw Error::InvalidArgument("a fetched tensor is not of this graph");
+    needed[t.node()] = true;
+  }
+  if (training) {
+    for (const Node& node : graph_.nodes()) {
+      if (OpRegistry::global().op(node.op).is_update()) needed[node.id] = true, updates.push_back(node.id);
+    }
+  }
+  for (int id = count - 1; id >= 0; --id) {
+    if (!needed[id]) continue;
+    for (const TensorRef& in : graph_.node(id).inputs) needed[in.node] = true;
+  }
+  check_feeds(feeds, needed);
+
+  // How many needed consumers still have to read each node's outputs, to free them early.
+  std::vector<int> readers(count, 0);
+  for (int id = 0; id < count; ++id) {
+    if (!needed[id]) continue;
+    for (const TensorRef& in : graph_.node(id).inputs) ++readers[in.node];
+  }
+  for (const Tensor& t : fetches) ++readers[t.node()];
+
+  std::vector<std::vector<HostTensor>> values(count);
+  std::vector<int> order;
+  for (int id = 0; id < count; ++id) {
+    if (needed[id] && !OpRegistry::global().op(graph_.node(id).op).is_update()) order.push_back(id);
+  }
+  order.insert(order.end(), updates.begin(), updates.end());
+
+  std::vector<HostTensor> results;
+  for (size_t position = 0; position < order.size(); ++position) {
+    if (position == order.size() - updates.size()) {  // before the updates change any variable
+      for (const Tensor& t : fetches) results.push_back(values[t.node()][t.output()].clone());
+    }
+    const Node& node = graph_.node(order[position]);
+    if (node.op == "input") {
+      values[node.id] = {feeds.at(node.name)};
+      continue;
+    }
+    if (node.op == "variable") {
+      values[node.id] = {variable_storage(node)};
+      continue;
+    }
+    std::vector<TensorView> inputs;
+    for (const TensorRef& in : node.inputs) inputs.push_back(values[in.node][in.output].view());
+    std::vector<HostTensor> outputs;
+    std::vector<TensorView> output_views;
+    for (const TensorType& type : node.outputs) {
+      outputs.emplace_back(type.shape, type.dtype);
+      output_views.push_back(outputs.back().view());
+    }
+    const DType dispatch = inputs.empty() ? node.outputs[0].dtype : inputs[0].dtype;
+    const std::string context = concat(node.op, " '", node.name, "' (created at ", node.location, ")");
+    try {
+      const KernelFn kernel = OpRegistry::global().kernel(node.op, DeviceType::cpu, dispatch);
+      kernel(KernelContext{inputs, output_views, node.attrs, step_, training});
+    } catch (const Error& error) {
+      throw error.with_context(context);
+    }
+    values[node.id] = std::move(outputs);
+    for (const TensorRef& in : node.inputs) {
+      if (--readers[in.node] == 0) values[in.node].clear();
+    }
+  }
+  if (updates.empty()) {
+    for (const Tensor& t : fetches) results.push_back(values[t.node()][t.output()].clone());
+  }
+  if (training) ++step_;
+  return results;
+}
+
+std::vector<HostTensor> Interpreter::train_step(const Feeds& feeds, const std::vector<Tensor>& fetches) {
+  return run(feeds, fetches, true);
+}
+
+std::vector<HostTensor> Interpreter::evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches) {
+  return run(feeds, fetches, false);
+}
+
+}  // namespace tessel

@@ -1,0 +1,47 @@
+// The reference interpreter: runs a graph op by op, in topological order, on the CPU.
+// It is deliberately simple, and is the oracle every other runtime is checked against.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "graph/graph.h"
+
+namespace tessel {
+
+// Values for a step's inputs, by input name.
+using Feeds = std::map<std::string, HostTensor>;
+
+class Interpreter {
+ public:
+  // Variables are drawn from their initializers the first time a step needs them.
+  explicit Interpreter(Graph& graph);
+
+  // One training step: computes `fetches` and then applies every optimizer update of the
+  // graph. Fetched values are those before the updates. Throws Error for a feed of an
+  // unknown name or wrong shape or dtype, and for a needed input that was not fed.
+  std::vector<HostTensor> train_step(const Feeds& feeds, const std::vector<Tensor>& fetches);
+
+  // Computes `fetches` in evaluation mode (dropout off); changes no variable.
+  std::vector<HostTensor> evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches);
+
+  // The current value of a variable (a copy); Error::NotFound for an unknown name.
+  HostTensor variable(const std::string& name);
+  void set_variable(const std::string& name, const HostTensor& value);
+
+  // Training steps run so far.
+  int64_t step() const { return step_; }
+
+ private:
+  std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training);
+  HostTensor& variable_storage(const Node& node);
+  void check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const;
+
+  Graph& graph_;
+  std::map<std::string, HostTensor> variables_;
+  int64_t step_ = 0;
+};
+
+}  // namespace tessel
