@@ -153,6 +153,7 @@ Tensor Graph::add_variable(const std::string& name, Attributes attrs) {
 }
 
 void Graph::rename(int id, const std::string& name) {
+  if (nodes_[id].name == name) return;
   if (names_.count(name) > 0) throw Error::InvalidArgument(concat("the name '", name, "' is already used"));
   names_.erase(nodes_[id].name);
   nodes_[id].name = name;

@@ -30,7 +30,10 @@ proto::GraphDef to_proto(const Graph& graph) {
             else if constexpr (std::is_same_v<T, int64_t>) attr.set_i(v);
             else if constexpr (std::is_same_v<T, double>) attr.set_f(v);
             else if constexpr (std::is_same_v<T, std::string>) attr.set_s(v);
-            else for (int64_t x : v) attr.mutable_ints()->add_values(x);
+            else {
+              proto::IntList* list = attr.mutable_ints();  // set even when empty: a scalar's shape
+              for (int64_t x : v) list->add_values(x);
+            }
           },
           value);
     }

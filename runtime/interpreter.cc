@@ -63,7 +63,8 @@ void Interpreter::check_feeds(const Feeds& feeds, const std::vector<bool>& neede
   }
 }
 
-std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training) {
+std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training,
+                                         bool apply_updates) {
   const int count = graph_.num_nodes();
   std::vector<bool> needed(count, false);
   std::vector<int> updates;
@@ -71,7 +72,7 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
     if (!t.defined() || &t.graph() != &graph_) throw Error::InvalidArgument("a fetched tensor is not of this graph");
     needed[t.node()] = true;
   }
-  if (training) {
+  if (apply_updates) {
     for (const Node& node : graph_.nodes()) {
       if (OpRegistry::global().op(node.op).is_update()) needed[node.id] = true, updates.push_back(node.id);
     }
@@ -135,16 +136,17 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
   if (updates.empty()) {
     for (const Tensor& t : fetches) results.push_back(values[t.node()][t.output()].clone());
   }
-  if (training) ++step_;
+  if (apply_updates) ++step_;
   return results;
 }
 
 std::vector<HostTensor> Interpreter::train_step(const Feeds& feeds, const std::vector<Tensor>& fetches) {
-  return run(feeds, fetches, true);
+  return run(feeds, fetches, true, true);
 }
 
-std::vector<HostTensor> Interpreter::evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches) {
-  return run(feeds, fetches, false);
+std::vector<HostTensor> Interpreter::evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches,
+                                              bool training_mode) {
+  return run(feeds, fetches, training_mode, false);
 }
 
 }  // namespace tessel

@@ -24,8 +24,9 @@ class Interpreter {
   // unknown name or wrong shape or dtype, and for a needed input that was not fed.
   std::vector<HostTensor> train_step(const Feeds& feeds, const std::vector<Tensor>& fetches);
 
-  // Computes `fetches` in evaluation mode (dropout off); changes no variable.
-  std::vector<HostTensor> evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches);
+  // Computes `fetches`; changes no variable and does not advance the step. Evaluation mode
+  // (dropout off) unless `training_mode`, which draws the current step's dropout masks.
+  std::vector<HostTensor> evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training_mode = false);
 
   // The current value of a variable (a copy); Error::NotFound for an unknown name.
   HostTensor variable(const std::string& name);
@@ -35,7 +36,7 @@ class Interpreter {
   int64_t step() const { return step_; }
 
  private:
-  std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training);
+  std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training, bool apply_updates);
   HostTensor& variable_storage(const Node& node);
   void check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const;
 

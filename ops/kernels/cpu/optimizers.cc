@@ -61,15 +61,17 @@ void adamw_update(const KernelContext& c) {
   const float bias1 = static_cast<float>(1 - std::pow(beta1, t));
   const float bias2 = static_cast<float>(1 - std::pow(beta2, t));
   const float decay_factor = static_cast<float>(1 - lr * c.attrs.get_float("weight_decay"));
+  // 1 - beta is formed in double: in float, 1 - 0.999f is off by 1e-5 relative.
   const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2), step_size = static_cast<float>(lr);
+  const float one_minus_b1 = static_cast<float>(1 - beta1), one_minus_b2 = static_cast<float>(1 - beta2);
   float* p = c.inputs[0].as<float>();
   float* m = c.inputs[2].as<float>();
   float* v = c.inputs[3].as<float>();
   for (int64_t i = 0, n = c.inputs[0].numel(); i < n; ++i) {
     const float gi = g[i] * scale;
     p[i] *= decay_factor;
-    m[i] = b1 * m[i] + (1 - b1) * gi;
-    v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+    m[i] = b1 * m[i] + one_minus_b1 * gi;
+    v[i] = b2 * v[i] + one_minus_b2 * gi * gi;
     p[i] -= step_size * (m[i] / bias1) / (std::sqrt(v[i] / bias2) + eps);
   }
   clear(accumulator);

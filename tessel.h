@@ -1,0 +1,13 @@
+// The one header a Tessel user includes: the DSL (graphs, tensors, ops, initialisers,
+// optimizers), core types, and the runtime that executes graphs.
+#pragma once
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/logging.h"
+#include "core/shape.h"
+#include "core/tensor.h"
+#include "graph/graph.h"
+#include "graph/serialize.h"
+#include "ops/ops.h"
+#include "runtime/interpreter.h"

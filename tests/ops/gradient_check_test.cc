@@ -1,0 +1,184 @@
+// Every differentiable op's gradient rule, checked against central finite differences over
+// several shapes, broadcasting included.
+#include <cmath>
+#include <functional>
+#include <set>
+
+#include "graph/graph.h"
+#include "ops/ops.h"
+#include "runtime/interpreter.h"
+#include "tests/test_support.h"
+
+namespace tessel {
+namespace {
+
+using Build = std::function<Tensor(Graph&, const std::vector<Tensor>&)>;
+
+struct GradientCase {
+  std::string name;
+  std::vector<Shape> shapes;  // the differentiable inputs x0, x1, ...
+  Build build;
+  Feeds integer_feeds = {};   // inputs the build adds itself (labels, indices)
+  float low = -1, high = 1;   // range of the random inputs
+};
+
+// Keeps values away from the kinks of relu and the like, where differences are not derivatives.
+HostTensor away_from_zero(HostTensor t) {
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float& v = t.data<float>()[i];
+    if (std::fabs(v) < 0.05f) v += v < 0 ? -0.1f : 0.1f;
+  }
+  return t;
+}
+
+void PrintTo(const GradientCase& c, std::ostream* out) { *out << c.name; }
+
+void check_gradients(const GradientCase& c) {
+  Graph g;
+  std::vector<Tensor> xs;
+  Feeds feeds = c.integer_feeds;
+  for (size_t i = 0; i < c.shapes.size(); ++i) {
+    const std::string name = "x" + std::to_string(i);
+    xs.push_back(g.input(name, c.shapes[i]));
+    feeds[name] = away_from_zero(testing::random_tensor(c.shapes[i], 100 + i, c.low, c.high));
+  }
+  const Tensor y = c.build(g, xs);
+  // Weighting the output by random values makes every output gradient different, so that
+  // rules that would be right only for a uniform gradient (softmax) are caught.
+  const Tensor weights = g.input("weights", y.shape());
+  feeds["weights"] = testing::random_tensor(y.shape(), 7);
+  const Tensor loss = sum(y * weights);
+  const std::vector<Tensor> grads = g.gradients(loss, xs);
+
+  Interpreter interpreter(g);
+  const std::vector<HostTensor> analytic = interpreter.evaluate(feeds, grads, /*training_mode=*/true);
+  const double eps = 5e-3;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_EQ(analytic[i].shape(), c.shapes[i]);
+    HostTensor& x = feeds["x" + std::to_string(i)];
+    const int64_t n = x.numel();
+    const int64_t stride = std::max<int64_t>(1, n / 24);  // at most ~24 probes per input
+    for (int64_t j = 0; j < n; j += stride) {
+      const float original = x.data<float>()[j];
+      x.data<float>()[j] = static_cast<float>(original + eps);
+      const double plus = interpreter.evaluate(feeds, {loss}, true)[0].get(0);
+      x.data<float>()[j] = static_cast<float>(original - eps);
+      const double minus = interpreter.evaluate(feeds, {loss}, true)[0].get(0);
+      x.data<float>()[j] = original;
+      const double numeric = (plus - minus) / (2 * eps);
+      const double exact = analytic[i].get(j);
+      EXPECT_NEAR(exact, numeric, 3e-3 + 1e-2 * std::fabs(numeric))
+          << c.name << ": d loss / d x" << i << "[" << j << "]";
+    }
+  }
+}
+
+HostTensor labels_of(Shape shape, int64_t classes, DType dtype) {
+  HostTensor t(shape, dtype);
+  for (int64_t i = 0; i < t.numel(); ++i) t.set(i, static_cast<double>((i * 7 + 3) % classes));
+  return t;
+}
+
+std::vector<GradientCase> cases() {
+  using V = std::vector<Tensor>;
+  std::vector<GradientCase> all = {
+      {"matmul", {{3, 4}, {4, 5}}, [](Graph&, const V& x) { return matmul(x[0], x[1]); }},
+      {"matmul_transpose_a", {{4, 3}, {4, 5}},
+       [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_a = true}); }},
+      {"matmul_transpose_b", {{3, 4}, {5, 4}},
+       [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_b = true}); }},
+      {"matmul_transpose_both", {{4, 3}, {5, 4}},
+       [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_a = true, .transpose_b = true}); }},
+      {"matmul_batched", {{2, 3, 4}, {2, 4, 2}}, [](Graph&, const V& x) { return matmul(x[0], x[1]); }},
+      {"matmul_batched_by_matrix", {{2, 3, 4}, {4, 2}}, [](Graph&, const V& x) { return matmul(x[0], x[1]); }},
+      {"matmul_matrix_by_batched_transposed", {{4, 3}, {2, 4, 2}},
+       [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_a = true}); }},
+      {"add", {{3, 4}, {3, 4}}, [](Graph&, const V& x) { return x[0] + x[1]; }},
+      {"add_broadcast_row", {{3, 4}, {4}}, [](Graph&, const V& x) { return x[0] + x[1]; }},
+      {"sub_broadcast_both", {{2, 1, 4}, {3, 1}}, [](Graph&, const V& x) { return x[0] - x[1]; }},
+      {"mul_broadcast_column", {{3, 4}, {3, 1}}, [](Graph&, const V& x) { return x[0] * x[1]; }},
+      {"mul_scalar_tensor", {{}, {2, 3}}, [](Graph&, const V& x) { return x[0] * x[1]; }},
+      {"div", {{3, 4}, {3, 4}}, [](Graph&, const V& x) { return x[0] / x[1]; }, {}, 0.5f, 1.5f},
+      {"div_broadcast", {{2, 3}, {3}}, [](Graph&, const V& x) { return x[0] / x[1]; }, {}, 0.5f, 1.5f},
+      {"scale", {{5}}, [](Graph&, const V& x) { return scale(x[0], -2.5); }},
+      {"bias_add", {{3, 4}, {4}}, [](Graph&, const V& x) { return bias_add(x[0], x[1]); }},
+      {"bias_add_3d", {{2, 2, 3}, {3}}, [](Graph&, const V& x) { return bias_add(x[0], x[1]); }},
+      {"relu", {{3, 5}}, [](Graph&, const V& x) { return relu(x[0]); }},
+      {"gelu", {{3, 5}}, [](Graph&, const V& x) { return gelu(x[0]); }, {}, -3.0f, 3.0f},
+      {"tanh", {{3, 5}}, [](Graph&, const V& x) { return tanh(x[0]); }, {}, -2.0f, 2.0f},
+      {"sigmoid", {{3, 5}}, [](Graph&, const V& x) { return sigmoid(x[0]); }, {}, -3.0f, 3.0f},
+      {"softmax_last_axis", {{3, 5}}, [](Graph&, const V& x) { return softmax(x[0]); }, {}, -2.0f, 2.0f},
+      {"softmax_axis_0", {{4, 3}}, [](Graph&, const V& x) { return softmax(x[0], 0); }, {}, -2.0f, 2.0f},
+      {"softmax_middle_axis", {{2, 3, 2}}, [](Graph&, const V& x) { return softmax(x[0], 1); }},
+      {"log_softmax", {{3, 5}}, [](Graph&, const V& x) { return log_softmax(x[0]); }, {}, -2.0f, 2.0f},
+      {"log_softmax_axis_0", {{4, 3}}, [](Graph&, const V& x) { return log_softmax(x[0], 0); }},
+      {"cross_entropy_mean_i64",
+       {{6, 4}},
+       [](Graph& g, const V& x) { return cross_entropy(x[0], g.input("labels", {6}, i64)); },
+       {{"labels", labels_of({6}, 4, i64)}},
+       -2.0f,
+       2.0f},
+      {"cross_entropy_sum_i32",
+       {{5, 3}},
+       [](Graph& g, const V& x) { return cross_entropy(x[0], g.input("labels", {5}, i32), Reduction::sum); },
+       {{"labels", labels_of({5}, 3, i32)}}},
+      {"cross_entropy_none_3d",
+       {{2, 3, 4}},
+       [](Graph& g, const V& x) { return cross_entropy(x[0], g.input("labels", {2, 3}, i64), Reduction::none); },
+       {{"labels", labels_of({2, 3}, 4, i64)}}},
+      {"sum_all", {{3, 4}}, [](Graph&, const V& x) { return sum(x[0]); }},
+      {"sum_axis", {{2, 3, 4}}, [](Graph&, const V& x) { return sum(x[0], {1}); }},
+      {"sum_axes_keepdims", {{2, 3, 4}}, [](Graph&, const V& x) { return sum(x[0], {0, -1}, true); }},
+      {"mean_all", {{3, 4}}, [](Graph&, const V& x) { return mean(x[0]); }},
+      {"mean_axis", {{3, 4}}, [](Graph&, const V& x) { return mean(x[0], {0}); }},
+      {"reshape", {{2, 6}}, [](Graph&, const V& x) { return reshape(x[0], {3, -1}); }},
+      {"transpose_2d", {{3, 4}}, [](Graph&, const V& x) { return transpose(x[0], {1, 0}); }},
+      {"transpose_3d", {{2, 3, 4}}, [](Graph&, const V& x) { return transpose(x[0], {2, 0, 1}); }},
+      {"concat_axis_0", {{2, 3}, {1, 3}}, [](Graph&, const V& x) { return concat({x[0], x[1]}, 0); }},
+      {"concat_axis_1_three", {{2, 1}, {2, 3}, {2, 2}},
+       [](Graph&, const V& x) { return concat({x[0], x[1], x[2]}, 1); }},
+      {"slice", {{4, 5}}, [](Graph&, const V& x) { return slice(x[0], {1, 0}, {3, 4}); }},
+      {"slice_3d", {{3, 4, 2}}, [](Graph&, const V& x) { return slice(x[0], {0, 1, 1}, {2, 4, 2}); }},
+      {"layer_norm", {{3, 6}, {6}, {6}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
+      {"layer_norm_3d", {{2, 2, 4}, {4}, {4}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
+      {"embedding_i64",
+       {{5, 3}},
+       [](Graph& g, const V& x) { return embedding(x[0], g.input("ids", {4}, i64)); },
+       {{"ids", HostTensor::of<int64_t>({4}, {4, 0, 4, 2})}}},
+      {"embedding_i32_2d",
+       {{4, 2}},
+       [](Graph& g, const V& x) { return embedding(x[0], g.input("ids", {2, 3}, i32)); },
+       {{"ids", HostTensor::of<int32_t>({2, 3}, {1, 1, 3, 0, 2, 1})}}},
+      {"dropout", {{4, 6}}, [](Graph&, const V& x) { return dropout(x[0], 0.3, 11); }},
+      {"broadcast_to", {{3, 1}}, [](Graph&, const V& x) { return broadcast_to(x[0], {2, 3, 4}); }},
+      {"sum_to", {{2, 3, 4}}, [](Graph&, const V& x) { return sum_to(x[0], {3, 1}); }},
+      {"chain_mlp", {{4, 3}, {3, 5}, {5}},
+       [](Graph&, const V& x) { return log_softmax(gelu(bias_add(matmul(x[0], x[1]), x[2]))); }},
+  };
+  return all;
+}
+
+class GradientCheck : public ::testing::TestWithParam<GradientCase> {};
+
+TEST_P(GradientCheck, MatchesFiniteDifferences) { check_gradients(GetParam()); }
+
+INSTANTIATE_TEST_SUITE_P(AllOps, GradientCheck, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(GradientCheckCoverage, EveryDifferentiableOpHasACase) {
+  std::set<std::string> covered;
+  for (const GradientCase& c : cases()) {
+    Graph g;
+    std::vector<Tensor> xs;
+    for (size_t i = 0; i < c.shapes.size(); ++i) xs.push_back(g.input("x" + std::to_string(i), c.shapes[i]));
+    c.build(g, xs);
+    for (const Node& node : g.nodes()) covered.insert(node.op);
+  }
+  for (const std::string& op : OpRegistry::global().op_names()) {
+    if (!OpRegistry::global().op(op).gradient) continue;
+    EXPECT_TRUE(covered.count(op)) << "no gradient check covers " << op;
+  }
+}
+
+}  // namespace
+}  // namespace tessel
