@@ -1,8 +1,10 @@
 #include "graph/serialize.h"
 
 #include <algorithm>
-#include <deque>
+#include <queue>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 
 #include "proto/graph.pb.h"
@@ -73,7 +75,8 @@ InputReference parse_reference(const std::string& text) {
   }
 }
 
-// Node indices of `def` in an order where every node follows its inputs; Error on a cycle.
+// Node indices of `def` in an order where every node follows its inputs, keeping the file's
+// order where it already is one (so a graph reads back exactly as written); Error on a cycle.
 std::vector<int> topological_order(const proto::GraphDef& def) {
   std::map<std::string, int> index;
   for (int i = 0; i < def.nodes_size(); ++i) {
@@ -94,16 +97,16 @@ std::vector<int> topological_order(const proto::GraphDef& def) {
     }
   }
   std::vector<int> order;
-  std::deque<int> ready;
+  std::priority_queue<int, std::vector<int>, std::greater<>> ready;
   for (int i = 0; i < def.nodes_size(); ++i) {
-    if (waiting[i] == 0) ready.push_back(i);
+    if (waiting[i] == 0) ready.push(i);
   }
   while (!ready.empty()) {
-    const int i = ready.front();
-    ready.pop_front();
+    const int i = ready.top();
+    ready.pop();
     order.push_back(i);
     for (int consumer : consumers[i]) {
-      if (--waiting[consumer] == 0) ready.push_back(consumer);
+      if (--waiting[consumer] == 0) ready.push(consumer);
     }
   }
   if (static_cast<int>(order.size()) == def.nodes_size()) return order;
@@ -131,6 +134,7 @@ std::vector<int> topological_order(const proto::GraphDef& def) {
 
 void from_proto(Graph& graph, const proto::GraphDef& def) {
   if (graph.num_nodes() != 0) throw Error::FailedPrecondition("a graph can only be loaded into an empty Graph");
+  graph.set_seed(def.seed());
   std::map<std::string, int> loaded;  // proto name -> node id in `graph`
   for (int i : topological_order(def)) {
     const proto::NodeDef& node = def.nodes(i);
@@ -171,7 +175,16 @@ std::string graph_to_text(const Graph& graph) {
   return text;
 }
 
-std::string graph_to_binary(const Graph& graph) { return to_proto(graph).SerializeAsString(); }
+std::string graph_to_binary(const Graph& graph) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);  // attribute maps in key order
+    to_proto(graph).SerializeToCodedStream(&coded);
+  }
+  return bytes;
+}
 
 void graph_from_text(Graph& graph, std::string_view text) {
   proto::GraphDef def;
