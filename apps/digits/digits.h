@@ -1,0 +1,55 @@
+// The handwritten digits of Debian's python3-sklearn (1,797 8x8 images, labels 0-9), and an
+// MLP trained on them with Tessel.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessel::digits {
+
+struct Dataset {
+  HostTensor images;  // [n, 64] f32, pixel values scaled from 0..16 to 0..1
+  HostTensor labels;  // [n] i64
+  int64_t size() const { return labels.numel(); }
+};
+
+// Where digits.csv.gz is: $TESSEL_DIGITS_CSV if set, else python3-sklearn's copy.
+// Throws Error::NotFound naming the package to install when there is none.
+std::string find_digits_file();
+
+// Reads the gzipped CSV (64 pixel columns, then the label). Error::DataLoss names the line
+// of a malformed row.
+Dataset load_digits(const std::string& path);
+
+// A fixed, seeded split: `test_fraction` of the images, drawn by a seeded shuffle, for test.
+struct Split {
+  Dataset train, test;
+};
+Split split(const Dataset& all, double test_fraction, uint64_t seed);
+
+struct TrainOptions {
+  int epochs = 25;
+  int batch = 32;
+  int hidden = 128;
+  double lr = 3e-3;
+  double weight_decay = 1e-4;
+  uint64_t seed = 0;
+};
+
+struct EpochReport {
+  int epoch = 0;
+  double mean_loss = 0;
+  double test_accuracy = 0;
+  double samples_per_second = 0;
+};
+
+// Trains a 64-hidden-10 ReLU MLP with AdamW on `data.train` and measures accuracy on
+// `data.test` after each epoch, calling `report` with each epoch's figures.
+std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
+                               const std::function<void(const EpochReport&)>& report = {});
+
+}  // namespace tessel::digits

@@ -1,0 +1,11 @@
+# Writes the first ```cpp block of README to OUTPUT.
+file(READ "${README}" text)
+string(FIND "${text}" "```cpp\n" start)
+if(start EQUAL -1)
+  message(FATAL_ERROR "README.md has no ```cpp example")
+endif()
+math(EXPR start "${start} + 7")
+string(SUBSTRING "${text}" ${start} -1 rest)
+string(FIND "${rest}" "```" end)
+string(SUBSTRING "${rest}" 0 ${end} example)
+file(WRITE "${OUTPUT}" "// Generated from README.md; edit the README instead.\n${example}")
