@@ -1,0 +1,42 @@
+// The control plane's coordinator: rank 0 hosts it on CAF and publishes it over the CAF
+// middleman; every rank joins it with the job's token. A join without the right token is
+// refused and logged, and the job goes on. Heartbeats and plan distribution build on this.
+// Only control messages travel here; tensor bytes go over UCX (comm/ucx_worker.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tessel {
+
+class Coordinator {
+ public:
+  // Listens on `host`:`port` (port 0: any free port) for `world_size` ranks showing `token`.
+  Coordinator(std::string token, int world_size, const std::string& host = "127.0.0.1", uint16_t port = 0);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  uint16_t port() const;
+  std::vector<int> members() const;  // ranks admitted so far, ascending
+  int refused() const;               // joins refused so far
+  bool complete() const;             // every rank of the world has joined
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+struct JoinReply {
+  bool accepted = false;
+  std::string message;  // why a join was refused
+};
+
+// Joins the coordinator at host:port as `rank`, presenting `token`. Error::FailedPrecondition
+// when the coordinator cannot be reached within `timeout_seconds`.
+JoinReply join_coordinator(const std::string& host, uint16_t port, const std::string& token, int rank,
+                           int timeout_seconds = 10);
+
+}  // namespace tessel
