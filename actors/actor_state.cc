@@ -1,8 +1,8 @@
 #include "actors/actor_state.h"
 
-#include <algorithm>
-
 #include <glog/logging.h>
+
+#include <algorithm>
 
 namespace tessel {
 

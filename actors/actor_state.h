@@ -20,10 +20,10 @@ class RegisterSlots {
   RegisterSlots(int register_count, int consumer_count);
 
   bool has_free() const { return !free_.empty(); }
-  int acquire();                   // the oldest free register; CHECKs has_free()
+  int acquire();                     // the oldest free register; CHECKs has_free()
   void publish(int register_index);  // hands it to every consumer (free at once if none)
-  void ack(int register_index);    // one consumer is done; CHECKs the register was published
-  void reset();                    // every register free (abort)
+  void ack(int register_index);      // one consumer is done; CHECKs the register was published
+  void reset();                      // every register free (abort)
   int register_count() const { return static_cast<int>(pending_.size()); }
   int in_use() const { return register_count() - static_cast<int>(free_.size()); }
 
@@ -47,7 +47,7 @@ class ActorState {
   void on_ready(int input, int register_index, int64_t step);
   void on_ack(int output, int register_index);
   void on_end_of_stream(int input);  // a source (no inputs) is stopped with input -1
-  void on_abort();  // stops at once: queued inputs are dropped and every register is freed
+  void on_abort();                   // stops at once: queued inputs are dropped and every register is freed
 
   bool can_act() const;
 

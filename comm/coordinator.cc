@@ -1,12 +1,12 @@
 #include "comm/coordinator.h"
 
-#include <algorithm>
-#include <mutex>
-#include <set>
+#include <glog/logging.h>
 
+#include <algorithm>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
-#include <glog/logging.h>
+#include <mutex>
+#include <set>
 
 #include "core/error.h"
 
@@ -32,17 +32,19 @@ caf::behavior coordinator_behavior(caf::event_based_actor*, std::string token, i
   return {[=](join_atom, const std::string& presented, int rank) -> std::string {
     std::lock_guard<std::mutex> lock(membership->mutex);
     std::string reason;
-    if (presented != token) reason = "wrong job token";
-    else if (rank < 0 || rank >= world_size) reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
-    else if (membership->members.count(rank)) reason = concat("rank ", rank, " has already joined");
+    if (presented != token)
+      reason = "wrong job token";
+    else if (rank < 0 || rank >= world_size)
+      reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
+    else if (membership->members.count(rank))
+      reason = concat("rank ", rank, " has already joined");
     if (!reason.empty()) {
       ++membership->refused;
       LOG(WARNING) << "coordinator: refused a join as rank " << rank << ": " << reason;
       return "refused: " + reason;
     }
     membership->members.insert(rank);
-    LOG(INFO) << "coordinator: rank " << rank << " joined (" << membership->members.size() << "/" << world_size
-              << ")";
+    LOG(INFO) << "coordinator: rank " << rank << " joined (" << membership->members.size() << "/" << world_size << ")";
     return "accepted";
   }};
 }
@@ -67,8 +69,8 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
   auto published = state_->system.middleman().publish(state_->actor, port, host.c_str(), /*reuse_addr=*/true);
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);
-    throw Error::FailedPrecondition(concat("coordinator: cannot listen on ", host, ":", port, ": ",
-                                           state_->system.render(published.error())));
+    throw Error::FailedPrecondition(
+        concat("coordinator: cannot listen on ", host, ":", port, ": ", state_->system.render(published.error())));
   }
   state_->port = *published;
 }
@@ -95,20 +97,21 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   caf::actor_system system{with_middleman(config)};
   auto coordinator = system.middleman().remote_actor(host, port);
   if (!coordinator) {
-    throw Error::FailedPrecondition(concat("cannot reach the coordinator at ", host, ":", port, ": ",
-                                           system.render(coordinator.error())));
+    throw Error::FailedPrecondition(
+        concat("cannot reach the coordinator at ", host, ":", port, ": ", system.render(coordinator.error())));
   }
   JoinReply reply;
   caf::scoped_actor self{system};
   self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank)
-      .receive([&](const std::string& answer) {
-                 reply.accepted = answer == "accepted";
-                 reply.message = answer;
-               },
-               [&](caf::error& error) {
-                 throw Error::FailedPrecondition(
-                     concat("the coordinator at ", host, ":", port, " did not answer: ", system.render(error)));
-               });
+      .receive(
+          [&](const std::string& answer) {
+            reply.accepted = answer == "accepted";
+            reply.message = answer;
+          },
+          [&](caf::error& error) {
+            throw Error::FailedPrecondition(
+                concat("the coordinator at ", host, ":", port, " did not answer: ", system.render(error)));
+          });
   return reply;
 }
 

@@ -1,9 +1,9 @@
 #include "comm/ucx_worker.h"
 
+#include <ucp/api/ucp.h>
+
 #include <cstdio>
 #include <cstring>
-
-#include <ucp/api/ucp.h>
 
 #include "core/error.h"
 

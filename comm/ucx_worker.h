@@ -30,6 +30,7 @@ class Worker {
   class Transfer {
    public:
     bool complete() const;
+
    private:
     friend class Worker;
     void* request = nullptr;  // a UCX request, or nullptr once complete

@@ -1,8 +1,8 @@
 #include "core/logging.h"
 
-#include <mutex>
-
 #include <glog/logging.h>
+
+#include <mutex>
 
 namespace tessel {
 

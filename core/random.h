@@ -8,8 +8,8 @@
 
 namespace tessel {
 
-uint64_t mix64(uint64_t x);                    // a strong 64-bit bit mixer (splitmix64 finaliser)
-uint64_t hash_name(std::string_view name);     // FNV-1a, for per-name seeds
+uint64_t mix64(uint64_t x);                       // a strong 64-bit bit mixer (splitmix64 finaliser)
+uint64_t hash_name(std::string_view name);        // FNV-1a, for per-name seeds
 float uniform_at(uint64_t seed, uint64_t index);  // in [0, 1)
 float normal_at(uint64_t seed, uint64_t index);   // standard normal (Box-Muller)
 

@@ -1,9 +1,9 @@
 #include "core/tensor.h"
 
+#include <glog/logging.h>
+
 #include <cstdlib>
 #include <cstring>
-
-#include <glog/logging.h>
 
 namespace tessel {
 
@@ -29,11 +29,16 @@ double HostTensor::get(int64_t index) const {
   CHECK(index >= 0 && index < numel()) << "index " << index << " outside " << shape_;
   const void* p = storage_.get();
   switch (dtype_) {
-    case DType::f32: return static_cast<const float*>(p)[index];
-    case DType::f16: return f16_to_float(static_cast<const uint16_t*>(p)[index]);
-    case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(p)[index]);
-    case DType::i32: return static_cast<const int32_t*>(p)[index];
-    case DType::i64: return static_cast<double>(static_cast<const int64_t*>(p)[index]);
+    case DType::f32:
+      return static_cast<const float*>(p)[index];
+    case DType::f16:
+      return f16_to_float(static_cast<const uint16_t*>(p)[index]);
+    case DType::bf16:
+      return bf16_to_float(static_cast<const uint16_t*>(p)[index]);
+    case DType::i32:
+      return static_cast<const int32_t*>(p)[index];
+    case DType::i64:
+      return static_cast<double>(static_cast<const int64_t*>(p)[index]);
   }
   return 0;
 }
@@ -42,11 +47,21 @@ void HostTensor::set(int64_t index, double value) {
   CHECK(index >= 0 && index < numel()) << "index " << index << " outside " << shape_;
   void* p = storage_.get();
   switch (dtype_) {
-    case DType::f32: static_cast<float*>(p)[index] = static_cast<float>(value); break;
-    case DType::f16: static_cast<uint16_t*>(p)[index] = float_to_f16(static_cast<float>(value)); break;
-    case DType::bf16: static_cast<uint16_t*>(p)[index] = float_to_bf16(static_cast<float>(value)); break;
-    case DType::i32: static_cast<int32_t*>(p)[index] = static_cast<int32_t>(value); break;
-    case DType::i64: static_cast<int64_t*>(p)[index] = static_cast<int64_t>(value); break;
+    case DType::f32:
+      static_cast<float*>(p)[index] = static_cast<float>(value);
+      break;
+    case DType::f16:
+      static_cast<uint16_t*>(p)[index] = float_to_f16(static_cast<float>(value));
+      break;
+    case DType::bf16:
+      static_cast<uint16_t*>(p)[index] = float_to_bf16(static_cast<float>(value));
+      break;
+    case DType::i32:
+      static_cast<int32_t*>(p)[index] = static_cast<int32_t>(value);
+      break;
+    case DType::i64:
+      static_cast<int64_t*>(p)[index] = static_cast<int64_t>(value);
+      break;
   }
 }
 

@@ -8,7 +8,8 @@ namespace tessel::cuda {
 namespace {
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) {
-    throw Error::FailedPrecondition(concat(what, " failed: ", cudaGetErrorName(status), ": ", cudaGetErrorString(status)));
+    throw Error::FailedPrecondition(
+        concat(what, " failed: ", cudaGetErrorName(status), ": ", cudaGetErrorString(status)));
   }
 }
 }  // namespace

@@ -1,9 +1,9 @@
 // Reverse-mode differentiation and the optimizers of Graph::minimize.
 #include "graph/autograd.h"
 
-#include <set>
-
 #include <glog/logging.h>
+
+#include <set>
 
 #include "ops/ops.h"
 
@@ -85,7 +85,8 @@ std::vector<Tensor> differentiate(Graph& graph, const Tensor& target, const std:
     std::vector<Tensor> output_gradients(node.outputs.size());
     bool any_gradient = false;
     for (int k = 0; k < static_cast<int>(node.outputs.size()); ++k) {
-      if (auto it = gradients.find({id, k}); it != gradients.end()) output_gradients[k] = it->second, any_gradient = true;
+      if (auto it = gradients.find({id, k}); it != gradients.end())
+        output_gradients[k] = it->second, any_gradient = true;
     }
     std::vector<bool> needs(node.inputs.size());
     bool any_need = false;

@@ -1,9 +1,9 @@
 #include "graph/graph.h"
 
+#include <glog/logging.h>
+
 #include <cmath>
 #include <filesystem>
-
-#include <glog/logging.h>
 
 #include "core/random.h"
 
@@ -37,10 +37,14 @@ Initializer xavier_uniform(int64_t seed) { return {Initializer::Kind::xavier_uni
 namespace {
 const char* kind_name(Initializer::Kind kind) {
   switch (kind) {
-    case Initializer::Kind::constant: return "constant";
-    case Initializer::Kind::uniform: return "uniform";
-    case Initializer::Kind::normal: return "normal";
-    case Initializer::Kind::xavier_uniform: return "xavier_uniform";
+    case Initializer::Kind::constant:
+      return "constant";
+    case Initializer::Kind::uniform:
+      return "uniform";
+    case Initializer::Kind::normal:
+      return "normal";
+    case Initializer::Kind::xavier_uniform:
+      return "xavier_uniform";
   }
   return "?";
 }
@@ -186,7 +190,8 @@ std::vector<Tensor> Graph::apply(std::string_view op, const std::vector<Tensor>&
   for (int i = 0; i < count; ++i) {
     if (!inputs[i].defined()) throw Error::InvalidArgument(concat(context, ": input ", i, " is an empty Tensor"));
     if (&inputs[i].graph() != this) {
-      throw Error::InvalidArgument(concat(context, ": input ", i, " ('", inputs[i].name(), "') belongs to another graph"));
+      throw Error::InvalidArgument(
+          concat(context, ": input ", i, " ('", inputs[i].name(), "') belongs to another graph"));
     }
     types.push_back(inputs[i].type());
     refs.push_back({inputs[i].node(), inputs[i].output()});
@@ -208,7 +213,8 @@ std::vector<Tensor> Graph::apply(std::string_view op, const std::vector<Tensor>&
   names_[node.name] = node.id;
   nodes_.push_back(std::move(node));
   std::vector<Tensor> result;
-  for (int i = 0; i < static_cast<int>(nodes_.back().outputs.size()); ++i) result.emplace_back(this, num_nodes() - 1, i);
+  for (int i = 0; i < static_cast<int>(nodes_.back().outputs.size()); ++i)
+    result.emplace_back(this, num_nodes() - 1, i);
   return result;
 }
 

@@ -64,8 +64,8 @@ struct TensorRef {
 
 struct Node {
   int id = -1;
-  std::string op;        // "matmul", "input", "variable", ...
-  std::string name;      // unique in the graph
+  std::string op;    // "matmul", "input", "variable", ...
+  std::string name;  // unique in the graph
   std::vector<TensorRef> inputs;
   Attributes attrs;
   std::vector<TensorType> outputs;
@@ -77,8 +77,8 @@ struct Node {
 // parameter's name, so adding a parameter does not change the others.
 struct Initializer {
   enum class Kind { constant, uniform, normal, xavier_uniform } kind = Kind::constant;
-  double a = 0;  // constant: value; uniform: low; normal: mean
-  double b = 0;  // uniform: high; normal: standard deviation
+  double a = 0;       // constant: value; uniform: low; normal: mean
+  double b = 0;       // uniform: high; normal: standard deviation
   int64_t seed = -1;  // -1: derive from the graph seed and the parameter name
 };
 
@@ -123,11 +123,10 @@ class Graph {
   Tensor input(const std::string& name, Shape shape, DType dtype = DType::f32,
                SourceLocation where = SourceLocation::current());
   // A trainable parameter, initialised once, updated by the optimizer of minimize().
-  Tensor param(const std::string& name, Shape shape, Initializer initializer = init::zeros(),
-               DType dtype = DType::f32, SourceLocation where = SourceLocation::current());
+  Tensor param(const std::string& name, Shape shape, Initializer initializer = init::zeros(), DType dtype = DType::f32,
+               SourceLocation where = SourceLocation::current());
   // A variable that is not trained (optimizer state, running statistics).
-  Tensor state(const std::string& name, Shape shape, DType dtype = DType::f32,
-               Initializer initializer = init::zeros());
+  Tensor state(const std::string& name, Shape shape, DType dtype = DType::f32, Initializer initializer = init::zeros());
 
   // Adds an op by name: checks the op exists, the number of inputs and, through the op's
   // inference, their shapes and dtypes. Returns the op's outputs.

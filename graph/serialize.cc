@@ -1,11 +1,11 @@
 #include "graph/serialize.h"
 
-#include <algorithm>
-#include <queue>
-
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
+
+#include <algorithm>
+#include <queue>
 
 #include "proto/graph.pb.h"
 
@@ -28,10 +28,14 @@ proto::GraphDef to_proto(const Graph& graph) {
       std::visit(
           [&](const auto& v) {
             using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, bool>) attr.set_b(v);
-            else if constexpr (std::is_same_v<T, int64_t>) attr.set_i(v);
-            else if constexpr (std::is_same_v<T, double>) attr.set_f(v);
-            else if constexpr (std::is_same_v<T, std::string>) attr.set_s(v);
+            if constexpr (std::is_same_v<T, bool>)
+              attr.set_b(v);
+            else if constexpr (std::is_same_v<T, int64_t>)
+              attr.set_i(v);
+            else if constexpr (std::is_same_v<T, double>)
+              attr.set_f(v);
+            else if constexpr (std::is_same_v<T, std::string>)
+              attr.set_s(v);
             else {
               proto::IntList* list = attr.mutable_ints();  // set even when empty: a scalar's shape
               for (int64_t x : v) list->add_values(x);
@@ -47,14 +51,23 @@ Attributes attributes_of(const proto::NodeDef& node) {
   Attributes attrs;
   for (const auto& [name, attr] : node.attrs()) {
     switch (attr.value_case()) {
-      case proto::AttributeValue::kB: attrs.set(name, attr.b()); break;
-      case proto::AttributeValue::kI: attrs.set(name, attr.i()); break;
-      case proto::AttributeValue::kF: attrs.set(name, attr.f()); break;
-      case proto::AttributeValue::kS: attrs.set(name, attr.s()); break;
+      case proto::AttributeValue::kB:
+        attrs.set(name, attr.b());
+        break;
+      case proto::AttributeValue::kI:
+        attrs.set(name, attr.i());
+        break;
+      case proto::AttributeValue::kF:
+        attrs.set(name, attr.f());
+        break;
+      case proto::AttributeValue::kS:
+        attrs.set(name, attr.s());
+        break;
       case proto::AttributeValue::kInts:
         attrs.set(name, std::vector<int64_t>(attr.ints().values().begin(), attr.ints().values().end()));
         break;
-      default: throw Error::InvalidArgument(concat("attribute '", name, "' has no value"));
+      default:
+        throw Error::InvalidArgument(concat("attribute '", name, "' has no value"));
     }
   }
   return attrs;

@@ -48,20 +48,23 @@ TESSEL_OP("scale").inputs(1).infers(same_as_first).differentiates([](GradientCon
   c.set_input_gradient(0, scale(c.output_gradient(), c.attrs().get_float("factor")));
 });
 
-TESSEL_OP("bias_add").inputs(2).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const TensorType& x = c.inputs[0];
-  const TensorType& bias = c.inputs[1];
-  require_same_dtype(x, bias);
-  if (x.shape.rank() < 1 || bias.shape.rank() != 1 || bias.shape[0] != x.shape[x.shape.rank() - 1]) {
-    throw Error::ShapeMismatch(concat("x ", x.shape, " and bias ", bias.shape,
-                                      " do not fit: expected bias to be one-dimensional with as many elements as "
-                                      "x's last axis"));
-  }
-  return {x};
-}).differentiates([](GradientContext& c) {
-  c.set_input_gradient(0, c.output_gradient());
-  if (c.needs_gradient(1)) c.set_input_gradient(1, sum_to(c.output_gradient(), c.input(1).shape()));
-});
+TESSEL_OP("bias_add")
+    .inputs(2)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const TensorType& x = c.inputs[0];
+      const TensorType& bias = c.inputs[1];
+      require_same_dtype(x, bias);
+      if (x.shape.rank() < 1 || bias.shape.rank() != 1 || bias.shape[0] != x.shape[x.shape.rank() - 1]) {
+        throw Error::ShapeMismatch(concat("x ", x.shape, " and bias ", bias.shape,
+                                          " do not fit: expected bias to be one-dimensional with as many elements as "
+                                          "x's last axis"));
+      }
+      return {x};
+    })
+    .differentiates([](GradientContext& c) {
+      c.set_input_gradient(0, c.output_gradient());
+      if (c.needs_gradient(1)) c.set_input_gradient(1, sum_to(c.output_gradient(), c.input(1).shape()));
+    });
 
 std::vector<TensorType> infer_activation(const InferContext& c) {
   require_floating(c.inputs[0], "the input");
@@ -70,8 +73,11 @@ std::vector<TensorType> infer_activation(const InferContext& c) {
 
 // Activations whose gradient is grad_op(x, dy) or grad_op(y, dy).
 void define_activation(const char* name, const char* gradient_op, bool gradient_uses_output) {
-  OpRegistry::global().define(name).inputs(1).infers(infer_activation).differentiates(
-      [gradient_op, gradient_uses_output](GradientContext& c) {
+  OpRegistry::global()
+      .define(name)
+      .inputs(1)
+      .infers(infer_activation)
+      .differentiates([gradient_op, gradient_uses_output](GradientContext& c) {
         const Tensor saved = gradient_uses_output ? c.output() : c.input(0);
         c.set_input_gradient(0, c.graph().apply1(gradient_op, {saved, c.output_gradient()}));
       });
@@ -90,28 +96,34 @@ TESSEL_OP("fill").inputs(0).infers([](const InferContext& c) -> std::vector<Tens
   return {{c.attrs.get_shape("shape"), dtype_named(c.attrs.get_string("dtype"))}};
 });
 
-TESSEL_OP("broadcast_to").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const Shape target = c.attrs.get_shape("shape");
-  auto shape = broadcast_shapes(c.inputs[0].shape, target);
-  if (!shape || *shape != target) {
-    throw Error::ShapeMismatch(concat("cannot broadcast ", c.inputs[0].shape, " to ", target));
-  }
-  return {{target, c.inputs[0].dtype}};
-}).differentiates([](GradientContext& c) {
-  c.set_input_gradient(0, sum_to(c.output_gradient(), c.input(0).shape()));
-});
+TESSEL_OP("broadcast_to")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const Shape target = c.attrs.get_shape("shape");
+      auto shape = broadcast_shapes(c.inputs[0].shape, target);
+      if (!shape || *shape != target) {
+        throw Error::ShapeMismatch(concat("cannot broadcast ", c.inputs[0].shape, " to ", target));
+      }
+      return {{target, c.inputs[0].dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      c.set_input_gradient(0, sum_to(c.output_gradient(), c.input(0).shape()));
+    });
 
-TESSEL_OP("sum_to").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const Shape target = c.attrs.get_shape("shape");
-  auto shape = broadcast_shapes(c.inputs[0].shape, target);
-  if (!shape || *shape != c.inputs[0].shape) {
-    throw Error::ShapeMismatch(concat("cannot sum ", c.inputs[0].shape, " down to ", target,
-                                      " (expected ", target, " to broadcast to ", c.inputs[0].shape, ")"));
-  }
-  return {{target, c.inputs[0].dtype}};
-}).differentiates([](GradientContext& c) {
-  c.set_input_gradient(0, broadcast_to(c.output_gradient(), c.input(0).shape()));
-});
+TESSEL_OP("sum_to")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const Shape target = c.attrs.get_shape("shape");
+      auto shape = broadcast_shapes(c.inputs[0].shape, target);
+      if (!shape || *shape != c.inputs[0].shape) {
+        throw Error::ShapeMismatch(concat("cannot sum ", c.inputs[0].shape, " down to ", target, " (expected ", target,
+                                          " to broadcast to ", c.inputs[0].shape, ")"));
+      }
+      return {{target, c.inputs[0].dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      c.set_input_gradient(0, broadcast_to(c.output_gradient(), c.input(0).shape()));
+    });
 
 }  // namespace
 

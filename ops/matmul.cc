@@ -4,52 +4,55 @@ namespace tessel {
 namespace {
 using namespace op_helpers;
 
-TESSEL_OP("matmul").inputs(2).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const TensorType& a = c.inputs[0];
-  const TensorType& b = c.inputs[1];
-  require_same_dtype(a, b);
-  if (a.shape.rank() < 2 || b.shape.rank() < 2) {
-    throw Error::ShapeMismatch(concat("expected matrices (rank >= 2), got a ", a.shape, " and b ", b.shape));
-  }
-  const bool ta = c.attrs.get_bool("transpose_a", false);
-  const bool tb = c.attrs.get_bool("transpose_b", false);
-  const int ra = a.shape.rank(), rb = b.shape.rank();
-  const int64_t m = ta ? a.shape[ra - 1] : a.shape[ra - 2];
-  const int64_t ka = ta ? a.shape[ra - 2] : a.shape[ra - 1];
-  const int64_t kb = tb ? b.shape[rb - 1] : b.shape[rb - 2];
-  const int64_t n = tb ? b.shape[rb - 2] : b.shape[rb - 1];
-  if (ka != kb) {
-    throw Error::ShapeMismatch(concat("inner dimensions differ: a", ta ? "ᵀ" : "", " ", a.shape, " has k = ", ka,
-                                      " but b", tb ? "ᵀ" : "", " ", b.shape, " has k = ", kb,
-                                      " (expected a[..., m, k] @ b[..., k, n])"));
-  }
-  const std::vector<int64_t> batch_a(a.shape.begin(), a.shape.end() - 2);
-  const std::vector<int64_t> batch_b(b.shape.begin(), b.shape.end() - 2);
-  if (!batch_a.empty() && !batch_b.empty() && batch_a != batch_b) {
-    throw Error::ShapeMismatch(concat("batch dimensions differ: a ", a.shape, ", b ", b.shape,
-                                      " (expected equal batch dimensions, or one operand a plain matrix)"));
-  }
-  std::vector<int64_t> dims = batch_a.empty() ? batch_b : batch_a;
-  dims.push_back(m);
-  dims.push_back(n);
-  return {{Shape(dims), a.dtype}};
-}).differentiates([](GradientContext& c) {
-  const bool ta = c.attrs().get_bool("transpose_a", false);
-  const bool tb = c.attrs().get_bool("transpose_b", false);
-  const Tensor a = c.input(0), b = c.input(1), dy = c.output_gradient();
-  // With C = op(A) op(B): dA = dC op(B)ᵀ (or its transpose), dB = op(A)ᵀ dC (or its transpose).
-  // A plain-matrix operand of a batched product gets the gradients of all batches summed.
-  if (c.needs_gradient(0)) {
-    Tensor da = ta ? matmul(b, dy, {.transpose_a = tb, .transpose_b = true})
-                   : matmul(dy, b, {.transpose_a = false, .transpose_b = !tb});
-    c.set_input_gradient(0, da.shape() == a.shape() ? da : sum_to(da, a.shape()));
-  }
-  if (c.needs_gradient(1)) {
-    Tensor db = tb ? matmul(dy, a, {.transpose_a = true, .transpose_b = ta})
-                   : matmul(a, dy, {.transpose_a = !ta, .transpose_b = false});
-    c.set_input_gradient(1, db.shape() == b.shape() ? db : sum_to(db, b.shape()));
-  }
-});
+TESSEL_OP("matmul")
+    .inputs(2)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const TensorType& a = c.inputs[0];
+      const TensorType& b = c.inputs[1];
+      require_same_dtype(a, b);
+      if (a.shape.rank() < 2 || b.shape.rank() < 2) {
+        throw Error::ShapeMismatch(concat("expected matrices (rank >= 2), got a ", a.shape, " and b ", b.shape));
+      }
+      const bool ta = c.attrs.get_bool("transpose_a", false);
+      const bool tb = c.attrs.get_bool("transpose_b", false);
+      const int ra = a.shape.rank(), rb = b.shape.rank();
+      const int64_t m = ta ? a.shape[ra - 1] : a.shape[ra - 2];
+      const int64_t ka = ta ? a.shape[ra - 2] : a.shape[ra - 1];
+      const int64_t kb = tb ? b.shape[rb - 1] : b.shape[rb - 2];
+      const int64_t n = tb ? b.shape[rb - 2] : b.shape[rb - 1];
+      if (ka != kb) {
+        throw Error::ShapeMismatch(concat("inner dimensions differ: a", ta ? "ᵀ" : "", " ", a.shape, " has k = ", ka,
+                                          " but b", tb ? "ᵀ" : "", " ", b.shape, " has k = ", kb,
+                                          " (expected a[..., m, k] @ b[..., k, n])"));
+      }
+      const std::vector<int64_t> batch_a(a.shape.begin(), a.shape.end() - 2);
+      const std::vector<int64_t> batch_b(b.shape.begin(), b.shape.end() - 2);
+      if (!batch_a.empty() && !batch_b.empty() && batch_a != batch_b) {
+        throw Error::ShapeMismatch(concat("batch dimensions differ: a ", a.shape, ", b ", b.shape,
+                                          " (expected equal batch dimensions, or one operand a plain matrix)"));
+      }
+      std::vector<int64_t> dims = batch_a.empty() ? batch_b : batch_a;
+      dims.push_back(m);
+      dims.push_back(n);
+      return {{Shape(dims), a.dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      const bool ta = c.attrs().get_bool("transpose_a", false);
+      const bool tb = c.attrs().get_bool("transpose_b", false);
+      const Tensor a = c.input(0), b = c.input(1), dy = c.output_gradient();
+      // With C = op(A) op(B): dA = dC op(B)ᵀ (or its transpose), dB = op(A)ᵀ dC (or its transpose).
+      // A plain-matrix operand of a batched product gets the gradients of all batches summed.
+      if (c.needs_gradient(0)) {
+        Tensor da = ta ? matmul(b, dy, {.transpose_a = tb, .transpose_b = true})
+                       : matmul(dy, b, {.transpose_a = false, .transpose_b = !tb});
+        c.set_input_gradient(0, da.shape() == a.shape() ? da : sum_to(da, a.shape()));
+      }
+      if (c.needs_gradient(1)) {
+        Tensor db = tb ? matmul(dy, a, {.transpose_a = true, .transpose_b = ta})
+                       : matmul(a, dy, {.transpose_a = !ta, .transpose_b = false});
+        c.set_input_gradient(1, db.shape() == b.shape() ? db : sum_to(db, b.shape()));
+      }
+    });
 
 }  // namespace
 

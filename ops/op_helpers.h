@@ -26,7 +26,8 @@ inline void require_floating(const TensorType& t, std::string_view what) {
 }
 
 inline void require_integer(const TensorType& t, std::string_view what) {
-  if (!is_integer(t.dtype)) throw Error::ShapeMismatch(concat(what, " must be an integer tensor (i32, i64), got ", t.dtype));
+  if (!is_integer(t.dtype))
+    throw Error::ShapeMismatch(concat(what, " must be an integer tensor (i32, i64), got ", t.dtype));
 }
 
 inline void require_same_dtype(const TensorType& a, const TensorType& b) {

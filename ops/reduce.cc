@@ -34,8 +34,10 @@ std::vector<TensorType> infer_reduction(const InferContext& c) {
   std::vector<int64_t> dims;
   for (int i = 0; i < shape.rank(); ++i) {
     const bool is_reduced = std::binary_search(reduced.begin(), reduced.end(), i);
-    if (!is_reduced) dims.push_back(shape[i]);
-    else if (c.attrs.get_bool("keepdims")) dims.push_back(1);
+    if (!is_reduced)
+      dims.push_back(shape[i]);
+    else if (c.attrs.get_bool("keepdims"))
+      dims.push_back(1);
   }
   return {{Shape(dims), c.inputs[0].dtype}};
 }

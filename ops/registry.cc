@@ -1,8 +1,8 @@
 #include "ops/registry.h"
 
-#include <algorithm>
-
 #include <glog/logging.h>
+
+#include <algorithm>
 
 namespace tessel {
 

@@ -41,8 +41,8 @@ struct KernelContext {
   std::span<const TensorView> inputs;
   std::span<const TensorView> outputs;
   const Attributes& attrs;
-  int64_t step = 0;       // how many training steps ran before this one
-  bool training = true;   // false in evaluation: dropout is the identity
+  int64_t step = 0;      // how many training steps ran before this one
+  bool training = true;  // false in evaluation: dropout is the identity
 };
 using KernelFn = void (*)(const KernelContext&);
 
@@ -51,16 +51,32 @@ struct OpDef {
   int min_inputs = 0;
   int max_inputs = 0;  // -1: any number (concat)
   InferFn infer;
-  GradientFn gradient;                // empty: the op is not differentiable
-  std::vector<int> mutated_inputs;    // optimizer updates write their state inputs in place
+  GradientFn gradient;              // empty: the op is not differentiable
+  std::vector<int> mutated_inputs;  // optimizer updates write their state inputs in place
   // SBP signatures are declared here by the SBP issue; until then every op runs on one device.
 
   // Builder calls, for declarations that read like the op's specification.
-  OpDef& inputs(int count) { min_inputs = max_inputs = count; return *this; }
-  OpDef& inputs(int min_count, int max_count) { min_inputs = min_count; max_inputs = max_count; return *this; }
-  OpDef& infers(InferFn fn) { infer = std::move(fn); return *this; }
-  OpDef& differentiates(GradientFn fn) { gradient = std::move(fn); return *this; }
-  OpDef& mutates(std::vector<int> indices) { mutated_inputs = std::move(indices); return *this; }
+  OpDef& inputs(int count) {
+    min_inputs = max_inputs = count;
+    return *this;
+  }
+  OpDef& inputs(int min_count, int max_count) {
+    min_inputs = min_count;
+    max_inputs = max_count;
+    return *this;
+  }
+  OpDef& infers(InferFn fn) {
+    infer = std::move(fn);
+    return *this;
+  }
+  OpDef& differentiates(GradientFn fn) {
+    gradient = std::move(fn);
+    return *this;
+  }
+  OpDef& mutates(std::vector<int> indices) {
+    mutated_inputs = std::move(indices);
+    return *this;
+  }
   bool is_update() const { return !mutated_inputs.empty(); }
 };
 
@@ -98,13 +114,13 @@ class OpRegistry {
 //   TESSEL_KERNEL("relu", cpu, f32, relu_kernel);
 #define TESSEL_CONCAT_INNER(a, b) a##b
 #define TESSEL_CONCAT(a, b) TESSEL_CONCAT_INNER(a, b)
-#define TESSEL_OP(name) \
-  [[maybe_unused]] static ::tessel::OpDef& TESSEL_CONCAT(tessel_op_, __LINE__) = ::tessel::OpRegistry::global().define(name)
-#define TESSEL_KERNEL(name, device, dtype, fn)                                            \
-  [[maybe_unused]] static const bool TESSEL_CONCAT(tessel_kernel_, __LINE__) = [] {      \
-    ::tessel::OpRegistry::global().register_kernel(name, ::tessel::DeviceType::device,  \
-                                                   ::tessel::DType::dtype, fn);         \
-    return true;                                                                        \
+#define TESSEL_OP(name)                                                          \
+  [[maybe_unused]] static ::tessel::OpDef& TESSEL_CONCAT(tessel_op_, __LINE__) = \
+      ::tessel::OpRegistry::global().define(name)
+#define TESSEL_KERNEL(name, device, dtype, fn)                                                                      \
+  [[maybe_unused]] static const bool TESSEL_CONCAT(tessel_kernel_, __LINE__) = [] {                                 \
+    ::tessel::OpRegistry::global().register_kernel(name, ::tessel::DeviceType::device, ::tessel::DType::dtype, fn); \
+    return true;                                                                                                    \
   }()
 
 }  // namespace tessel

@@ -7,105 +7,118 @@ namespace tessel {
 namespace {
 using namespace op_helpers;
 
-TESSEL_OP("reshape").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const Shape& from = c.inputs[0].shape;
-  std::vector<int64_t> dims = c.attrs.get_ints("shape");
-  int inferred = -1;
-  int64_t known = 1;
-  for (int i = 0; i < static_cast<int>(dims.size()); ++i) {
-    if (dims[i] == -1) {
-      if (inferred >= 0) throw Error::InvalidArgument(concat("target shape ", Shape(dims), " has more than one -1"));
-      inferred = i;
-    } else if (dims[i] < 0) {
-      throw Error::InvalidArgument(concat("target shape ", Shape(dims), " has a negative extent"));
-    } else {
-      known *= dims[i];
-    }
-  }
-  if (inferred >= 0 && known > 0 && from.numel() % known == 0) dims[inferred] = from.numel() / known;
-  if (Shape(dims).numel() != from.numel() || (inferred >= 0 && dims[inferred] < 0)) {
-    throw Error::ShapeMismatch(concat("cannot reshape ", from, " (", from.numel(), " elements) to ",
-                                      Shape(c.attrs.get_ints("shape")), " (expected the same number of elements)"));
-  }
-  return {{Shape(dims), c.inputs[0].dtype}};
-}).differentiates([](GradientContext& c) {
-  c.set_input_gradient(0, reshape(c.output_gradient(), c.input(0).shape()));
-});
+TESSEL_OP("reshape")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const Shape& from = c.inputs[0].shape;
+      std::vector<int64_t> dims = c.attrs.get_ints("shape");
+      int inferred = -1;
+      int64_t known = 1;
+      for (int i = 0; i < static_cast<int>(dims.size()); ++i) {
+        if (dims[i] == -1) {
+          if (inferred >= 0)
+            throw Error::InvalidArgument(concat("target shape ", Shape(dims), " has more than one -1"));
+          inferred = i;
+        } else if (dims[i] < 0) {
+          throw Error::InvalidArgument(concat("target shape ", Shape(dims), " has a negative extent"));
+        } else {
+          known *= dims[i];
+        }
+      }
+      if (inferred >= 0 && known > 0 && from.numel() % known == 0) dims[inferred] = from.numel() / known;
+      if (Shape(dims).numel() != from.numel() || (inferred >= 0 && dims[inferred] < 0)) {
+        throw Error::ShapeMismatch(concat("cannot reshape ", from, " (", from.numel(), " elements) to ",
+                                          Shape(c.attrs.get_ints("shape")), " (expected the same number of elements)"));
+      }
+      return {{Shape(dims), c.inputs[0].dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      c.set_input_gradient(0, reshape(c.output_gradient(), c.input(0).shape()));
+    });
 
-TESSEL_OP("transpose").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const Shape& shape = c.inputs[0].shape;
-  const std::vector<int64_t>& permutation = c.attrs.get_ints("permutation");
-  std::vector<int64_t> sorted = permutation;
-  std::sort(sorted.begin(), sorted.end());
-  bool valid = static_cast<int>(permutation.size()) == shape.rank();
-  for (int i = 0; valid && i < shape.rank(); ++i) valid = sorted[i] == i;
-  if (!valid) {
-    throw Error::InvalidArgument(concat("permutation ", Shape(permutation), " is not a permutation of the ",
-                                        shape.rank(), " axes of ", shape));
-  }
-  std::vector<int64_t> dims;
-  for (int64_t axis : permutation) dims.push_back(shape[static_cast<int>(axis)]);
-  return {{Shape(dims), c.inputs[0].dtype}};
-}).differentiates([](GradientContext& c) {
-  const std::vector<int64_t>& permutation = c.attrs().get_ints("permutation");
-  std::vector<int64_t> inverse(permutation.size());
-  for (size_t i = 0; i < permutation.size(); ++i) inverse[permutation[i]] = static_cast<int64_t>(i);
-  c.set_input_gradient(0, transpose(c.output_gradient(), inverse));
-});
+TESSEL_OP("transpose")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const Shape& shape = c.inputs[0].shape;
+      const std::vector<int64_t>& permutation = c.attrs.get_ints("permutation");
+      std::vector<int64_t> sorted = permutation;
+      std::sort(sorted.begin(), sorted.end());
+      bool valid = static_cast<int>(permutation.size()) == shape.rank();
+      for (int i = 0; valid && i < shape.rank(); ++i) valid = sorted[i] == i;
+      if (!valid) {
+        throw Error::InvalidArgument(concat("permutation ", Shape(permutation), " is not a permutation of the ",
+                                            shape.rank(), " axes of ", shape));
+      }
+      std::vector<int64_t> dims;
+      for (int64_t axis : permutation) dims.push_back(shape[static_cast<int>(axis)]);
+      return {{Shape(dims), c.inputs[0].dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      const std::vector<int64_t>& permutation = c.attrs().get_ints("permutation");
+      std::vector<int64_t> inverse(permutation.size());
+      for (size_t i = 0; i < permutation.size(); ++i) inverse[permutation[i]] = static_cast<int64_t>(i);
+      c.set_input_gradient(0, transpose(c.output_gradient(), inverse));
+    });
 
-TESSEL_OP("concat").inputs(1, -1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const TensorType& first = c.inputs[0];
-  const int axis = axis_of(first.shape, c.attrs.get_int("axis"));
-  std::vector<int64_t> dims = first.shape.dims();
-  dims[axis] = 0;
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    const TensorType& t = c.inputs[i];
-    require_same_dtype(first, t);
-    bool fits = t.shape.rank() == first.shape.rank();
-    for (int d = 0; fits && d < t.shape.rank(); ++d) fits = d == axis || t.shape[d] == first.shape[d];
-    if (!fits) {
-      throw Error::ShapeMismatch(concat("input ", i, " has shape ", t.shape, " but input 0 has ", first.shape,
-                                        " (expected equal extents on every axis but ", axis, ")"));
-    }
-    dims[axis] += t.shape[axis];
-  }
-  return {{Shape(dims), first.dtype}};
-}).differentiates([](GradientContext& c) {
-  const Shape& out = c.output().shape();
-  const int axis = *out.normalize_axis(c.attrs().get_int("axis"));
-  int64_t offset = 0;
-  for (int i = 0; i < c.num_inputs(); ++i) {
-    const int64_t extent = c.input(i).shape()[axis];
-    std::vector<int64_t> starts(out.rank(), 0), ends = out.dims();
-    starts[axis] = offset;
-    ends[axis] = offset + extent;
-    if (c.needs_gradient(i)) c.set_input_gradient(i, slice(c.output_gradient(), starts, ends));
-    offset += extent;
-  }
-});
+TESSEL_OP("concat")
+    .inputs(1, -1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const TensorType& first = c.inputs[0];
+      const int axis = axis_of(first.shape, c.attrs.get_int("axis"));
+      std::vector<int64_t> dims = first.shape.dims();
+      dims[axis] = 0;
+      for (size_t i = 0; i < c.inputs.size(); ++i) {
+        const TensorType& t = c.inputs[i];
+        require_same_dtype(first, t);
+        bool fits = t.shape.rank() == first.shape.rank();
+        for (int d = 0; fits && d < t.shape.rank(); ++d) fits = d == axis || t.shape[d] == first.shape[d];
+        if (!fits) {
+          throw Error::ShapeMismatch(concat("input ", i, " has shape ", t.shape, " but input 0 has ", first.shape,
+                                            " (expected equal extents on every axis but ", axis, ")"));
+        }
+        dims[axis] += t.shape[axis];
+      }
+      return {{Shape(dims), first.dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      const Shape& out = c.output().shape();
+      const int axis = *out.normalize_axis(c.attrs().get_int("axis"));
+      int64_t offset = 0;
+      for (int i = 0; i < c.num_inputs(); ++i) {
+        const int64_t extent = c.input(i).shape()[axis];
+        std::vector<int64_t> starts(out.rank(), 0), ends = out.dims();
+        starts[axis] = offset;
+        ends[axis] = offset + extent;
+        if (c.needs_gradient(i)) c.set_input_gradient(i, slice(c.output_gradient(), starts, ends));
+        offset += extent;
+      }
+    });
 
-TESSEL_OP("slice").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const Shape& shape = c.inputs[0].shape;
-  const std::vector<int64_t>& starts = c.attrs.get_ints("starts");
-  const std::vector<int64_t>& ends = c.attrs.get_ints("ends");
-  if (static_cast<int>(starts.size()) != shape.rank() || static_cast<int>(ends.size()) != shape.rank()) {
-    throw Error::InvalidArgument(concat("starts ", Shape(starts), " and ends ", Shape(ends), " must each have ",
-                                        shape.rank(), " entries, one per axis of ", shape));
-  }
-  std::vector<int64_t> dims;
-  for (int i = 0; i < shape.rank(); ++i) {
-    if (starts[i] < 0 || starts[i] > ends[i] || ends[i] > shape[i]) {
-      throw Error::InvalidArgument(concat("range [", starts[i], ", ", ends[i], ") of axis ", i,
-                                          " lies outside [0, ", shape[i], ") of shape ", shape));
-    }
-    dims.push_back(ends[i] - starts[i]);
-  }
-  return {{Shape(dims), c.inputs[0].dtype}};
-}).differentiates([](GradientContext& c) {
-  Attributes attrs = c.attrs();
-  attrs.set("shape", c.input(0).shape().dims());
-  c.set_input_gradient(0, c.graph().apply1("slice_grad", {c.output_gradient()}, attrs));
-});
+TESSEL_OP("slice")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const Shape& shape = c.inputs[0].shape;
+      const std::vector<int64_t>& starts = c.attrs.get_ints("starts");
+      const std::vector<int64_t>& ends = c.attrs.get_ints("ends");
+      if (static_cast<int>(starts.size()) != shape.rank() || static_cast<int>(ends.size()) != shape.rank()) {
+        throw Error::InvalidArgument(concat("starts ", Shape(starts), " and ends ", Shape(ends), " must each have ",
+                                            shape.rank(), " entries, one per axis of ", shape));
+      }
+      std::vector<int64_t> dims;
+      for (int i = 0; i < shape.rank(); ++i) {
+        if (starts[i] < 0 || starts[i] > ends[i] || ends[i] > shape[i]) {
+          throw Error::InvalidArgument(concat("range [", starts[i], ", ", ends[i], ") of axis ", i,
+                                              " lies outside [0, ", shape[i], ") of shape ", shape));
+        }
+        dims.push_back(ends[i] - starts[i]);
+      }
+      return {{Shape(dims), c.inputs[0].dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      Attributes attrs = c.attrs();
+      attrs.set("shape", c.input(0).shape().dims());
+      c.set_input_gradient(0, c.graph().apply1("slice_grad", {c.output_gradient()}, attrs));
+    });
 // (dy) -> zeros of attr `shape` with dy written at `starts`.
 TESSEL_OP("slice_grad").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
   return {{c.attrs.get_shape("shape"), c.inputs[0].dtype}};

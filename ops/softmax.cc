@@ -20,31 +20,32 @@ TESSEL_OP("log_softmax").inputs(1).infers(infer_softmax).differentiates([](Gradi
 });
 TESSEL_OP("log_softmax_grad").inputs(2).infers(same_as_first);
 
-Shape loss_shape(const Shape& labels, const std::string& reduction) {
-  return reduction == "none" ? labels : Shape{};
-}
+Shape loss_shape(const Shape& labels, const std::string& reduction) { return reduction == "none" ? labels : Shape{}; }
 
-TESSEL_OP("cross_entropy").inputs(2).infers([](const InferContext& c) -> std::vector<TensorType> {
-  const TensorType& logits = c.inputs[0];
-  const TensorType& labels = c.inputs[1];
-  require_floating(logits, "logits");
-  require_integer(labels, "labels");
-  const Shape& ls = logits.shape;
-  if (ls.rank() < 1 || labels.shape.rank() != ls.rank() - 1 ||
-      !std::equal(labels.shape.begin(), labels.shape.end(), ls.begin())) {
-    throw Error::ShapeMismatch(concat("logits ", ls, " and labels ", labels.shape,
-                                      " do not fit (expected logits[..., C] and labels[...] with the same leading "
-                                      "extents)"));
-  }
-  const std::string& reduction = c.attrs.get_string("reduction");
-  if (reduction != "mean" && reduction != "sum" && reduction != "none") {
-    throw Error::InvalidArgument(concat("unknown reduction '", reduction, "' (expected mean, sum or none)"));
-  }
-  return {{loss_shape(labels.shape, reduction), logits.dtype}};
-}).differentiates([](GradientContext& c) {
-  c.set_input_gradient(
-      0, c.graph().apply1("cross_entropy_grad", {c.input(0), c.input(1), c.output_gradient()}, c.attrs()));
-});
+TESSEL_OP("cross_entropy")
+    .inputs(2)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const TensorType& logits = c.inputs[0];
+      const TensorType& labels = c.inputs[1];
+      require_floating(logits, "logits");
+      require_integer(labels, "labels");
+      const Shape& ls = logits.shape;
+      if (ls.rank() < 1 || labels.shape.rank() != ls.rank() - 1 ||
+          !std::equal(labels.shape.begin(), labels.shape.end(), ls.begin())) {
+        throw Error::ShapeMismatch(concat("logits ", ls, " and labels ", labels.shape,
+                                          " do not fit (expected logits[..., C] and labels[...] with the same leading "
+                                          "extents)"));
+      }
+      const std::string& reduction = c.attrs.get_string("reduction");
+      if (reduction != "mean" && reduction != "sum" && reduction != "none") {
+        throw Error::InvalidArgument(concat("unknown reduction '", reduction, "' (expected mean, sum or none)"));
+      }
+      return {{loss_shape(labels.shape, reduction), logits.dtype}};
+    })
+    .differentiates([](GradientContext& c) {
+      c.set_input_gradient(
+          0, c.graph().apply1("cross_entropy_grad", {c.input(0), c.input(1), c.output_gradient()}, c.attrs()));
+    });
 // (logits, labels, dy) -> d logits = (softmax(logits) - onehot(labels)) * dy [/ count for mean].
 TESSEL_OP("cross_entropy_grad").inputs(3).infers(same_as_first);
 

@@ -24,9 +24,8 @@ void Interpreter::set_variable(const std::string& name, const HostTensor& value)
   for (const Node& node : graph_.nodes()) {
     if (node.op != "variable" || node.name != name) continue;
     if (value.shape() != node.outputs[0].shape || value.dtype() != node.outputs[0].dtype) {
-      throw Error::ShapeMismatch(concat("variable '", name, "' is ", node.outputs[0].shape, " ",
-                                        node.outputs[0].dtype, ", cannot set it to ", value.shape(), " ",
-                                        value.dtype()));
+      throw Error::ShapeMismatch(concat("variable '", name, "' is ", node.outputs[0].shape, " ", node.outputs[0].dtype,
+                                        ", cannot set it to ", value.shape(), " ", value.dtype()));
     }
     variables_[name] = value.clone();
     return;
@@ -98,11 +97,18 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
   }
   order.insert(order.end(), updates.begin(), updates.end());
 
+  // Fetched values: a fresh output is handed over as it is; a variable or a feed is copied,
+  // so later updates (or the caller's buffers) cannot change what was returned.
   std::vector<HostTensor> results;
-  for (size_t position = 0; position < order.size(); ++position) {
-    if (position == order.size() - updates.size()) {  // before the updates change any variable
-      for (const Tensor& t : fetches) results.push_back(values[t.node()][t.output()].clone());
+  const auto collect = [&] {
+    for (const Tensor& t : fetches) {
+      const HostTensor& value = values[t.node()][t.output()];
+      const std::string& op = graph_.node(t.node()).op;
+      results.push_back(op == "variable" || op == "input" ? value.clone() : value);
     }
+  };
+  for (size_t position = 0; position < order.size(); ++position) {
+    if (position == order.size() - updates.size()) collect();  // before the updates change any variable
     const Node& node = graph_.node(order[position]);
     if (node.op == "input") {
       values[node.id] = {feeds.at(node.name)};
@@ -133,9 +139,7 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
       if (--readers[in.node] == 0) values[in.node].clear();
     }
   }
-  if (updates.empty()) {
-    for (const Tensor& t : fetches) results.push_back(values[t.node()][t.output()].clone());
-  }
+  if (updates.empty()) collect();
   if (apply_updates) ++step_;
   return results;
 }

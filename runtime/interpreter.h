@@ -36,7 +36,8 @@ class Interpreter {
   int64_t step() const { return step_; }
 
  private:
-  std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training, bool apply_updates);
+  std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training,
+                              bool apply_updates);
   HostTensor& variable_storage(const Node& node);
   void check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const;
 

@@ -23,10 +23,14 @@ Sbp S(int axis) { return Sbp::split(axis); }
 
 std::string Sbp::to_string() const {
   switch (kind_) {
-    case Kind::split: return concat("S(", axis_, ")");
-    case Kind::broadcast: return "B";
-    case Kind::partial_sum: return "P(sum)";
-    case Kind::partial_max: return "P(max)";
+    case Kind::split:
+      return concat("S(", axis_, ")");
+    case Kind::broadcast:
+      return "B";
+    case Kind::partial_sum:
+      return "P(sum)";
+    case Kind::partial_max:
+      return "P(max)";
   }
   return "?";
 }

@@ -1,13 +1,13 @@
 #include "apps/digits/digits.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <numeric>
 #include <sstream>
-
-#include <zlib.h>
 
 #include "core/random.h"
 #include "graph/graph.h"
@@ -76,8 +76,8 @@ Dataset load_digits(const std::string& path) {
       values.push_back(value);
     }
     if (values.size() != 65 || values[64] < 0 || values[64] > 9) {
-      throw Error::DataLoss(concat(path, ":", line_number, ": expected 64 pixel values and a label 0-9, got ",
-                                   values.size(), " fields"));
+      throw Error::DataLoss(
+          concat(path, ":", line_number, ": expected 64 pixel values and a label 0-9, got ", values.size(), " fields"));
     }
     for (int i = 0; i < 64; ++i) pixels.push_back(static_cast<float>(values[i] / 16.0));
     labels.push_back(static_cast<int64_t>(values[64]));
@@ -93,7 +93,8 @@ std::vector<int64_t> permutation(int64_t n, uint64_t seed) {
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   for (int64_t i = n - 1; i > 0; --i) {
-    const int64_t j = static_cast<int64_t>(mix64(seed ^ mix64(static_cast<uint64_t>(i))) % static_cast<uint64_t>(i + 1));
+    const int64_t j =
+        static_cast<int64_t>(mix64(seed ^ mix64(static_cast<uint64_t>(i))) % static_cast<uint64_t>(i + 1));
     std::swap(order[i], order[j]);
   }
   return order;

@@ -38,20 +38,27 @@ int main(int argc, char** argv) {
     if (std::strcmp(flag, "--help") == 0) usage("trains an MLP on the digits data set");
     if (i + 1 >= argc) usage((std::string("missing value after ") + flag).c_str());
     const double value = number(flag, argv[++i]);
-    if (std::strcmp(flag, "--epochs") == 0) options.epochs = static_cast<int>(value);
-    else if (std::strcmp(flag, "--batch") == 0) options.batch = static_cast<int>(value);
-    else if (std::strcmp(flag, "--hidden") == 0) options.hidden = static_cast<int>(value);
-    else if (std::strcmp(flag, "--lr") == 0) options.lr = value;
-    else if (std::strcmp(flag, "--seed") == 0) options.seed = static_cast<uint64_t>(value);
-    else if (std::strcmp(flag, "--threads") == 0) tessel::set_cpu_threads(static_cast<int>(value));
-    else usage((std::string("unknown flag ") + flag).c_str());
+    if (std::strcmp(flag, "--epochs") == 0)
+      options.epochs = static_cast<int>(value);
+    else if (std::strcmp(flag, "--batch") == 0)
+      options.batch = static_cast<int>(value);
+    else if (std::strcmp(flag, "--hidden") == 0)
+      options.hidden = static_cast<int>(value);
+    else if (std::strcmp(flag, "--lr") == 0)
+      options.lr = value;
+    else if (std::strcmp(flag, "--seed") == 0)
+      options.seed = static_cast<uint64_t>(value);
+    else if (std::strcmp(flag, "--threads") == 0)
+      tessel::set_cpu_threads(static_cast<int>(value));
+    else
+      usage((std::string("unknown flag ") + flag).c_str());
   }
   try {
     const std::string path = tessel::digits::find_digits_file();
     const auto data = tessel::digits::split(tessel::digits::load_digits(path), 0.2, 2024);
-    std::printf("digits: %s\n  %lld training and %lld test images; MLP 64-%d-10, AdamW lr %g, batch %d\n",
-                path.c_str(), static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
-                options.hidden, options.lr, options.batch);
+    std::printf("digits: %s\n  %lld training and %lld test images; MLP 64-%d-10, AdamW lr %g, batch %d\n", path.c_str(),
+                static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()), options.hidden,
+                options.lr, options.batch);
     const auto reports = tessel::digits::train(data, options, [](const tessel::digits::EpochReport& r) {
       std::printf("epoch %3d  loss %.4f  test accuracy %6.2f%%  %8.0f samples/s\n", r.epoch, r.mean_loss,
                   100 * r.test_accuracy, r.samples_per_second);

@@ -1,4 +1,5 @@
 #include "apps/digits/digits.h"
+
 #include "tests/test_support.h"
 
 namespace tessel {

@@ -1,6 +1,7 @@
 // The coordinator over CAF's middleman on loopback: joins with the job token are admitted,
 // others refused, and the job goes on.
 #include "comm/coordinator.h"
+
 #include "tests/test_support.h"
 
 namespace tessel {

@@ -1,8 +1,8 @@
 #include "comm/ucx_worker.h"
 
-#include <numeric>
-
 #include <gtest/gtest.h>
+
+#include <numeric>
 
 namespace tessel {
 namespace {

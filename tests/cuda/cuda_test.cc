@@ -7,10 +7,10 @@
 namespace tessel {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                            \
-  do {                                                                                \
-    const cuda::DeviceCount devices = cuda::device_count();                           \
-    if (devices.count == 0) GTEST_SKIP() << "no CUDA GPU here: " << devices.reason;   \
+#define SKIP_WITHOUT_GPU()                                                          \
+  do {                                                                              \
+    const cuda::DeviceCount devices = cuda::device_count();                         \
+    if (devices.count == 0) GTEST_SKIP() << "no CUDA GPU here: " << devices.reason; \
   } while (0)
 
 // Runs `op` on cuda and on cpu over the same inputs; returns (cuda result, cpu result).

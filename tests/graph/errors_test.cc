@@ -86,8 +86,8 @@ TEST(Errors, ParameterWithNoGradientPathIsNamed) {
   Tensor w = g.param("w", {3, 2}, init::normal(0.1));
   g.param("unused", {5}, init::zeros());
   Tensor loss = mean(matmul(x, w));
-  EXPECT_TESSEL_ERROR(g.minimize(loss, SGD{.lr = 0.1}), ErrorCode::kInvalidArgument, "minimize",
-                      "parameter 'unused'", "no gradient path to");
+  EXPECT_TESSEL_ERROR(g.minimize(loss, SGD{.lr = 0.1}), ErrorCode::kInvalidArgument, "minimize", "parameter 'unused'",
+                      "no gradient path to");
 }
 
 TEST(Errors, NonScalarLossAndBadOptimizerSettings) {
@@ -113,8 +113,8 @@ TEST(Errors, InputNeverFedIsNamed) {
   Tensor x = g.input("x", {2});
   Tensor y = g.input("y", {2});
   Interpreter interpreter(g);
-  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, f32)}}, {x + y}),
-                      ErrorCode::kFailedPrecondition, "input 'y'", "was not fed");
+  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, f32)}}, {x + y}), ErrorCode::kFailedPrecondition,
+                      "input 'y'", "was not fed");
   // An input the fetches do not need may be left out.
   EXPECT_NO_THROW(interpreter.evaluate({{"x", HostTensor(Shape{2}, f32)}}, {relu(x)}));
 }
@@ -123,10 +123,10 @@ TEST(Errors, BadFeedsAreNamed) {
   Graph g;
   Tensor x = g.input("x", {2});
   Interpreter interpreter(g);
-  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{3}, f32)}}, {relu(x)}),
-                      ErrorCode::kShapeMismatch, "feed 'x' is [3] f32", "expects [2] f32");
-  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, i64)}}, {relu(x)}),
-                      ErrorCode::kShapeMismatch, "[2] i64");
+  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{3}, f32)}}, {relu(x)}), ErrorCode::kShapeMismatch,
+                      "feed 'x' is [3] f32", "expects [2] f32");
+  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, i64)}}, {relu(x)}), ErrorCode::kShapeMismatch,
+                      "[2] i64");
   EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, f32)}, {"z", HostTensor(Shape{2}, f32)}}, {x}),
                       ErrorCode::kNotFound, "feed 'z' names no input", "inputs: x");
 }
@@ -135,9 +135,8 @@ TEST(Errors, DtypeWithoutKernelNamesOpAndDtype) {
   Graph g;
   Tensor x = g.input("x", {2}, f16);
   Interpreter interpreter(g);
-  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, f16)}}, {relu(x)}),
-                      ErrorCode::kUnimplemented, "op 'relu' has no cpu kernel for dtype f16",
-                      "kernels exist for: f32");
+  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, f16)}}, {relu(x)}), ErrorCode::kUnimplemented,
+                      "op 'relu' has no cpu kernel for dtype f16", "kernels exist for: f32");
 }
 
 TEST(Errors, LabelOutOfRangeAtRunTime) {
@@ -145,10 +144,10 @@ TEST(Errors, LabelOutOfRangeAtRunTime) {
   Tensor logits = g.input("logits", {2, 3});
   Tensor labels = g.input("labels", {2}, i64);
   Interpreter interpreter(g);
-  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"logits", HostTensor(Shape{2, 3}, f32)},
-                                            {"labels", HostTensor::of<int64_t>({2}, {1, 3})}},
-                                           {cross_entropy(logits, labels)}),
-                      ErrorCode::kOutOfRange, "label 3 at position 1 is outside [0, 3)", "errors_test.cc");
+  EXPECT_TESSEL_ERROR(
+      interpreter.evaluate({{"logits", HostTensor(Shape{2, 3}, f32)}, {"labels", HostTensor::of<int64_t>({2}, {1, 3})}},
+                           {cross_entropy(logits, labels)}),
+      ErrorCode::kOutOfRange, "label 3 at position 1 is outside [0, 3)", "errors_test.cc");
 }
 
 }  // namespace

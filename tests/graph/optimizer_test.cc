@@ -105,8 +105,10 @@ struct Regression {
     Tensor b = g.param("b", {2}, init::constant(0.1));
     Tensor error = tanh(bias_add(matmul(x, w), b)) - y;
     loss = mean(error * error);
-    if (adam) g.minimize(loss, AdamW{.lr = 0.05}, {.accumulation_steps = accumulation});
-    else g.minimize(loss, SGD{.lr = 0.3, .momentum = 0.5}, {.accumulation_steps = accumulation});
+    if (adam)
+      g.minimize(loss, AdamW{.lr = 0.05}, {.accumulation_steps = accumulation});
+    else
+      g.minimize(loss, SGD{.lr = 0.3, .momentum = 0.5}, {.accumulation_steps = accumulation});
   }
 };
 

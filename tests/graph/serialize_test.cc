@@ -1,5 +1,6 @@
-#include "graph/graph.h"
 #include "graph/serialize.h"
+
+#include "graph/graph.h"
 #include "ops/ops.h"
 #include "runtime/interpreter.h"
 #include "tests/test_support.h"

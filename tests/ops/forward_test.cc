@@ -134,8 +134,10 @@ TEST(Forward, DropoutIsSeededScaledAndOffInEvaluation) {
   EXPECT_EQ(train, again);  // the same seed and step draw the same mask
   int zeros = 0;
   for (float v : train) {
-    if (v == 0) ++zeros;
-    else EXPECT_FLOAT_EQ(v, 1 / 0.75f);
+    if (v == 0)
+      ++zeros;
+    else
+      EXPECT_FLOAT_EQ(v, 1 / 0.75f);
   }
   EXPECT_NEAR(zeros / 10000.0, 0.25, 0.02);
   const std::vector<float> eval = interpreter.evaluate({{"x", ones}}, {y})[0].to_floats();

@@ -18,8 +18,8 @@ struct GradientCase {
   std::string name;
   std::vector<Shape> shapes;  // the differentiable inputs x0, x1, ...
   Build build;
-  Feeds integer_feeds = {};   // inputs the build adds itself (labels, indices)
-  float low = -1, high = 1;   // range of the random inputs
+  Feeds integer_feeds = {};  // inputs the build adds itself (labels, indices)
+  float low = -1, high = 1;  // range of the random inputs
 };
 
 // Keeps values away from the kinks of relu and the like, where differences are not derivatives.
@@ -83,15 +83,19 @@ std::vector<GradientCase> cases() {
   using V = std::vector<Tensor>;
   std::vector<GradientCase> all = {
       {"matmul", {{3, 4}, {4, 5}}, [](Graph&, const V& x) { return matmul(x[0], x[1]); }},
-      {"matmul_transpose_a", {{4, 3}, {4, 5}},
+      {"matmul_transpose_a",
+       {{4, 3}, {4, 5}},
        [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_a = true}); }},
-      {"matmul_transpose_b", {{3, 4}, {5, 4}},
+      {"matmul_transpose_b",
+       {{3, 4}, {5, 4}},
        [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_b = true}); }},
-      {"matmul_transpose_both", {{4, 3}, {5, 4}},
+      {"matmul_transpose_both",
+       {{4, 3}, {5, 4}},
        [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_a = true, .transpose_b = true}); }},
       {"matmul_batched", {{2, 3, 4}, {2, 4, 2}}, [](Graph&, const V& x) { return matmul(x[0], x[1]); }},
       {"matmul_batched_by_matrix", {{2, 3, 4}, {4, 2}}, [](Graph&, const V& x) { return matmul(x[0], x[1]); }},
-      {"matmul_matrix_by_batched_transposed", {{4, 3}, {2, 4, 2}},
+      {"matmul_matrix_by_batched_transposed",
+       {{4, 3}, {2, 4, 2}},
        [](Graph&, const V& x) { return matmul(x[0], x[1], {.transpose_a = true}); }},
       {"add", {{3, 4}, {3, 4}}, [](Graph&, const V& x) { return x[0] + x[1]; }},
       {"add_broadcast_row", {{3, 4}, {4}}, [](Graph&, const V& x) { return x[0] + x[1]; }},
@@ -124,21 +128,54 @@ std::vector<GradientCase> cases() {
        {{"labels", labels_of({5}, 3, i32)}}},
       {"cross_entropy_none_3d",
        {{2, 3, 4}},
-       [](Graph& g, const V& x) { return cross_entropy(x[0], g.input("labels", {2, 3}, i64), Reduction::none); },
+       [](Graph& g, const V& x) {
+         return cross_entropy(x[0], g.input("labels", {2, 3}, i64), Reduction::none);
+       },
        {{"labels", labels_of({2, 3}, 4, i64)}}},
       {"sum_all", {{3, 4}}, [](Graph&, const V& x) { return sum(x[0]); }},
       {"sum_axis", {{2, 3, 4}}, [](Graph&, const V& x) { return sum(x[0], {1}); }},
-      {"sum_axes_keepdims", {{2, 3, 4}}, [](Graph&, const V& x) { return sum(x[0], {0, -1}, true); }},
+      {"sum_axes_keepdims",
+       {{2, 3, 4}},
+       [](Graph&, const V& x) {
+         return sum(x[0], {0, -1}, true);
+       }},
       {"mean_all", {{3, 4}}, [](Graph&, const V& x) { return mean(x[0]); }},
       {"mean_axis", {{3, 4}}, [](Graph&, const V& x) { return mean(x[0], {0}); }},
-      {"reshape", {{2, 6}}, [](Graph&, const V& x) { return reshape(x[0], {3, -1}); }},
-      {"transpose_2d", {{3, 4}}, [](Graph&, const V& x) { return transpose(x[0], {1, 0}); }},
-      {"transpose_3d", {{2, 3, 4}}, [](Graph&, const V& x) { return transpose(x[0], {2, 0, 1}); }},
-      {"concat_axis_0", {{2, 3}, {1, 3}}, [](Graph&, const V& x) { return concat({x[0], x[1]}, 0); }},
-      {"concat_axis_1_three", {{2, 1}, {2, 3}, {2, 2}},
-       [](Graph&, const V& x) { return concat({x[0], x[1], x[2]}, 1); }},
-      {"slice", {{4, 5}}, [](Graph&, const V& x) { return slice(x[0], {1, 0}, {3, 4}); }},
-      {"slice_3d", {{3, 4, 2}}, [](Graph&, const V& x) { return slice(x[0], {0, 1, 1}, {2, 4, 2}); }},
+      {"reshape",
+       {{2, 6}},
+       [](Graph&, const V& x) {
+         return reshape(x[0], {3, -1});
+       }},
+      {"transpose_2d",
+       {{3, 4}},
+       [](Graph&, const V& x) {
+         return transpose(x[0], {1, 0});
+       }},
+      {"transpose_3d",
+       {{2, 3, 4}},
+       [](Graph&, const V& x) {
+         return transpose(x[0], {2, 0, 1});
+       }},
+      {"concat_axis_0",
+       {{2, 3}, {1, 3}},
+       [](Graph&, const V& x) {
+         return concat({x[0], x[1]}, 0);
+       }},
+      {"concat_axis_1_three",
+       {{2, 1}, {2, 3}, {2, 2}},
+       [](Graph&, const V& x) {
+         return concat({x[0], x[1], x[2]}, 1);
+       }},
+      {"slice",
+       {{4, 5}},
+       [](Graph&, const V& x) {
+         return slice(x[0], {1, 0}, {3, 4});
+       }},
+      {"slice_3d",
+       {{3, 4, 2}},
+       [](Graph&, const V& x) {
+         return slice(x[0], {0, 1, 1}, {2, 4, 2});
+       }},
       {"layer_norm", {{3, 6}, {6}, {6}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"layer_norm_3d", {{2, 2, 4}, {4}, {4}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"embedding_i64",
@@ -147,12 +184,15 @@ std::vector<GradientCase> cases() {
        {{"ids", HostTensor::of<int64_t>({4}, {4, 0, 4, 2})}}},
       {"embedding_i32_2d",
        {{4, 2}},
-       [](Graph& g, const V& x) { return embedding(x[0], g.input("ids", {2, 3}, i32)); },
+       [](Graph& g, const V& x) {
+         return embedding(x[0], g.input("ids", {2, 3}, i32));
+       },
        {{"ids", HostTensor::of<int32_t>({2, 3}, {1, 1, 3, 0, 2, 1})}}},
       {"dropout", {{4, 6}}, [](Graph&, const V& x) { return dropout(x[0], 0.3, 11); }},
       {"broadcast_to", {{3, 1}}, [](Graph&, const V& x) { return broadcast_to(x[0], {2, 3, 4}); }},
       {"sum_to", {{2, 3, 4}}, [](Graph&, const V& x) { return sum_to(x[0], {3, 1}); }},
-      {"chain_mlp", {{4, 3}, {3, 5}, {5}},
+      {"chain_mlp",
+       {{4, 3}, {3, 5}, {5}},
        [](Graph&, const V& x) { return log_softmax(gelu(bias_add(matmul(x[0], x[1]), x[2]))); }},
   };
   return all;

@@ -1,4 +1,5 @@
 #include "sbp/sbp.h"
+
 #include "tests/test_support.h"
 
 namespace tessel {

@@ -56,18 +56,34 @@ void unary(const KernelContext& c) {
   });
 }
 
-struct Add { float operator()(float a, float b) const { return a + b; } };
-struct Sub { float operator()(float a, float b) const { return a - b; } };
-struct Mul { float operator()(float a, float b) const { return a * b; } };
-struct Div { float operator()(float a, float b) const { return a / b; } };
-struct Relu { float operator()(float x) const { return x > 0 ? x : 0.0f; } };
+struct Add {
+  float operator()(float a, float b) const { return a + b; }
+};
+struct Sub {
+  float operator()(float a, float b) const { return a - b; }
+};
+struct Mul {
+  float operator()(float a, float b) const { return a * b; }
+};
+struct Div {
+  float operator()(float a, float b) const { return a / b; }
+};
+struct Relu {
+  float operator()(float x) const { return x > 0 ? x : 0.0f; }
+};
 struct Gelu {
   float operator()(float x) const { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 };
-struct Tanh { float operator()(float x) const { return std::tanh(x); } };
-struct Sigmoid { float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); } };
+struct Tanh {
+  float operator()(float x) const { return std::tanh(x); }
+};
+struct Sigmoid {
+  float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); }
+};
 // Gradients: (saved forward value, dy) -> dx.
-struct ReluGrad { float operator()(float x, float dy) const { return x > 0 ? dy : 0.0f; } };
+struct ReluGrad {
+  float operator()(float x, float dy) const { return x > 0 ? dy : 0.0f; }
+};
 struct GeluGrad {
   float operator()(float x, float dy) const {
     const float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
@@ -75,8 +91,12 @@ struct GeluGrad {
     return dy * (cdf + x * pdf);
   }
 };
-struct TanhGrad { float operator()(float y, float dy) const { return dy * (1.0f - y * y); } };
-struct SigmoidGrad { float operator()(float y, float dy) const { return dy * y * (1.0f - y); } };
+struct TanhGrad {
+  float operator()(float y, float dy) const { return dy * (1.0f - y * y); }
+};
+struct SigmoidGrad {
+  float operator()(float y, float dy) const { return dy * y * (1.0f - y); }
+};
 
 void scale(const KernelContext& c) {
   const float factor = static_cast<float>(c.attrs.get_float("factor"));

@@ -29,9 +29,9 @@ void matmul(const KernelContext& c) {
     return;
   }
   const auto gemm = [&](int64_t rows, const float* A, const float* B, float* C) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                static_cast<int>(rows), static_cast<int>(n), static_cast<int>(k), 1.0f, A,
-                static_cast<int>(ta ? rows : k), B, static_cast<int>(tb ? k : n), 0.0f, C, static_cast<int>(n));
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(rows),
+                static_cast<int>(n), static_cast<int>(k), 1.0f, A, static_cast<int>(ta ? rows : k), B,
+                static_cast<int>(tb ? k : n), 0.0f, C, static_cast<int>(n));
   };
   if (!b_batched && !ta) {  // every batch of a times the same b: one tall product
     gemm(batches * m, pa, pb, py);

@@ -30,7 +30,8 @@ void mean(const KernelContext& c) {
   const Shape kept = keepdims_shape(c.inputs[0].shape, c.attrs);
   float* y = c.outputs[0].as<float>();
   sum_into(c.inputs[0], kept, y);
-  const float inverse = 1.0f / static_cast<float>(std::max<int64_t>(1, c.inputs[0].numel() / std::max<int64_t>(1, kept.numel())));
+  const float inverse =
+      1.0f / static_cast<float>(std::max<int64_t>(1, c.inputs[0].numel() / std::max<int64_t>(1, kept.numel())));
   for (int64_t i = 0; i < kept.numel(); ++i) y[i] *= inverse;
 }
 
@@ -89,7 +90,8 @@ void log_softmax_grad(const KernelContext& c) {  // (y, dy)
   for_each_line(c.inputs[0].shape, c.attrs.get_int("axis"), [&](int64_t base, int64_t stride, int64_t n) {
     float total = 0;
     for (int64_t j = 0; j < n; ++j) total += dy[base + j * stride];
-    for (int64_t j = 0; j < n; ++j) dx[base + j * stride] = dy[base + j * stride] - std::exp(y[base + j * stride]) * total;
+    for (int64_t j = 0; j < n; ++j)
+      dx[base + j * stride] = dy[base + j * stride] - std::exp(y[base + j * stride]) * total;
   });
 }
 
@@ -210,7 +212,8 @@ void layer_norm_grad(const KernelContext& c) {  // (x, gamma, dy) -> (dx, dgamma
     gx_mean /= static_cast<double>(width);
     for (int64_t j = 0; j < width; ++j) {
       const float g = drow[j] * gamma[j];
-      dx[r * width + j] = s.inverse_std * (g - static_cast<float>(g_mean) - normalized[j] * static_cast<float>(gx_mean));
+      dx[r * width + j] =
+          s.inverse_std * (g - static_cast<float>(g_mean) - normalized[j] * static_cast<float>(gx_mean));
     }
   }
 }
@@ -218,8 +221,8 @@ void layer_norm_grad(const KernelContext& c) {  // (x, gamma, dy) -> (dx, dgamma
 int64_t index_at(const TensorView& indices, int64_t i, int64_t rows) {
   const int64_t index = indices.dtype == DType::i32 ? indices.as<int32_t>()[i] : indices.as<int64_t>()[i];
   if (index < 0 || index >= rows) {
-    throw Error::OutOfRange(concat("embedding: index ", index, " at position ", i, " is outside the table's rows [0, ",
-                                   rows, ")"));
+    throw Error::OutOfRange(
+        concat("embedding: index ", index, " at position ", i, " is outside the table's rows [0, ", rows, ")"));
   }
   return index;
 }

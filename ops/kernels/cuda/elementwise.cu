@@ -39,10 +39,18 @@ void launch_relu_grad(const float* x, const float* dy, float* dx, int64_t n) {
 void launch_binary(BinaryOp op, const float* a, const float* b, float* y, int64_t n) {
   if (n <= 0) return;
   switch (op) {
-    case BinaryOp::add: binary_kernel<BinaryOp::add><<<blocks_for(n), kThreads>>>(a, b, y, n); break;
-    case BinaryOp::sub: binary_kernel<BinaryOp::sub><<<blocks_for(n), kThreads>>>(a, b, y, n); break;
-    case BinaryOp::mul: binary_kernel<BinaryOp::mul><<<blocks_for(n), kThreads>>>(a, b, y, n); break;
-    case BinaryOp::div: binary_kernel<BinaryOp::div><<<blocks_for(n), kThreads>>>(a, b, y, n); break;
+    case BinaryOp::add:
+      binary_kernel<BinaryOp::add><<<blocks_for(n), kThreads>>>(a, b, y, n);
+      break;
+    case BinaryOp::sub:
+      binary_kernel<BinaryOp::sub><<<blocks_for(n), kThreads>>>(a, b, y, n);
+      break;
+    case BinaryOp::mul:
+      binary_kernel<BinaryOp::mul><<<blocks_for(n), kThreads>>>(a, b, y, n);
+      break;
+    case BinaryOp::div:
+      binary_kernel<BinaryOp::div><<<blocks_for(n), kThreads>>>(a, b, y, n);
+      break;
   }
 }
 

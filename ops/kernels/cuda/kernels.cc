@@ -29,8 +29,7 @@ void relu_grad(const KernelContext& c) {
 template <BinaryOp Op>
 void binary(const KernelContext& c) {
   check_same_shapes(c, "binary");
-  launch_binary(Op, c.inputs[0].as<float>(), c.inputs[1].as<float>(), c.outputs[0].as<float>(),
-                c.outputs[0].numel());
+  launch_binary(Op, c.inputs[0].as<float>(), c.inputs[1].as<float>(), c.outputs[0].as<float>(), c.outputs[0].numel());
 }
 
 cublasHandle_t cublas() {

@@ -1,0 +1,84 @@
+// Micro-benchmarks of CPU kernels and of one training step through the reference
+// interpreter. They print figures (time, GFLOP/s, bytes/s) and assert nothing.
+//
+//   build/bench/tessel-bench-kernels [--benchmark_filter=matmul]
+#include <benchmark/benchmark.h>
+
+#include "devices/cpu_device.h"
+#include "graph/graph.h"
+#include "ops/ops.h"
+#include "runtime/interpreter.h"
+
+namespace tessel {
+namespace {
+
+HostTensor filled(const Shape& shape, float value) {
+  HostTensor t(shape, f32);
+  std::fill(t.data<float>(), t.data<float>() + t.numel(), value);
+  return t;
+}
+
+// Runs `fetch` of `graph` once per iteration on the interpreter.
+void run_graph(benchmark::State& state, Graph& graph, const Feeds& feeds, const Tensor& fetch, double flops) {
+  Interpreter interpreter(graph);
+  for (auto _ : state) benchmark::DoNotOptimize(interpreter.evaluate(feeds, {fetch}));
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Matmul(benchmark::State& state) {
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  Graph g;
+  Tensor a = g.input("a", {m, k}), b = g.input("b", {k, n});
+  run_graph(state, g, {{"a", filled({m, k}, 0.5f)}, {"b", filled({k, n}, 0.25f)}}, matmul(a, b),
+            2.0 * static_cast<double>(m * k * n));
+}
+BENCHMARK(BM_Matmul)->Args({256, 1024, 4096})->Args({256, 4096, 1024})->Unit(benchmark::kMillisecond);
+
+void BM_Elementwise(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Graph g;
+  Tensor x = g.input("x", {n}), y = g.input("y", {n});
+  Interpreter interpreter(g);
+  const Feeds feeds{{"x", filled({n}, 0.5f)}, {"y", filled({n}, 2.0f)}};
+  const Tensor sum_xy = x + y;
+  for (auto _ : state) benchmark::DoNotOptimize(interpreter.evaluate(feeds, {sum_xy}));
+  state.SetBytesProcessed(state.iterations() * n * 3 * 4);
+}
+BENCHMARK(BM_Elementwise)->Arg(1 << 20)->Arg(1 << 24)->Unit(benchmark::kMicrosecond);
+
+void BM_Gelu(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Graph g;
+  Tensor x = g.input("x", {n});
+  Interpreter interpreter(g);
+  const Feeds feeds{{"x", filled({n}, 0.5f)}};
+  const Tensor y = gelu(x);
+  for (auto _ : state) benchmark::DoNotOptimize(interpreter.evaluate(feeds, {y}));
+  state.SetItemsProcessed(state.iterations() * n);
+}
+BENCHMARK(BM_Gelu)->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
+
+// Forward, backward and SGD of an MLP 1024-4096-4096-1024, batch 256, f32.
+void BM_MlpTrainStep(benchmark::State& state) {
+  set_cpu_threads(static_cast<int>(state.range(0)));
+  Graph g;
+  Tensor x = g.input("x", {256, 1024}), target = g.input("target", {256, 1024});
+  Tensor w1 = g.param("w1", {1024, 4096}, init::normal(0.02));
+  Tensor w2 = g.param("w2", {4096, 4096}, init::normal(0.02));
+  Tensor w3 = g.param("w3", {4096, 1024}, init::normal(0.02));
+  Tensor error = matmul(relu(matmul(relu(matmul(x, w1)), w2)), w3) - target;
+  Tensor loss = mean(error * error);
+  g.minimize(loss, SGD{.lr = 1e-3});
+  Interpreter interpreter(g);
+  const Feeds feeds{{"x", filled({256, 1024}, 0.1f)}, {"target", filled({256, 1024}, 0.0f)}};
+  for (auto _ : state) benchmark::DoNotOptimize(interpreter.train_step(feeds, {loss}));
+  const double weights = 1024.0 * 4096 + 4096.0 * 4096 + 4096.0 * 1024;
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(3 * 2 * 256 * weights * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MlpTrainStep)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(2.0)->UseRealTime();
+
+}  // namespace
+}  // namespace tessel
+
+BENCHMARK_MAIN();
