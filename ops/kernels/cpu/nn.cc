@@ -162,31 +162,42 @@ RowStatistics row_statistics(const float* row, int64_t n, float eps) {
   return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(n) + eps))};
 }
 
+// What both layer_norm kernels read: x as rows of the last axis, gamma, and eps.
+struct LayerNormRows {
+  explicit LayerNormRows(const KernelContext& c)
+      : width(c.inputs[0].shape[c.inputs[0].shape.rank() - 1]),
+        rows(width == 0 ? 0 : c.inputs[0].numel() / width),
+        eps(static_cast<float>(c.attrs.get_float("eps"))),
+        x(c.inputs[0].as<float>()),
+        gamma(c.inputs[1].as<float>()) {}
+  int64_t width, rows;
+  float eps;
+  const float* x;
+  const float* gamma;
+};
+
 void layer_norm(const KernelContext& c) {  // (x, gamma, beta)
-  const TensorView& x = c.inputs[0];
-  const int64_t width = x.shape[x.shape.rank() - 1];
-  const int64_t rows = width == 0 ? 0 : x.numel() / width;
-  const float eps = static_cast<float>(c.attrs.get_float("eps"));
-  const float* px = x.as<float>();
-  const float* gamma = c.inputs[1].as<float>();
+  const LayerNormRows in(c);
+  const int64_t width = in.width;
+  const float* px = in.x;
+  const float* gamma = in.gamma;
   const float* beta = c.inputs[2].as<float>();
   float* y = c.outputs[0].as<float>();
-  parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+  parallel_for(in.rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* row = px + r * width;
-      const RowStatistics s = row_statistics(row, width, eps);
+      const RowStatistics s = row_statistics(row, width, in.eps);
       for (int64_t j = 0; j < width; ++j) y[r * width + j] = (row[j] - s.mean) * s.inverse_std * gamma[j] + beta[j];
     }
   });
 }
 
 void layer_norm_grad(const KernelContext& c) {  // (x, gamma, dy) -> (dx, dgamma, dbeta)
-  const TensorView& x = c.inputs[0];
-  const int64_t width = x.shape[x.shape.rank() - 1];
-  const int64_t rows = width == 0 ? 0 : x.numel() / width;
-  const float eps = static_cast<float>(c.attrs.get_float("eps"));
-  const float* px = x.as<float>();
-  const float* gamma = c.inputs[1].as<float>();
+  const LayerNormRows in(c);
+  const int64_t width = in.width, rows = in.rows;
+  const float eps = in.eps;
+  const float* px = in.x;
+  const float* gamma = in.gamma;
   const float* dy = c.inputs[2].as<float>();
   float* dx = c.outputs[0].as<float>();
   float* dgamma = c.outputs[1].as<float>();
