@@ -70,11 +70,12 @@ int Worker::connect(const std::vector<uint8_t>& address) {
 }
 
 namespace {
-Worker::Transfer track(void* request, const char* what) {
+// The request of a non-blocking call: an error is thrown, nullptr means already complete.
+void* checked_request(void* request, const char* what) {
   if (UCS_PTR_IS_ERR(request)) {
     throw Error::FailedPrecondition(concat(what, " failed: ", ucs_status_string(UCS_PTR_STATUS(request))));
   }
-  return {};  // filled by the caller
+  return UCS_PTR_IS_PTR(request) ? request : nullptr;
 }
 }  // namespace
 
@@ -85,16 +86,16 @@ bool Worker::Transfer::complete() const {
 Worker::Transfer Worker::send(int endpoint, uint64_t tag, const void* data, size_t bytes) {
   ucp_request_param_t params{};
   void* request = ucp_tag_send_nbx(state_->endpoints.at(endpoint), data, bytes, tag, &params);
-  Transfer transfer = track(request, "ucp_tag_send_nbx");
-  transfer.request = UCS_PTR_IS_PTR(request) ? request : nullptr;
+  Transfer transfer;
+  transfer.request = checked_request(request, "ucp_tag_send_nbx");
   return transfer;
 }
 
 Worker::Transfer Worker::receive(uint64_t tag, void* data, size_t bytes) {
   ucp_request_param_t params{};
   void* request = ucp_tag_recv_nbx(state_->worker, data, bytes, tag, ~uint64_t{0}, &params);
-  Transfer transfer = track(request, "ucp_tag_recv_nbx");
-  transfer.request = UCS_PTR_IS_PTR(request) ? request : nullptr;
+  Transfer transfer;
+  transfer.request = checked_request(request, "ucp_tag_recv_nbx");
   return transfer;
 }
 

@@ -34,7 +34,6 @@ class Worker {
    private:
     friend class Worker;
     void* request = nullptr;  // a UCX request, or nullptr once complete
-    bool failed = false;
   };
   // Non-blocking; `data` must stay valid until the transfer is complete.
   Transfer send(int endpoint, uint64_t tag, const void* data, size_t bytes);

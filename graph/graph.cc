@@ -230,6 +230,11 @@ Tensor Graph::find(const std::string& name) {
   return Tensor(this, it->second, 0);
 }
 
+const Node* Graph::find_node(std::string_view name) const {
+  auto it = names_.find(name);
+  return it == names_.end() ? nullptr : &nodes_[it->second];
+}
+
 std::vector<Tensor> Graph::inputs() {
   std::vector<Tensor> result;
   for (const Node& n : nodes_) {

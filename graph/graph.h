@@ -156,6 +156,8 @@ class Graph {
   Tensor tensor(TensorRef ref) { return Tensor(this, ref.node, ref.output); }
   // The input or parameter of that name; Error::NotFound otherwise.
   Tensor find(const std::string& name);
+  // The node of that name, or nullptr.
+  const Node* find_node(std::string_view name) const;
   std::vector<Tensor> inputs();
   std::vector<Tensor> params();  // trainable variables, in creation order
 

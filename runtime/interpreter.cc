@@ -13,24 +13,23 @@ HostTensor& Interpreter::variable_storage(const Node& node) {
   return it->second;
 }
 
-HostTensor Interpreter::variable(const std::string& name) {
-  for (const Node& node : graph_.nodes()) {
-    if (node.op == "variable" && node.name == name) return variable_storage(node).clone();
+const Node& Interpreter::variable_node(const std::string& name) const {
+  const Node* node = graph_.find_node(name);
+  if (node == nullptr || node->op != "variable") {
+    throw Error::NotFound(concat("the graph has no variable named '", name, "'"));
   }
-  throw Error::NotFound(concat("the graph has no variable named '", name, "'"));
+  return *node;
 }
 
+HostTensor Interpreter::variable(const std::string& name) { return variable_storage(variable_node(name)).clone(); }
+
 void Interpreter::set_variable(const std::string& name, const HostTensor& value) {
-  for (const Node& node : graph_.nodes()) {
-    if (node.op != "variable" || node.name != name) continue;
-    if (value.shape() != node.outputs[0].shape || value.dtype() != node.outputs[0].dtype) {
-      throw Error::ShapeMismatch(concat("variable '", name, "' is ", node.outputs[0].shape, " ", node.outputs[0].dtype,
-                                        ", cannot set it to ", value.shape(), " ", value.dtype()));
-    }
-    variables_[name] = value.clone();
-    return;
+  const Node& node = variable_node(name);
+  if (value.shape() != node.outputs[0].shape || value.dtype() != node.outputs[0].dtype) {
+    throw Error::ShapeMismatch(concat("variable '", name, "' is ", node.outputs[0].shape, " ", node.outputs[0].dtype,
+                                      ", cannot set it to ", value.shape(), " ", value.dtype()));
   }
-  throw Error::NotFound(concat("the graph has no variable named '", name, "'"));
+  variables_[name] = value.clone();
 }
 
 void Interpreter::check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const {
@@ -39,11 +38,8 @@ void Interpreter::check_feeds(const Feeds& feeds, const std::vector<bool>& neede
     if (node.op == "input") input_names += concat(input_names.empty() ? "" : ", ", node.name);
   }
   for (const auto& [name, value] : feeds) {
-    const Node* input = nullptr;
-    for (const Node& node : graph_.nodes()) {
-      if (node.op == "input" && node.name == name) input = &node;
-    }
-    if (input == nullptr) {
+    const Node* input = graph_.find_node(name);
+    if (input == nullptr || input->op != "input") {
       throw Error::NotFound(concat("feed '", name, "' names no input of the graph (inputs: ", input_names, ")"));
     }
     const TensorType& expected = input->outputs[0];
@@ -65,15 +61,16 @@ void Interpreter::check_feeds(const Feeds& feeds, const std::vector<bool>& neede
 std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training,
                                          bool apply_updates) {
   const int count = graph_.num_nodes();
-  std::vector<bool> needed(count, false);
+  std::vector<bool> needed(count, false), is_update(count, false);
   std::vector<int> updates;
+  for (const Node& node : graph_.nodes()) is_update[node.id] = OpRegistry::global().op(node.op).is_update();
   for (const Tensor& t : fetches) {
     if (!t.defined() || &t.graph() != &graph_) throw Error::InvalidArgument("a fetched tensor is not of this graph");
     needed[t.node()] = true;
   }
   if (apply_updates) {
     for (const Node& node : graph_.nodes()) {
-      if (OpRegistry::global().op(node.op).is_update()) needed[node.id] = true, updates.push_back(node.id);
+      if (is_update[node.id]) needed[node.id] = true, updates.push_back(node.id);
     }
   }
   for (int id = count - 1; id >= 0; --id) {
@@ -93,7 +90,7 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
   std::vector<std::vector<HostTensor>> values(count);
   std::vector<int> order;
   for (int id = 0; id < count; ++id) {
-    if (needed[id] && !OpRegistry::global().op(graph_.node(id).op).is_update()) order.push_back(id);
+    if (needed[id] && !is_update[id]) order.push_back(id);
   }
   order.insert(order.end(), updates.begin(), updates.end());
 

@@ -39,6 +39,7 @@ class Interpreter {
   std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training,
                               bool apply_updates);
   HostTensor& variable_storage(const Node& node);
+  const Node& variable_node(const std::string& name) const;  // Error::NotFound if none
   void check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const;
 
   Graph& graph_;

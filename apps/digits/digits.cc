@@ -16,14 +16,14 @@
 
 namespace tessel::digits {
 
-std::string find_digits_file() {
+std::string find_digits_file(const std::vector<std::string>& library_roots) {
   if (const char* path = std::getenv("TESSEL_DIGITS_CSV")) {
     if (std::filesystem::exists(path)) return path;
     throw Error::NotFound(concat("TESSEL_DIGITS_CSV is set to '", path, "', which does not exist"));
   }
   const std::filesystem::path relative = "sklearn/datasets/data/digits.csv.gz";
-  std::vector<std::filesystem::path> candidates = {"/usr/lib/python3/dist-packages" / relative};
-  for (const char* root : {"/usr/lib", "/usr/local/lib"}) {
+  std::vector<std::filesystem::path> candidates;
+  for (const std::string& root : library_roots) {
     std::error_code ignored;
     for (const auto& entry : std::filesystem::directory_iterator(root, ignored)) {
       if (entry.path().filename().string().rfind("python3", 0) != 0) continue;

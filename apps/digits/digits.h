@@ -17,9 +17,10 @@ struct Dataset {
   int64_t size() const { return labels.numel(); }
 };
 
-// Where digits.csv.gz is: $TESSEL_DIGITS_CSV if set, else python3-sklearn's copy.
-// Throws Error::NotFound naming the package to install when there is none.
-std::string find_digits_file();
+// Where digits.csv.gz is: $TESSEL_DIGITS_CSV if set, else python3-sklearn's copy under one
+// of `library_roots` (their python3*/dist-packages and site-packages). Throws
+// Error::NotFound naming the package to install when there is none.
+std::string find_digits_file(const std::vector<std::string>& library_roots = {"/usr/lib", "/usr/local/lib"});
 
 // Reads the gzipped CSV (64 pixel columns, then the label). Error::DataLoss names the line
 // of a malformed row.

@@ -30,10 +30,15 @@ TEST(Digits, MlpReachesAtLeast95PercentTestAccuracy) {
 }
 
 TEST(Digits, MissingFileNamesThePackage) {
+  EXPECT_TESSEL_ERROR(digits::find_digits_file({"/nonexistent"}), ErrorCode::kNotFound, "digits.csv.gz",
+                      "install Debian's python3-sklearn", "TESSEL_DIGITS_CSV");
+  EXPECT_NO_THROW(digits::find_digits_file());
+}
+
+TEST(Digits, OverridePathThatDoesNotExistIsNamed) {
   setenv("TESSEL_DIGITS_CSV", "/nonexistent/digits.csv.gz", 1);
   EXPECT_TESSEL_ERROR(digits::find_digits_file(), ErrorCode::kNotFound, "/nonexistent/digits.csv.gz");
   unsetenv("TESSEL_DIGITS_CSV");
-  EXPECT_NO_THROW(digits::find_digits_file());
 }
 
 }  // namespace

@@ -139,7 +139,6 @@ void broadcast_to(const KernelContext& c) {
 
 }  // namespace
 
-// Adds each row of `big` into the tensor of shape `small` it broadcasts from.
 void sum_into(const TensorView& big, const Shape& small, float* out) {
   std::fill(out, out + small.numel(), 0.0f);
   const float* x = big.as<float>();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/shape.h"
+#include "core/tensor.h"
 
 namespace tessel::cpu {
 
@@ -43,6 +44,10 @@ void for_each_broadcast_row(const Shape& big, const std::array<Shape, K>& operan
     }
   }
 }
+
+// Sets `out` (of shape `small`) to the sum of the f32 tensor `big` over the axes along which
+// `small` broadcasts to it: the sum_to kernel, and sum/mean with the kept-dims shape.
+void sum_into(const TensorView& big, const Shape& small, float* out);  // elementwise.cc
 
 // Copies the block of `extent` starting at `source_start` in a row-major tensor of shape
 // `source_shape` to `target_start` in one of shape `target_shape`.

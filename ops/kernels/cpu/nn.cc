@@ -9,8 +9,6 @@
 
 namespace tessel::cpu {
 
-void sum_into(const TensorView& big, const Shape& small, float* out);  // elementwise.cc
-
 namespace {
 
 // The input shape with reduced axes kept as extent 1: the output's memory layout.
