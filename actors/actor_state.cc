@@ -6,10 +6,12 @@
 
 namespace tessel {
 
-RegisterSlots::RegisterSlots(int register_count, int consumer_count)
+RegisterSlots::RegisterSlots(int register_count, int consumer_count, int initial_tokens)
     : consumer_count_(consumer_count), pending_(register_count, 0) {
   CHECK_GE(register_count, 1) << "an output needs at least one register";
+  CHECK(initial_tokens >= 0 && initial_tokens <= register_count) << "initial tokens exceed the registers";
   for (int i = 0; i < register_count; ++i) free_.push_back(i);
+  for (int i = 0; i < initial_tokens; ++i) publish(acquire());
 }
 
 int RegisterSlots::acquire() {
@@ -37,12 +39,23 @@ void RegisterSlots::reset() {
 }
 
 ActorState::ActorState(int input_count, std::vector<OutputSpec> outputs)
-    : ready_(input_count), input_ended_(input_count, false) {
-  for (const OutputSpec& spec : outputs) outputs_.emplace_back(spec.register_count, spec.consumer_count);
+    : ActorState(std::vector<InputSpec>(input_count), std::move(outputs)) {}
+
+ActorState::ActorState(std::vector<InputSpec> inputs, std::vector<OutputSpec> outputs)
+    : ready_(inputs.size()), input_ended_(inputs.size(), false) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const int tokens = inputs[i].initial_tokens;
+    initial_tokens_.push_back(tokens);
+    for (int t = 0; t < tokens; ++t) ready_[i].push_back({t, t - tokens});
+  }
+  for (const OutputSpec& spec : outputs) {
+    outputs_.emplace_back(spec.register_count, spec.consumer_count, spec.initial_tokens);
+  }
 }
 
 void ActorState::on_ready(int input, int register_index, int64_t step) {
   if (phase_ == Phase::aborted) return;
+  if (phase_ == Phase::done && initial_tokens_[input] > 0) return;  // the token after the last step
   CHECK(!input_ended_[input]) << "ready after end-of-stream on input " << input;
   CHECK(ready_[input].empty() || ready_[input].back().step < step) << "steps out of order on input " << input;
   ready_[input].push_back({register_index, step});
@@ -78,9 +91,10 @@ bool ActorState::can_act() const {
 ActorState::Activation ActorState::begin() {
   CHECK(can_act()) << "begin() while the actor cannot act";
   Activation activation;
-  activation.step = ready_.empty() ? next_step_ : ready_[0].front().step;
-  for (auto& queue : ready_) {
-    CHECK_EQ(queue.front().step, activation.step) << "inputs disagree on the step";
+  activation.step = ready_.empty() ? next_step_ : ready_[0].front().step + initial_tokens_[0];
+  for (size_t i = 0; i < ready_.size(); ++i) {
+    auto& queue = ready_[i];
+    CHECK_EQ(queue.front().step + initial_tokens_[i], activation.step) << "inputs disagree on the step";
     activation.input_registers.push_back(queue.front().register_index);
     queue.pop_front();
   }
@@ -116,6 +130,7 @@ void ActorState::update_phase() {
   if (phase_ != Phase::draining || acting_ > 0) return;
   // Drained once every input has ended and nothing queued is left to process.
   for (size_t i = 0; i < ready_.size(); ++i) {
+    if (initial_tokens_[i] > 0) continue;
     if (!input_ended_[i] || !ready_[i].empty()) return;
   }
   phase_ = Phase::done;

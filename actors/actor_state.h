@@ -17,13 +17,16 @@ namespace tessel {
 // The registers of one output: which are free, and how many consumers still read each.
 class RegisterSlots {
  public:
-  RegisterSlots(int register_count, int consumer_count);
+  // `initial_tokens` registers start out published to every consumer, as if written by a step
+  // before the first one: the producer side of an edge that orders step k after step k-1.
+  RegisterSlots(int register_count, int consumer_count, int initial_tokens = 0);
 
   bool has_free() const { return !free_.empty(); }
   int acquire();                     // the oldest free register; CHECKs has_free()
   void publish(int register_index);  // hands it to every consumer (free at once if none)
   void ack(int register_index);      // one consumer is done; CHECKs the register was published
   void reset();                      // every register free (abort)
+  int consumer_count() const { return consumer_count_; }
   int register_count() const { return static_cast<int>(pending_.size()); }
   int in_use() const { return register_count() - static_cast<int>(free_.size()); }
 
@@ -35,13 +38,21 @@ class RegisterSlots {
 
 class ActorState {
  public:
+  struct InputSpec {
+    // Registers queued before the first step (0 or more). Such an input carries step k-1 to
+    // activation k: it orders this actor after another one's previous step, and it is not
+    // waited on when draining (its last register is never consumed).
+    int initial_tokens = 0;
+  };
   struct OutputSpec {
     int register_count = 1;
     int consumer_count = 1;
+    int initial_tokens = 0;  // matches InputSpec::initial_tokens of every consumer
   };
   enum class Phase { running, draining, done, aborted };
 
   ActorState(int input_count, std::vector<OutputSpec> outputs);
+  ActorState(std::vector<InputSpec> inputs, std::vector<OutputSpec> outputs);
 
   // Messages in.
   void on_ready(int input, int register_index, int64_t step);
@@ -90,6 +101,7 @@ class ActorState {
 
   std::vector<std::deque<QueuedRegister>> ready_;  // per input
   std::vector<bool> input_ended_;
+  std::vector<int> initial_tokens_;  // per input
   std::vector<RegisterSlots> outputs_;
   Phase phase_ = Phase::running;
   int64_t next_step_ = 0;

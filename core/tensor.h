@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -94,5 +96,8 @@ class HostTensor {
   DType dtype_ = DType::f32;
   std::shared_ptr<std::byte> storage_;
 };
+
+// A step's input values, by input name.
+using Feeds = std::map<std::string, HostTensor>;
 
 }  // namespace tessel

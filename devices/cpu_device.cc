@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS's own pool, for matmul
+
 namespace tessel {
 namespace {
 
@@ -31,7 +33,13 @@ class WorkerPool {
       body(0, count);
       return;
     }
-    std::unique_lock<std::mutex> job_lock(job_mutex_);  // one parallel_for at a time
+    // One parallel_for at a time: while another kernel (on another actor's thread) holds the
+    // pool, this one runs on its own thread instead of waiting for the pool.
+    std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
+    if (!job_lock.owns_lock()) {
+      body(0, count);
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       body_ = &body;
@@ -115,14 +123,21 @@ int default_threads() {
 }
 
 WorkerPool& pool() {
-  static WorkerPool instance(default_threads());
+  static WorkerPool& instance = []() -> WorkerPool& {
+    static WorkerPool created(default_threads());
+    openblas_set_num_threads(created.threads());
+    return created;
+  }();
   return instance;
 }
 
 }  // namespace
 
 int cpu_threads() { return pool().threads(); }
-void set_cpu_threads(int count) { pool().resize(count); }
+void set_cpu_threads(int count) {
+  pool().resize(count);
+  openblas_set_num_threads(pool().threads());
+}
 
 void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   if (count <= 0) return;

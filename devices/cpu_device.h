@@ -6,8 +6,10 @@
 
 namespace tessel {
 
-// Number of threads CPU kernels use (the caller included). Defaults to the machine's cores,
-// or TESSEL_CPU_THREADS when set. Changing it is safe between kernel calls.
+// Number of threads one CPU kernel uses (the caller included), for its own loops and for
+// OpenBLAS. Defaults to the machine's cores, or TESSEL_CPU_THREADS when set. Changing it is
+// safe between kernel calls. Kernels that run at the same time (on different actors) do not
+// share the pool: one of them runs its loop on its own thread.
 int cpu_threads();
 void set_cpu_threads(int count);
 

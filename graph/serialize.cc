@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <queue>
 
-#include "proto/graph.pb.h"
+#include "graph/proto_conversion.h"
 
 namespace tessel {
 namespace {
@@ -23,54 +23,9 @@ proto::GraphDef to_proto(const Graph& graph) {
       const std::string& source = graph.node(in.node).name;
       out->add_inputs(in.output == 0 ? source : concat(source, ":", in.output));
     }
-    for (const auto& [name, value] : node.attrs.values()) {
-      proto::AttributeValue& attr = (*out->mutable_attrs())[name];
-      std::visit(
-          [&](const auto& v) {
-            using T = std::decay_t<decltype(v)>;
-            if constexpr (std::is_same_v<T, bool>)
-              attr.set_b(v);
-            else if constexpr (std::is_same_v<T, int64_t>)
-              attr.set_i(v);
-            else if constexpr (std::is_same_v<T, double>)
-              attr.set_f(v);
-            else if constexpr (std::is_same_v<T, std::string>)
-              attr.set_s(v);
-            else {
-              proto::IntList* list = attr.mutable_ints();  // set even when empty: a scalar's shape
-              for (int64_t x : v) list->add_values(x);
-            }
-          },
-          value);
-    }
+    attributes_to_proto(node.attrs, *out->mutable_attrs());
   }
   return def;
-}
-
-Attributes attributes_of(const proto::NodeDef& node) {
-  Attributes attrs;
-  for (const auto& [name, attr] : node.attrs()) {
-    switch (attr.value_case()) {
-      case proto::AttributeValue::kB:
-        attrs.set(name, attr.b());
-        break;
-      case proto::AttributeValue::kI:
-        attrs.set(name, attr.i());
-        break;
-      case proto::AttributeValue::kF:
-        attrs.set(name, attr.f());
-        break;
-      case proto::AttributeValue::kS:
-        attrs.set(name, attr.s());
-        break;
-      case proto::AttributeValue::kInts:
-        attrs.set(name, std::vector<int64_t>(attr.ints().values().begin(), attr.ints().values().end()));
-        break;
-      default:
-        throw Error::InvalidArgument(concat("attribute '", name, "' has no value"));
-    }
-  }
-  return attrs;
 }
 
 struct InputReference {
@@ -153,7 +108,7 @@ void from_proto(Graph& graph, const proto::GraphDef& def) {
     const proto::NodeDef& node = def.nodes(i);
     const std::string context = concat("node '", node.name(), "' (op '", node.op(), "')");
     try {
-      Attributes attrs = attributes_of(node);
+      Attributes attrs = attributes_from_proto(node.attrs());
       std::vector<Tensor> inputs;
       for (const std::string& input : node.inputs()) {
         const InputReference ref = parse_reference(input);

@@ -11,9 +11,6 @@
 
 namespace tessel {
 
-// Values for a step's inputs, by input name.
-using Feeds = std::map<std::string, HostTensor>;
-
 class Interpreter {
  public:
   // Variables are drawn from their initializers the first time a step needs them.

@@ -1,0 +1,63 @@
+// The per-rank executor: builds one actor per plan actor on CAF's scheduler, feeds each
+// step's inputs, collects the fetched values and reports when steps complete.
+//
+//   Executor executor(plan, /*rank=*/0, variables.data(), {.worker_threads = 2});
+//   auto outputs = executor.run(100, [&](int64_t step) -> std::optional<Feeds> { return batch(step); });
+//
+// Actors talk only by messages (ready, ack, end of stream, abort); a kernel runs inside its
+// actor, on one of `worker_threads` scheduler threads, and never waits on another actor.
+// Registers live in an arena laid out by the plan; variables live in the caller's variable
+// arena, laid out by the plan's VariableDefs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessel {
+namespace proto {
+class Plan;
+}
+
+struct ExecutorOptions {
+  int worker_threads = 1;   // CAF scheduler threads: how many actors (kernels) run at once
+  int steps_in_flight = 2;  // how many steps the executor feeds ahead of the oldest unfinished one
+  // A run in which no step completes for this long is aborted with an Error (it never hangs).
+  double stall_timeout_seconds = 600;
+};
+
+class Executor {
+ public:
+  // Builds the actors of `rank`'s share of `plan` and waits for nothing: sources act when
+  // run() hands them steps. `variables` is the variable arena of the plan's device
+  // (DevicePlan.variable_arena_bytes); the caller owns it and keeps it alive. Throws Error for
+  // a plan this executor cannot run (no share for `rank`, several devices, an unknown kernel).
+  Executor(const proto::Plan& plan, int rank, std::byte* variables, ExecutorOptions options = {});
+  // Drains: end of stream to every source, then waits until every actor has stopped.
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  using FeedFn = std::function<std::optional<Feeds>(int64_t step)>;
+  // Runs up to `steps` steps, calling feed(step) for each (steps are numbered from 0 over the
+  // executor's life) until it returns nullopt. Returns each completed step's fetched values, in
+  // the plan's fetch order. A feed of an unknown name or wrong type, or a missing feed, is an
+  // Error before the step starts. An Error from a kernel aborts every actor and is rethrown,
+  // naming the op; the executor is then unusable (FailedPrecondition).
+  std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed);
+
+  int64_t steps_done() const;
+  int64_t activations() const;  // kernels run (or feeds copied, values fetched) so far, all actors
+  int actor_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessel

@@ -1,0 +1,64 @@
+// The compiler's last pass: a logical graph (forward, backward and optimizer updates) becomes
+// a plan (proto/plan.proto) of actors, registers and a static memory layout.
+//
+//   PlanOptions options{.fetches = {loss}};
+//   proto::Plan plan = compile_plan(g, options);
+//   write_plan(plan, "mlp.plan");  // what tessel-plan prints, and all a rank needs to run
+//
+// Each needed node becomes an actor; an input, a variable, a kernel or an update. Each fetched
+// tensor gets a FETCH actor. Every output gets `register_count` registers. With
+// `share_memory`, registers whose lifetimes in the schedule cannot overlap share arena bytes,
+// and the compiler adds the control edges that make that safe while steps overlap: the writer
+// of a register waits for the readers of the bytes' previous owner in the same step, and that
+// owner's writer waits for the readers of the register's previous step.
+//
+// Callers that read the plan include "proto/plan.pb.h" (a .cc file only: protobuf headers stay
+// out of widely included headers).
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace tessel {
+namespace proto {
+class Plan;
+}
+
+struct PlanOptions {
+  // The tensors every step hands back, in this order.
+  std::vector<Tensor> fetches;
+  // True: each step also runs the optimizer updates of minimize(), and dropout is on.
+  // False: an evaluation plan that changes no variable.
+  bool training = true;
+  // Registers per output: 1 makes producer and consumer alternate; 2 or more lets a producer
+  // run that many steps ahead. Variables always have one (their storage).
+  int register_count = 1;
+  std::map<Tensor, int> register_counts;  // per tensor, overriding register_count
+  // Registers with one register and disjoint lifetimes share arena bytes.
+  bool share_memory = true;
+  std::string device = "cpu:0";
+};
+
+// Throws Error for a fetch of another graph, a register count below 1, an op with no CPU
+// kernel for its dtype, or an update that writes something other than a variable, naming
+// the node and where it was made.
+proto::Plan compile_plan(const Graph& graph, const PlanOptions& options);
+
+enum class PlanFormat { binary, text };
+std::string plan_to_bytes(const proto::Plan& plan, PlanFormat format);  // deterministic
+// Error::DataLoss for bytes that are not a plan; Error::InvalidArgument for a plan whose
+// references do not hold together.
+proto::Plan plan_from_bytes(std::string_view bytes, PlanFormat format);
+// Files ending in .pbtxt or .txt are text, others binary. Error::NotFound for a missing file.
+void write_plan(const proto::Plan& plan, const std::string& path);
+proto::Plan read_plan(const std::string& path);
+
+// Checks what a runtime relies on: every reference within range, edges agreeing at both ends,
+// offsets inside the arenas. Error::InvalidArgument naming the actor at fault.
+void validate_plan(const proto::Plan& plan);
+
+}  // namespace tessel
