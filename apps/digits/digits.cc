@@ -12,7 +12,7 @@
 #include "core/random.h"
 #include "graph/graph.h"
 #include "ops/ops.h"
-#include "runtime/interpreter.h"
+#include "runtime/session.h"
 
 namespace tessel::digits {
 
@@ -136,19 +136,26 @@ std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
   g.minimize(loss, AdamW{.lr = options.lr, .weight_decay = options.weight_decay});
   Tensor test_logits = mlp(g.input("test_x", {test_count, 64}));
 
-  Interpreter interpreter(g);
+  Session session(g, {loss}, {.use_interpreter = options.use_interpreter, .worker_threads = options.worker_threads});
   std::vector<EpochReport> reports;
   const int64_t steps = data.train.size() / batch;
   for (int epoch = 1; epoch <= options.epochs; ++epoch) {
     const std::vector<int64_t> order = permutation(data.train.size(), options.seed * 1000003 + epoch);
     const auto start = std::chrono::steady_clock::now();
-    double total_loss = 0;
-    for (int64_t step = 0; step < steps; ++step) {
-      const Dataset part = gather(data.train, order, step * batch, (step + 1) * batch);
-      total_loss += interpreter.train_step({{"x", part.images}, {"y", part.labels}}, {loss})[0].get(0);
-    }
+    const int64_t first_step = session.steps_done();
+    const auto outputs = session.run(steps, [&](int64_t step) -> std::optional<Feeds> {
+      const int64_t i = step - first_step;
+      const Dataset part = gather(data.train, order, i * batch, (i + 1) * batch);
+      return Feeds{{"x", part.images}, {"y", part.labels}};
+    });
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const HostTensor logits = interpreter.evaluate({{"test_x", data.test.images}}, {test_logits})[0];
+    std::vector<float> losses;
+    double total_loss = 0;
+    for (const auto& output : outputs) {
+      losses.push_back(output[0].data<float>()[0]);
+      total_loss += losses.back();
+    }
+    const HostTensor logits = session.evaluate({{"test_x", data.test.images}}, {test_logits})[0];
     int64_t correct = 0;
     for (int64_t i = 0; i < test_count; ++i) {
       const float* row = logits.data<float>() + i * 10;
@@ -156,7 +163,7 @@ std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
     }
     EpochReport r{epoch, total_loss / static_cast<double>(steps),
                   static_cast<double>(correct) / static_cast<double>(test_count),
-                  static_cast<double>(steps * batch) / seconds};
+                  static_cast<double>(steps * batch) / seconds, std::move(losses)};
     if (report) report(r);
     reports.push_back(r);
   }

@@ -39,6 +39,8 @@ struct TrainOptions {
   double lr = 3e-3;
   double weight_decay = 1e-4;
   uint64_t seed = 0;
+  bool use_interpreter = false;  // the reference interpreter instead of the actor runtime
+  int worker_threads = 1;        // actor runtime: actors that run at the same time
 };
 
 struct EpochReport {
@@ -46,10 +48,12 @@ struct EpochReport {
   double mean_loss = 0;
   double test_accuracy = 0;
   double samples_per_second = 0;
+  std::vector<float> step_losses;  // the loss of each training step of the epoch
 };
 
-// Trains a 64-hidden-10 ReLU MLP with AdamW on `data.train` and measures accuracy on
-// `data.test` after each epoch, calling `report` with each epoch's figures.
+// Trains a 64-hidden-10 ReLU MLP with AdamW on `data.train` through a Session (the actor
+// runtime, or the reference interpreter) and measures accuracy on `data.test` after each
+// epoch, calling `report` with each epoch's figures.
 std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
                                const std::function<void(const EpochReport&)>& report = {});
 

@@ -2,6 +2,10 @@
 // training loss, the test accuracy and the training throughput.
 //
 //   tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]
+//                 [--workers N] [--interpreter]
+//
+// Training runs through the actor runtime; --interpreter uses the reference interpreter.
+// --workers sets how many actors run at once, --threads how many threads one kernel uses.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,7 +20,8 @@ namespace {
 [[noreturn]] void usage(const char* problem) {
   std::fprintf(stderr,
                "tessel-digits: %s\n"
-               "usage: tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]\n",
+               "usage: tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]\n"
+               "                     [--workers N] [--interpreter]\n",
                problem);
   std::exit(2);
 }
@@ -36,6 +41,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const char* flag = argv[i];
     if (std::strcmp(flag, "--help") == 0) usage("trains an MLP on the digits data set");
+    if (std::strcmp(flag, "--interpreter") == 0) {
+      options.use_interpreter = true;
+      continue;
+    }
     if (i + 1 >= argc) usage((std::string("missing value after ") + flag).c_str());
     const double value = number(flag, argv[++i]);
     if (std::strcmp(flag, "--epochs") == 0)
@@ -48,6 +57,8 @@ int main(int argc, char** argv) {
       options.lr = value;
     else if (std::strcmp(flag, "--seed") == 0)
       options.seed = static_cast<uint64_t>(value);
+    else if (std::strcmp(flag, "--workers") == 0)
+      options.worker_threads = static_cast<int>(value);
     else if (std::strcmp(flag, "--threads") == 0)
       tessel::set_cpu_threads(static_cast<int>(value));
     else
@@ -59,6 +70,11 @@ int main(int argc, char** argv) {
     std::printf("digits: %s\n  %lld training and %lld test images; MLP 64-%d-10, AdamW lr %g, batch %d\n", path.c_str(),
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()), options.hidden,
                 options.lr, options.batch);
+    if (options.use_interpreter) {
+      std::printf("  runtime: the reference interpreter\n");
+    } else {
+      std::printf("  runtime: actors on CAF, %d worker thread(s)\n", options.worker_threads);
+    }
     const auto reports = tessel::digits::train(data, options, [](const tessel::digits::EpochReport& r) {
       std::printf("epoch %3d  loss %.4f  test accuracy %6.2f%%  %8.0f samples/s\n", r.epoch, r.mean_loss,
                   100 * r.test_accuracy, r.samples_per_second);

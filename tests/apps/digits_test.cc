@@ -29,6 +29,27 @@ TEST(Digits, MlpReachesAtLeast95PercentTestAccuracy) {
   EXPECT_GE(reports.back().test_accuracy, 0.95);
 }
 
+// The digits model trains through actors by default; the interpreter is the reference.
+// Same kernels in the same order: every step's loss and the test accuracy are identical.
+TEST(Digits, ActorRuntimeGivesTheInterpretersLossAtEveryStep) {
+  const auto data = digits::split(digits::load_digits(digits::find_digits_file()), 0.2, 2024);
+  const std::vector<digits::EpochReport> reference = digits::train(data, {.epochs = 3, .use_interpreter = true});
+  for (int workers : {1, 2}) {
+    SCOPED_TRACE(::testing::Message() << workers << " worker threads");
+    const std::vector<digits::EpochReport> actors = digits::train(data, {.epochs = 3, .worker_threads = workers});
+    ASSERT_EQ(actors.size(), reference.size());
+    for (size_t epoch = 0; epoch < reference.size(); ++epoch) {
+      ASSERT_EQ(actors[epoch].step_losses.size(), 44u);
+      ASSERT_EQ(actors[epoch].step_losses.size(), reference[epoch].step_losses.size());
+      for (size_t step = 0; step < reference[epoch].step_losses.size(); ++step) {
+        EXPECT_EQ(actors[epoch].step_losses[step], reference[epoch].step_losses[step])
+            << "epoch " << epoch + 1 << ", step " << step;
+      }
+      EXPECT_EQ(actors[epoch].test_accuracy, reference[epoch].test_accuracy);
+    }
+  }
+}
+
 TEST(Digits, MissingFileNamesThePackage) {
   EXPECT_TESSEL_ERROR(digits::find_digits_file({"/nonexistent"}), ErrorCode::kNotFound, "digits.csv.gz",
                       "install Debian's python3-sklearn", "TESSEL_DIGITS_CSV");
