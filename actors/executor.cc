@@ -359,14 +359,22 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
   const int64_t first = impl.completed;
   int64_t last = first + steps;  // exclusive; lowered when the feed runs out
   const auto stall = std::chrono::duration<double>(impl.options.stall_timeout_seconds);
+  std::exception_ptr feed_error;
   while (impl.completed < last) {
     while (impl.fed < last && impl.fed - impl.completed < std::max(1, impl.options.steps_in_flight)) {
-      std::optional<Feeds> values = feed(impl.fed);
+      std::optional<Feeds> values;
+      try {
+        values = feed(impl.fed);
+        if (values) impl.check_feeds(*values);
+      } catch (...) {
+        // Steps already fed finish (their updates stand) before the error reaches the caller.
+        feed_error = std::current_exception();
+        values.reset();
+      }
       if (!values) {
         last = impl.fed;
         break;
       }
-      impl.check_feeds(*values);
       {
         std::lock_guard<std::mutex> lock(impl.shared->mutex);
         for (auto& [name, value] : *values) {
@@ -411,6 +419,10 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
   }
   std::vector<std::vector<HostTensor>> outputs;
   std::lock_guard<std::mutex> lock(impl.shared->mutex);
+  if (feed_error) {
+    for (int64_t step = first; step < last; ++step) impl.shared->results.erase(step);
+    std::rethrow_exception(feed_error);
+  }
   for (int64_t step = first; step < last; ++step) {
     auto it = impl.shared->results.find(step);
     outputs.push_back(it == impl.shared->results.end() ? std::vector<HostTensor>{} : std::move(it->second));

@@ -47,7 +47,8 @@ class Executor {
   // Runs up to `steps` steps, calling feed(step) for each (steps are numbered from 0 over the
   // executor's life) until it returns nullopt. Returns each completed step's fetched values, in
   // the plan's fetch order. A feed of an unknown name or wrong type, or a missing feed, is an
-  // Error before the step starts. An Error from a kernel aborts every actor and is rethrown,
+  // Error before its step starts; steps fed before it still complete (their outputs are
+  // dropped) so the executor stays consistent. An Error from a kernel aborts every actor and is rethrown,
   // naming the op; the executor is then unusable (FailedPrecondition).
   std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed);
 

@@ -127,5 +127,46 @@ TEST(ActorState, AbortMidStepFreesEveryRegisterAndStops) {
   EXPECT_FALSE(first.ready.empty());
 }
 
+// An edge with an initial token orders step k of its consumer after step k-1 of its
+// producer (how shared memory and variables are kept safe across steps).
+TEST(ActorState, InitialTokenLetsTheFirstStepGoAndThenWaitsForThePreviousStep) {
+  ActorState writer({{}, {.initial_tokens = 1}}, {{.register_count = 1, .consumer_count = 1}});
+  ActorState reader(1, {{.register_count = 1, .consumer_count = 1, .initial_tokens = 1}});
+  // Step 0: the writer has its data (input 0) and the initial token (input 1).
+  writer.on_ready(0, 0, 0);
+  ASSERT_TRUE(writer.can_act());
+  ActorState::Activation w0 = writer.begin();
+  EXPECT_EQ(w0.step, 0);
+  const ActorState::Messages written = writer.finish(w0);
+  ASSERT_EQ(written.acks.size(), 2u);
+  EXPECT_EQ(written.acks[1].input, 1) << "the token goes back to the reader";
+  EXPECT_FALSE(reader.output(0).has_free()) << "the reader's token register starts out held";
+  reader.on_ack(0, written.acks[1].register_index);
+  EXPECT_TRUE(reader.output(0).has_free());
+
+  // Step 1 of the writer needs the reader's step 0.
+  writer.on_ack(0, 0);
+  writer.on_ready(0, 0, 1);
+  EXPECT_FALSE(writer.can_act()) << "step 1 must wait for the reader's step 0";
+  reader.on_ready(0, 0, 0);
+  ActorState::Activation r0 = reader.begin();
+  const ActorState::Messages read = reader.finish(r0);
+  ASSERT_EQ(read.ready.size(), 1u);
+  writer.on_ready(1, read.ready[0].register_index, read.ready[0].step);
+  ASSERT_TRUE(writer.can_act());
+  EXPECT_EQ(writer.begin().step, 1);
+}
+
+TEST(ActorState, DrainDoesNotWaitForTheTokenAfterTheLastStep) {
+  ActorState writer({{}, {.initial_tokens = 1}}, {});
+  writer.on_ready(0, 0, 0);
+  writer.finish(writer.begin());
+  writer.on_end_of_stream(0);
+  EXPECT_EQ(writer.phase(), ActorState::Phase::done) << "the token input is not waited on";
+  EXPECT_TRUE(writer.take_end_of_stream());
+  writer.on_ready(1, 0, 0);  // the reader's last token arrives late: ignored
+  EXPECT_FALSE(writer.can_act());
+}
+
 }  // namespace
 }  // namespace tessel

@@ -1,0 +1,150 @@
+// Plans: what compile_plan() emits, the memory layout, and writing plans to files.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "graph/compile.h"
+#include "ops/ops.h"
+#include "proto/plan.pb.h"
+#include "tests/test_support.h"
+
+namespace tessel {
+namespace {
+
+const proto::DevicePlan& device_of(const proto::Plan& plan) { return plan.ranks(0).devices(0); }
+
+const proto::ActorDef& actor_named(const proto::Plan& plan, const std::string& name) {
+  for (const proto::ActorDef& actor : device_of(plan).actors()) {
+    if (actor.name() == name) return actor;
+  }
+  throw Error::NotFound(name);
+}
+
+// x -> relu -> relu -> ... (six times) -> fetched. Each register lives from its writer to
+// its one reader, so two buffers of 1 KiB hold the whole chain.
+struct Chain {
+  Graph g;
+  Tensor x, out;
+  Chain() {
+    x = g.input("x", {256});
+    out = x;
+    for (int i = 0; i < 6; ++i) out = relu(out);
+  }
+};
+
+TEST(Plan, SharingMakesTheArenaSmallerThanTheSumOfRegisters) {
+  Chain chain;
+  const proto::Plan shared = compile_plan(chain.g, {.fetches = {chain.out}});
+  EXPECT_EQ(device_of(shared).register_bytes(), 7 * 1024) << "x and six relus, 1 KiB each";
+  EXPECT_EQ(device_of(shared).arena_bytes(), 2 * 1024) << "a register and its reader's output alternate";
+
+  const proto::Plan separate = compile_plan(chain.g, {.fetches = {chain.out}, .share_memory = false});
+  EXPECT_EQ(device_of(separate).arena_bytes(), device_of(separate).register_bytes());
+  EXPECT_EQ(device_of(separate).register_bytes(), 7 * 1024);
+}
+
+TEST(Plan, SharedBytesAreOrderedByControlEdges) {
+  Chain chain;
+  const proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  // x, relu_1, relu_3 and relu_5 share bytes. Within a step the data edges already order
+  // them. Across steps, x's writer must wait for the last reader of those bytes in the
+  // previous step: the fetch of relu_5 (which also implies relu_2 and relu_4 are done).
+  const proto::ActorDef& input = actor_named(plan, "x");
+  const proto::ActorDef& second = actor_named(plan, "relu_1");
+  EXPECT_EQ(input.outputs(0).offsets(0), second.outputs(0).offsets(0));
+  bool waits_for_previous_step = false;
+  for (const proto::InputDef& in : input.inputs()) {
+    waits_for_previous_step |= in.control() && in.initial_tokens() == 1 &&
+                               device_of(plan).actors(in.producer().actor()).name() == "fetch/relu_5";
+  }
+  EXPECT_TRUE(waits_for_previous_step) << plan_to_bytes(plan, PlanFormat::text);
+  int back_edges = 0;
+  for (const proto::InputDef& in : input.inputs()) back_edges += in.initial_tokens();
+  EXPECT_EQ(back_edges, 1) << "waits implied by another are left out";
+}
+
+TEST(Plan, RegistersWithSeveralBuffersAreNotShared) {
+  Chain chain;
+  PlanOptions options{.fetches = {chain.out}, .register_count = 2};
+  const proto::Plan plan = compile_plan(chain.g, options);
+  EXPECT_EQ(device_of(plan).register_bytes(), 14 * 1024);
+  EXPECT_EQ(device_of(plan).arena_bytes(), 14 * 1024);
+  for (const proto::ActorDef& actor : device_of(plan).actors()) {
+    for (const proto::OutputDef& output : actor.outputs()) {
+      EXPECT_FALSE(output.shared());
+      if (!output.control()) EXPECT_EQ(output.offsets_size(), 2);
+    }
+  }
+}
+
+TEST(Plan, TrainingPlanHasVariablesUpdatesAndTheirOrdering) {
+  Graph g;
+  Tensor x = g.input("x", {4, 3});
+  Tensor w = g.param("w", {3, 2}, init::normal(0.1));
+  Tensor loss = mean(matmul(x, w));
+  g.minimize(loss, SGD{.lr = 0.1, .momentum = 0.9});
+  const proto::Plan plan = compile_plan(g, {.fetches = {loss}});
+  EXPECT_TRUE(plan.training());
+  ASSERT_EQ(device_of(plan).variables_size(), 2) << "w and its momentum";
+  const proto::ActorDef& variable = actor_named(plan, "w");
+  EXPECT_EQ(variable.kind(), proto::VARIABLE);
+  EXPECT_TRUE(variable.driven());
+  int updates = 0;
+  for (const proto::ActorDef& actor : device_of(plan).actors()) {
+    if (actor.kind() != proto::UPDATE) continue;
+    ++updates;
+    EXPECT_EQ(actor.op(), "sgd_update");
+    // It reads w, and so does the backward matmul for x's gradient... which x does not need;
+    // every reader of w other than the update must reach it.
+    EXPECT_EQ(device_of(plan).actors(actor.inputs(0).producer().actor()).name(), "w");
+  }
+  EXPECT_EQ(updates, 1);
+  const proto::Plan evaluation = compile_plan(g, {.fetches = {loss}, .training = false});
+  for (const proto::ActorDef& actor : device_of(evaluation).actors()) EXPECT_NE(actor.kind(), proto::UPDATE);
+  EXPECT_EQ(device_of(evaluation).variable_arena_bytes(), device_of(plan).variable_arena_bytes())
+      << "every variable is laid out, used or not, so plans of one graph share variables";
+}
+
+TEST(Plan, RoundTripsThroughBinaryAndTextFiles) {
+  Chain chain;
+  const proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  const std::string directory = ::testing::TempDir();
+  for (const std::string name : {"chain.plan", "chain.pbtxt"}) {
+    const std::string path = directory + "/" + name;
+    write_plan(plan, path);
+    const proto::Plan loaded = read_plan(path);
+    EXPECT_EQ(plan_to_bytes(loaded, PlanFormat::binary), plan_to_bytes(plan, PlanFormat::binary)) << name;
+    std::filesystem::remove(path);
+  }
+  EXPECT_EQ(plan_to_bytes(plan, PlanFormat::binary), plan_to_bytes(plan, PlanFormat::binary)) << "deterministic";
+}
+
+TEST(Plan, CorruptPlansAreClearErrors) {
+  Chain chain;
+  proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  EXPECT_TESSEL_ERROR(plan_from_bytes("not a plan at all", PlanFormat::text), ErrorCode::kDataLoss, "tessel.proto.Plan");
+  proto::DevicePlan* device = plan.mutable_ranks(0)->mutable_devices(0);
+  device->mutable_actors(2)->mutable_inputs(0)->mutable_producer()->set_actor(99);
+  EXPECT_TESSEL_ERROR(plan_from_bytes(plan_to_bytes(plan, PlanFormat::binary), PlanFormat::binary),
+                      ErrorCode::kInvalidArgument, "actor 2 'relu_1'", "names actor 99");
+  plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  plan.mutable_ranks(0)->mutable_devices(0)->set_arena_bytes(100);
+  EXPECT_TESSEL_ERROR(validate_plan(plan), ErrorCode::kInvalidArgument, "outside its arena of 100 bytes");
+  EXPECT_TESSEL_ERROR(read_plan("/nonexistent/dir/x.plan"), ErrorCode::kNotFound, "/nonexistent/dir/x.plan");
+}
+
+TEST(Plan, BadOptionsAreClearErrors) {
+  Chain chain;
+  Graph other;
+  Tensor stranger = other.input("s", {1});
+  EXPECT_TESSEL_ERROR(compile_plan(chain.g, {.fetches = {stranger}}), ErrorCode::kInvalidArgument, "not of this graph");
+  EXPECT_TESSEL_ERROR(compile_plan(chain.g, {.fetches = {chain.out}, .register_count = 0}),
+                      ErrorCode::kInvalidArgument, "register_count is 0");
+  PlanOptions options{.fetches = {chain.out}};
+  options.register_counts[chain.x] = -1;
+  EXPECT_TESSEL_ERROR(compile_plan(chain.g, options), ErrorCode::kInvalidArgument, "tensor 'x'", "-1 registers");
+}
+
+}  // namespace
+}  // namespace tessel
