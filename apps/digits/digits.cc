@@ -137,6 +137,10 @@ std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
   Tensor test_logits = mlp(g.input("test_x", {test_count, 64}));
 
   Session session(g, {loss}, {.use_interpreter = options.use_interpreter, .worker_threads = options.worker_threads});
+  if (!options.plan_path.empty()) {
+    if (options.use_interpreter) throw Error::InvalidArgument("the interpreter runs no plan, so there is none to write");
+    write_plan(session.plan(), options.plan_path);
+  }
   std::vector<EpochReport> reports;
   const int64_t steps = data.train.size() / batch;
   for (int epoch = 1; epoch <= options.epochs; ++epoch) {

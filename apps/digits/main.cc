@@ -2,7 +2,7 @@
 // training loss, the test accuracy and the training throughput.
 //
 //   tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]
-//                 [--workers N] [--interpreter]
+//                 [--workers N] [--interpreter] [--write-plan FILE]
 //
 // Training runs through the actor runtime; --interpreter uses the reference interpreter.
 // --workers sets how many actors run at once, --threads how many threads one kernel uses.
@@ -21,7 +21,7 @@ namespace {
   std::fprintf(stderr,
                "tessel-digits: %s\n"
                "usage: tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]\n"
-               "                     [--workers N] [--interpreter]\n",
+               "                     [--workers N] [--interpreter] [--write-plan FILE]\n",
                problem);
   std::exit(2);
 }
@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
       continue;
     }
     if (i + 1 >= argc) usage((std::string("missing value after ") + flag).c_str());
+    if (std::strcmp(flag, "--write-plan") == 0) {
+      options.plan_path = argv[++i];
+      continue;
+    }
     const double value = number(flag, argv[++i]);
     if (std::strcmp(flag, "--epochs") == 0)
       options.epochs = static_cast<int>(value);

@@ -3,8 +3,10 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include "graph/compile.h"
+#include "graph/plan_inspect.h"
 #include "ops/ops.h"
 #include "proto/plan.pb.h"
 #include "tests/test_support.h"
@@ -144,6 +146,44 @@ TEST(Plan, BadOptionsAreClearErrors) {
   PlanOptions options{.fetches = {chain.out}};
   options.register_counts[chain.x] = -1;
   EXPECT_TESSEL_ERROR(compile_plan(chain.g, options), ErrorCode::kInvalidArgument, "tensor 'x'", "-1 registers");
+}
+
+TEST(PlanInspector, ReportsArenaAgainstRegisterSumAndEveryActor) {
+  Chain chain;
+  const proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  const std::string report = describe_plan(plan);
+  EXPECT_NE(report.find("arena 2.0 KiB (2048 bytes) for registers that add up to 7.0 KiB (7168 bytes)"),
+            std::string::npos)
+      << report;
+  EXPECT_NE(report.find("the arena is 29% of their sum"), std::string::npos) << report;
+  for (const proto::ActorDef& actor : device_of(plan).actors()) {
+    EXPECT_NE(report.find(actor.name()), std::string::npos) << actor.name();
+  }
+}
+
+TEST(PlanInspector, DotHasOneNodePerActorAndOneEdgePerConsumer) {
+  Chain chain;
+  const proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  const std::string dot = plan_to_dot(plan);
+  ASSERT_EQ(dot.rfind("digraph plan {", 0), 0u);
+  size_t nodes = 0, edges = 0, dashed = 0;
+  std::istringstream lines(dot);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("[label=\"") != std::string::npos && line.find("->") == std::string::npos) ++nodes;
+    if (line.find("->") != std::string::npos) ++edges;
+    if (line.find("style=dashed") != std::string::npos) ++dashed;
+  }
+  size_t consumers = 0, control = 0;
+  for (const proto::ActorDef& actor : device_of(plan).actors()) {
+    for (const proto::OutputDef& output : actor.outputs()) {
+      consumers += output.consumers_size();
+      if (output.control()) control += output.consumers_size();
+    }
+  }
+  EXPECT_EQ(nodes, static_cast<size_t>(device_of(plan).actors_size()));
+  EXPECT_EQ(edges, consumers);
+  EXPECT_EQ(dashed, control);
+  EXPECT_GT(control, 0u);
 }
 
 }  // namespace

@@ -1,0 +1,174 @@
+#include "graph/plan_inspect.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "proto/plan.pb.h"
+
+namespace tessel {
+namespace {
+
+std::string bytes_text(int64_t bytes) {
+  char text[32];
+  if (bytes >= (int64_t{1} << 20)) {
+    std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  } else if (bytes >= 1024) {
+    std::snprintf(text, sizeof text, "%.1f KiB", static_cast<double>(bytes) / 1024);
+  } else {
+    std::snprintf(text, sizeof text, "%lld B", static_cast<long long>(bytes));
+  }
+  return text;
+}
+
+std::string type_text(const proto::TensorTypeDef& type) {
+  std::string text = "[";
+  for (int i = 0; i < type.shape_size(); ++i) text += concat(i ? ", " : "", type.shape(i));
+  return text + "] " + type.dtype();
+}
+
+std::string kind_text(proto::ActorKind kind) {
+  std::string name = proto::ActorKind_Name(kind);
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  return name;
+}
+
+std::string padded(std::string text, size_t width) {
+  if (text.size() < width) text.append(width - text.size(), ' ');
+  return text;
+}
+
+void describe_device(const proto::DevicePlan& device, std::string& out) {
+  int registers = 0, control = 0;
+  for (const proto::ActorDef& actor : device.actors()) {
+    for (const proto::OutputDef& output : actor.outputs()) {
+      if (output.control()) {
+        control += output.consumers_size();
+      } else {
+        registers += output.register_count();
+      }
+    }
+  }
+  const int64_t arena = device.arena_bytes(), total = device.register_bytes();
+  out += concat("device ", device.device(), ": ", device.actors_size(), " actors, ", registers, " registers, ", control,
+                " control edges\n");
+  char share[64];
+  std::snprintf(share, sizeof share, "%.0f%%", total > 0 ? 100.0 * static_cast<double>(arena) / total : 100.0);
+  out += concat("  arena ", bytes_text(arena), " (", arena, " bytes) for registers that add up to ", bytes_text(total),
+                " (", total, " bytes): the arena is ", share, " of their sum\n");
+  out += concat("  variables ", bytes_text(device.variable_arena_bytes()), " in ", device.variables_size(),
+                " variables\n\n");
+  out += "  id  kind      name                                op                  inputs <- (actor:output)\n";
+  out += "                                                                          outputs -> registers\n";
+  for (const proto::ActorDef& actor : device.actors()) {
+    std::string inputs;
+    for (const proto::InputDef& input : actor.inputs()) {
+      inputs += concat(inputs.empty() ? "" : " ", input.control() ? "~" : "", input.producer().actor(), ":",
+                       input.producer().port(), input.initial_tokens() ? "(prev)" : "");
+    }
+    if (actor.driven()) inputs += inputs.empty() ? "driver" : " driver";
+    out += concat("  ", padded(concat(actor.id()), 4), padded(kind_text(actor.kind()), 10), padded(actor.name(), 36),
+                  padded(actor.op().empty() ? "-" : actor.op(), 20), inputs, "\n");
+    for (int o = 0; o < actor.outputs_size(); ++o) {
+      const proto::OutputDef& output = actor.outputs(o);
+      std::string consumers;
+      for (const proto::Endpoint& c : output.consumers()) consumers += concat(consumers.empty() ? "" : " ", c.actor());
+      if (output.control()) {
+        out += concat("        control", output.initial_tokens() ? " (next step)" : "", " -> ", consumers, "\n");
+        continue;
+      }
+      std::string offsets;
+      for (int64_t offset : output.offsets()) offsets += concat(offsets.empty() ? "@" : ",@", offset);
+      out += concat("        ", type_text(output.type()), " x", output.register_count(), " ",
+                    bytes_text(output.register_bytes()), " ", offsets,
+                    actor.kind() == proto::VARIABLE ? " (variable arena)" : "",
+                    output.shared() ? concat(" shared, live ", output.first_use(), "..", output.last_use()) : "",
+                    " -> ", consumers.empty() ? "nobody" : consumers, "\n");
+    }
+  }
+  // The layout, by offset: which registers reuse which bytes.
+  struct Row {
+    int64_t offset, bytes, first, last;
+    std::string owner;
+  };
+  std::vector<Row> rows;
+  for (const proto::ActorDef& actor : device.actors()) {
+    if (actor.kind() == proto::VARIABLE) continue;
+    for (int o = 0; o < actor.outputs_size(); ++o) {
+      const proto::OutputDef& output = actor.outputs(o);
+      for (int r = 0; r < output.offsets_size(); ++r) {
+        rows.push_back({output.offsets(r), output.register_bytes(), output.shared() ? output.first_use() : -1,
+                        output.last_use(), concat(actor.name(), ":", o, output.register_count() > 1 ? concat("#", r) : "")});
+      }
+    }
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return a.offset != b.offset ? a.offset < b.offset : a.first < b.first;
+  });
+  out += "\n  memory layout (offset, bytes, live from..to in schedule positions, register):\n";
+  for (const Row& row : rows) {
+    out += concat("    ", padded(concat(row.offset), 12), padded(concat(row.bytes), 12),
+                  padded(row.first < 0 ? "always" : concat(row.first, "..", row.last), 12), row.owner, "\n");
+  }
+}
+
+}  // namespace
+
+std::string describe_plan(const proto::Plan& plan) {
+  std::string out = concat("plan: ", plan.training() ? "training" : "evaluation", ", seed ", plan.seed(), ", ",
+                           plan.ranks_size(), " rank(s)\n");
+  std::string feeds, fetches;
+  for (const proto::FeedDef& feed : plan.feeds()) {
+    feeds += concat(feeds.empty() ? "" : ", ", feed.name(), " ", type_text(feed.type()), feed.needed() ? "" : " (unused)");
+  }
+  for (const proto::FetchDef& fetch : plan.fetches()) {
+    fetches += concat(fetches.empty() ? "" : ", ", fetch.tensor(), " ", type_text(fetch.type()));
+  }
+  out += concat("feeds: ", feeds.empty() ? "none" : feeds, "\nfetches: ", fetches.empty() ? "none" : fetches, "\n");
+  for (const proto::RankPlan& rank : plan.ranks()) {
+    for (const proto::DevicePlan& device : rank.devices()) {
+      out += concat("\nrank ", rank.rank(), ", ");
+      describe_device(device, out);
+    }
+  }
+  return out;
+}
+
+std::string plan_to_dot(const proto::Plan& plan) {
+  std::string out = "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n";
+  for (const proto::RankPlan& rank : plan.ranks()) {
+    for (const proto::DevicePlan& device : rank.devices()) {
+      const std::string prefix = concat("r", rank.rank(), "_", device.device().substr(0, device.device().find(':')),
+                                        device.device().substr(device.device().find(':') + 1), "_");
+      out += concat("  subgraph \"cluster_", prefix, "\" {\n    label=\"rank ", rank.rank(), " ", device.device(),
+                    "\";\n");
+      for (const proto::ActorDef& actor : device.actors()) {
+        const char* color = actor.kind() == proto::VARIABLE ? "lightyellow"
+                            : actor.kind() == proto::INPUT  ? "lightblue"
+                            : actor.kind() == proto::UPDATE ? "lightpink"
+                            : actor.kind() == proto::FETCH  ? "lightgreen"
+                                                            : "white";
+        out += concat("    ", prefix, actor.id(), " [label=\"", actor.id(), " ", actor.name(), "\\n",
+                      actor.op().empty() ? kind_text(actor.kind()) : actor.op(), "\", style=filled, fillcolor=", color,
+                      "];\n");
+      }
+      for (const proto::ActorDef& actor : device.actors()) {
+        for (const proto::OutputDef& output : actor.outputs()) {
+          for (const proto::Endpoint& c : output.consumers()) {
+            out += concat("    ", prefix, actor.id(), " -> ", prefix, c.actor());
+            if (output.control()) {
+              out += output.initial_tokens() ? " [style=dashed, color=red, constraint=false]" : " [style=dashed]";
+            } else {
+              out += concat(" [label=\"", type_text(output.type()), " x", output.register_count(), "\"]");
+            }
+            out += ";\n";
+          }
+        }
+      }
+      out += "  }\n";
+    }
+  }
+  return out + "}\n";
+}
+
+}  // namespace tessel
