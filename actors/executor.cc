@@ -5,6 +5,8 @@
 #include <atomic>
 #include <caf/all.hpp>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -58,6 +60,9 @@ struct Shared {
   std::map<std::pair<int, int64_t>, HostTensor> feeds;     // (actor, step) -> value
   std::map<int64_t, std::vector<HostTensor>> results;      // step -> fetched values
   std::atomic<int64_t> activations{0};
+  // TESSEL_PROFILE=1: time spent in each actor's activations, printed when the executor stops.
+  bool profile = false;
+  std::vector<int64_t> nanoseconds;  // per actor, written only by that actor
 };
 
 class PlanActor : public caf::event_based_actor {
@@ -95,8 +100,10 @@ class PlanActor : public caf::event_based_actor {
   void advance() {
     while (state_.can_act()) {
       const ActorState::Activation activation = state_.begin();
+      const auto started = shared_->profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       try {
         act(activation);
+        if (shared_->profile) shared_->nanoseconds[id_] += (std::chrono::steady_clock::now() - started).count();
       } catch (const Error& error) {
         fail(error.code(), error.with_context(spec_.description).what());
         return;
@@ -257,6 +264,9 @@ struct Executor::Impl {
     arena = std::make_unique<HostArena>(device.arena_bytes(), kPoison);
     shared = std::make_shared<Shared>();
     shared->training = plan.training();
+    const char* profile = std::getenv("TESSEL_PROFILE");
+    shared->profile = profile != nullptr && std::strcmp(profile, "0") != 0;
+    shared->nanoseconds.assign(device.actors_size(), 0);
     for (int id = 0; id < device.actors_size(); ++id) {
       shared->specs.push_back(spec_of(device, id, arena->data(), variables));
       const proto::ActorDef& actor = device.actors(id);
@@ -300,6 +310,27 @@ struct Executor::Impl {
   void abort_all() {
     for (const caf::actor& actor : shared->actors) self->send(actor, abort_atom::value);
     broken = true;
+  }
+
+  void print_profile() const {
+    std::vector<std::pair<int64_t, int>> order;
+    int64_t total = 0;
+    for (size_t id = 0; id < shared->nanoseconds.size(); ++id) {
+      order.emplace_back(shared->nanoseconds[id], static_cast<int>(id));
+      total += shared->nanoseconds[id];
+    }
+    std::sort(order.rbegin(), order.rend());
+    std::string report = concat("time in activations over ", completed, " steps (TESSEL_PROFILE):\n");
+    for (const auto& [nanoseconds, id] : order) {
+      if (nanoseconds == 0) break;
+      char line[256];
+      std::snprintf(line, sizeof line, "  %10.3f ms/step %5.1f%%  %s\n",
+                    1e-6 * static_cast<double>(nanoseconds) / static_cast<double>(std::max<int64_t>(1, completed)),
+                    100.0 * static_cast<double>(nanoseconds) / static_cast<double>(std::max<int64_t>(1, total)),
+                    shared->specs[id].description.c_str());
+      report += line;
+    }
+    std::fputs(report.c_str(), stderr);
   }
 
   struct FeedInfo {
@@ -350,6 +381,7 @@ Executor::~Executor() {
   }
   for (const caf::actor& actor : impl.shared->actors) impl.self->send_exit(actor, caf::exit_reason::kill);
   impl.shared->actors.clear();
+  if (impl.shared->profile) impl.print_profile();
   impl.shared->executor = nullptr;
 }
 

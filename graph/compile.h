@@ -30,14 +30,14 @@ class Plan;
 
 struct PlanOptions {
   // The tensors every step hands back, in this order.
-  std::vector<Tensor> fetches;
+  std::vector<Tensor> fetches{};
   // True: each step also runs the optimizer updates of minimize(), and dropout is on.
   // False: an evaluation plan that changes no variable.
   bool training = true;
   // Registers per output: 1 makes producer and consumer alternate; 2 or more lets a producer
   // run that many steps ahead. Variables always have one (their storage).
   int register_count = 1;
-  std::map<Tensor, int> register_counts;  // per tensor, overriding register_count
+  std::map<Tensor, int> register_counts{};  // per tensor, overriding register_count
   // Registers with one register and disjoint lifetimes share arena bytes.
   bool share_memory = true;
   std::string device = "cpu:0";

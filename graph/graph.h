@@ -64,12 +64,12 @@ struct TensorRef {
 
 struct Node {
   int id = -1;
-  std::string op;    // "matmul", "input", "variable", ...
-  std::string name;  // unique in the graph
-  std::vector<TensorRef> inputs;
-  Attributes attrs;
-  std::vector<TensorType> outputs;
-  std::string location;  // "file.cc:42" of the DSL call that made it
+  std::string op{};    // "matmul", "input", "variable", ...
+  std::string name{};  // unique in the graph
+  std::vector<TensorRef> inputs{};
+  Attributes attrs{};
+  std::vector<TensorType> outputs{};
+  std::string location{};  // "file.cc:42" of the DSL call that made it
 };
 
 // How a parameter's first value is drawn. Seeded: the same graph gives the same values on

@@ -75,7 +75,9 @@ TEST(Plan, RegistersWithSeveralBuffersAreNotShared) {
   for (const proto::ActorDef& actor : device_of(plan).actors()) {
     for (const proto::OutputDef& output : actor.outputs()) {
       EXPECT_FALSE(output.shared());
-      if (!output.control()) EXPECT_EQ(output.offsets_size(), 2);
+      if (!output.control()) {
+        EXPECT_EQ(output.offsets_size(), 2);
+      }
     }
   }
 }

@@ -91,8 +91,9 @@ void build(RandomGraph& r, uint64_t seed) {
   if (train) {
     Tensor loss;
     for (size_t i = 0; i < pool.size(); ++i) {
-      if (uses[i] > 0 && static_cast<int>(i) >= r.inputs.size()) continue;
-      if (static_cast<int>(i) < static_cast<int>(r.inputs.size())) continue;  // inputs need no gradient
+      // Every tensor nothing reads (parameters included) feeds the loss, so every parameter
+      // has a gradient; inputs need none.
+      if (uses[i] > 0 || i < r.inputs.size()) continue;
       Tensor term = mean(mul(pool[i], pool[i]));
       loss = loss.defined() ? add(loss, term) : term;
     }

@@ -1,0 +1,210 @@
+// Benchmarks of the actor runtime. Prints figures; asserts nothing about time.
+//
+// (a) Chains and diamonds of trivial actors (one-element relu/tanh/add kernels): actor
+//     activations per second and microseconds per activation, the cost of the protocol.
+// (b) One training step (forward, backward, SGD) of an MLP 1024-4096-4096-1024, batch 256,
+//     f32, through the runtime with 1 and 2 worker threads, beside the reference interpreter
+//     and PyTorch (Debian's python3-torch, run with /usr/bin/python3) with 1 and 2 threads,
+//     with the GFLOP/s each achieves.
+//
+//   tessel-bench-runtime [--quick] [--steps N] [--torch PATH_TO_torch_mlp.py]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "actors/executor.h"
+#include "apps/models/mlp.h"
+#include "devices/arena.h"
+#include "devices/cpu_device.h"
+#include "graph/compile.h"
+#include "ops/ops.h"
+#include "proto/plan.pb.h"
+#include "runtime/interpreter.h"
+#include "runtime/session.h"
+
+namespace tessel {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+HostTensor filled(const Shape& shape, float value) {
+  HostTensor t(shape, DType::f32);
+  std::fill(t.data<float>(), t.data<float>() + t.numel(), value);
+  return t;
+}
+
+// (a) ------------------------------------------------------------------------------------
+
+struct TrivialGraph {
+  Graph g;
+  Tensor out;
+};
+
+void chain(TrivialGraph& t, int length) {
+  Tensor x = t.g.input("x", {1});
+  for (int i = 0; i < length; ++i) x = relu(x);
+  t.out = x;
+}
+
+void diamonds(TrivialGraph& t, int count) {
+  Tensor x = t.g.input("x", {1});
+  for (int i = 0; i < count; ++i) x = add(relu(x), tanh(x));
+  t.out = x;
+}
+
+void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, int registers, int workers,
+                 int steps) {
+  TrivialGraph t;
+  build(t, size);
+  PlanOptions options;
+  options.fetches = {t.out};
+  options.register_count = registers;
+  const proto::Plan plan = compile_plan(t.g, options);
+  HostArena variables(plan.ranks(0).devices(0).variable_arena_bytes());
+  Executor executor(plan, 0, variables.data(), {.worker_threads = workers, .steps_in_flight = registers + 1});
+  const Feeds feeds{{"x", filled({1}, 0.5f)}};
+  const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
+  executor.run(steps / 10, feed);  // warm up
+  const int64_t before = executor.activations();
+  const auto start = Clock::now();
+  executor.run(steps, feed);
+  const double elapsed = seconds_since(start);
+  const double activations = static_cast<double>(executor.activations() - before);
+  std::printf("%-12s %7d %10d %8d %7d %14.0f %13.2f\n", name, executor.actor_count(), registers, workers, steps,
+              activations / elapsed, 1e6 * elapsed / activations);
+}
+
+// (b) ------------------------------------------------------------------------------------
+
+struct MlpFigure {
+  double ms_per_step;
+  double gflops;
+};
+
+MlpFigure mlp_step(bool interpreter, int workers, int kernel_threads, int steps) {
+  set_cpu_threads(kernel_threads);
+  Graph g;
+  const models::Mlp mlp = models::build_mlp(g, {1024, 4096, 4096, 1024}, 256);
+  const Feeds feeds{{"x", filled({256, 1024}, 0.1f)}, {"target", filled({256, 1024}, 0.0f)}};
+  Session session(g, {mlp.loss}, {.use_interpreter = interpreter, .worker_threads = workers});
+  const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
+  session.run(1, feed);  // warm up: first touches of the arena and the variables
+  const auto start = Clock::now();
+  session.run(steps, feed);
+  const double seconds = seconds_since(start) / steps;
+  return {1e3 * seconds, mlp.flops_per_step / seconds * 1e-9};
+}
+
+double mlp_flops() {
+  Graph g;
+  return models::build_mlp(g, {1024, 4096, 4096, 1024}, 256).flops_per_step;
+}
+
+// Runs the PyTorch script; returns ms per step, or a negative number when it cannot run.
+// torch.set_num_threads() does not reach the OpenBLAS that Debian's torch calls for matmul,
+// so OPENBLAS_NUM_THREADS carries the same count there; `blas_threads` 0 leaves it unset.
+double torch_step(const std::string& script, int threads, int blas_threads, int steps, std::string& version) {
+  const std::string environment = blas_threads > 0 ? "OPENBLAS_NUM_THREADS=" + std::to_string(blas_threads) + " " : "";
+  const std::string command = environment + "/usr/bin/python3 " + script + " --threads " + std::to_string(threads) +
+                              " --steps " + std::to_string(steps) + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char line[512];
+  std::string output;
+  while (std::fgets(line, sizeof line, pipe)) output += line;
+  if (pclose(pipe) != 0) {
+    std::printf("  (PyTorch did not run: %s)\n", output.c_str());
+    return -1;
+  }
+  char torch_version[64] = {0};
+  int reported_threads = 0;
+  double ms = -1;
+  if (std::sscanf(output.c_str(), "torch %63s threads %d ms_per_step %lf", torch_version, &reported_threads, &ms) != 3) {
+    std::printf("  (unexpected PyTorch output: %s)\n", output.c_str());
+    return -1;
+  }
+  version = torch_version;
+  return ms;
+}
+
+}  // namespace
+}  // namespace tessel
+
+int main(int argc, char** argv) {
+  using namespace tessel;
+  bool quick = false;
+  int steps = 5;
+  std::string script = std::string(TESSEL_SOURCE_DIR) + "/bench/torch_mlp.py";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
+      steps = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--torch") == 0 && i + 1 < argc) {
+      script = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: tessel-bench-runtime [--quick] [--steps N] [--torch torch_mlp.py]\n");
+      return 2;
+    }
+  }
+  set_cpu_threads(1);
+  const int trivial_steps = quick ? 2000 : 20000;
+  std::printf("(a) trivial actors: one-element kernels, so the figures are the protocol's cost\n");
+  std::printf("%-12s %7s %10s %8s %7s %14s %13s\n", "graph", "actors", "registers", "workers", "steps",
+              "activations/s", "us/activation");
+  for (int registers : {1, 2}) {
+    for (int workers : {1, 2}) {
+      run_trivial("chain-64", chain, 64, registers, workers, trivial_steps);
+      run_trivial("diamond-16", diamonds, 16, registers, workers, trivial_steps);
+    }
+  }
+
+  std::printf("\n(b) MLP 1024-4096-4096-1024, batch 256, f32, forward + backward + SGD: %.2f GFLOP per step\n",
+              mlp_flops() * 1e-9);
+  std::printf("%-46s %8s %10s %9s\n", "runtime", "threads", "ms/step", "GFLOP/s");
+  const int mlp_steps = quick ? 1 : steps;
+  struct Config {
+    const char* name;
+    bool interpreter;
+    int workers, kernel_threads;
+  };
+  const Config configs[] = {
+      {"tessel actors, 1 worker x 1 kernel thread", false, 1, 1},
+      {"tessel actors, 2 workers x 1 kernel thread", false, 2, 1},
+      {"tessel actors, 1 worker x 2 kernel threads", false, 1, 2},
+      {"tessel actors, 2 workers x 2 kernel threads", false, 2, 2},
+      {"tessel interpreter, 1 kernel thread", true, 1, 1},
+      {"tessel interpreter, 2 kernel threads", true, 1, 2},
+  };
+  for (const Config& c : configs) {
+    const MlpFigure f = mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps);
+    std::printf("%-46s %8d %10.1f %9.1f\n", c.name, c.workers * c.kernel_threads, f.ms_per_step, f.gflops);
+    std::fflush(stdout);
+  }
+  struct TorchConfig {
+    int threads, blas_threads;
+    const char* label;
+  };
+  const TorchConfig torch_configs[] = {
+      {1, 1, "pytorch %s, 1 thread (OpenBLAS 1)"},
+      {2, 2, "pytorch %s, 2 threads (OpenBLAS 2)"},
+      {1, 0, "pytorch %s, set_num_threads(1), OpenBLAS default"},
+  };
+  for (const TorchConfig& c : torch_configs) {
+    std::string version;
+    const double ms = torch_step(script, c.threads, c.blas_threads, mlp_steps, version);
+    if (ms < 0) continue;
+    char name[128];
+    std::snprintf(name, sizeof name, c.label, version.c_str());
+    std::printf("%-46s %8s %10.1f %9.1f\n", name, c.blas_threads > 0 ? std::to_string(c.threads).c_str() : "1+cores",
+                ms, mlp_flops() / (ms * 1e-3) * 1e-9);
+    std::fflush(stdout);
+  }
+  return 0;
+}
