@@ -10,4 +10,6 @@
 #include "graph/graph.h"
 #include "graph/serialize.h"
 #include "ops/ops.h"
+#include "graph/compile.h"
 #include "runtime/interpreter.h"
+#include "runtime/session.h"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package Tessel needs to build, test and run its examples.
 # Idempotent and non-interactive; run as root (or with sudo) on Debian 12.
+#   scripts/setup.sh           what building, testing and the examples need
+#   scripts/setup.sh --bench   also python3-torch, the reference the benchmarks compare against
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,12 @@ packages=(
   libopenblas-dev zlib1g-dev
   python3-sklearn
 )
+for argument in "$@"; do
+  case "$argument" in
+    --bench) packages+=(python3-torch) ;;
+    *) echo "setup: unknown argument '$argument' (expected --bench)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for package in "${packages[@]}"; do
