@@ -282,7 +282,10 @@ struct Executor::Impl {
       throw Error::InvalidArgument("the plan fetches nothing and updates nothing, so a step would do no work");
     }
     shared->executor = caf::actor_cast<caf::actor>(self);
-    for (int id = 0; id < device.actors_size(); ++id) shared->actors.push_back(system.spawn<PlanActor>(shared, id));
+    for (int id = 0; id < device.actors_size(); ++id) {
+      shared->actors.push_back(system.spawn<PlanActor>(shared, id));
+      self->monitor(shared->actors.back());  // an actor that dies unexpectedly ends the run with an Error
+    }
   }
 
   void check_feeds(const Feeds& given) const {
@@ -305,6 +308,18 @@ struct Executor::Impl {
                                                ", created at ", f.location, ") is needed by this step but was not fed"));
       }
     }
+  }
+
+  std::vector<HostTensor> take_results(int64_t step) {
+    std::lock_guard<std::mutex> lock(shared->mutex);
+    std::vector<HostTensor> values;
+    auto it = shared->results.find(step);
+    if (it != shared->results.end()) {
+      values = std::move(it->second);
+      shared->results.erase(it);
+    }
+    values.resize(fetch_count);
+    return values;
   }
 
   void abort_all() {
@@ -371,6 +386,7 @@ Executor::~Executor() {
     bool waiting = true;
     while (waiting && running > 0) {
       impl.self->receive([&](stopped_atom, int32_t) { --running; },
+                         [&](const caf::down_msg&) {},
                          [&](done_atom, int32_t, int64_t) {},
                          [&](failed_atom, int32_t, const std::string& message) {
                            LOG(ERROR) << "while draining: " << message;
@@ -385,11 +401,11 @@ Executor::~Executor() {
   impl.shared->executor = nullptr;
 }
 
-std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& feed) {
+std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
   Impl& impl = *impl_;
   if (impl.broken) throw Error::FailedPrecondition(concat("the executor was aborted by an earlier error: ", impl.broken_reason));
-  const int64_t first = impl.completed;
-  int64_t last = first + steps;  // exclusive; lowered when the feed runs out
+  std::vector<std::vector<HostTensor>> outputs;
+  int64_t last = impl.completed + steps;  // exclusive; lowered when the feed runs out
   const auto stall = std::chrono::duration<double>(impl.options.stall_timeout_seconds);
   std::exception_ptr feed_error;
   while (impl.completed < last) {
@@ -430,7 +446,9 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
                it != impl.finished_terminals.end() && it->second == impl.terminals;
                it = impl.finished_terminals.find(impl.completed)) {
             impl.finished_terminals.erase(it);
+            outputs.push_back(impl.take_results(impl.completed));
             ++impl.completed;
+            if (on_step) on_step(impl.completed - 1, outputs.back());
           }
         },
         [&](failed_atom, int32_t code, const std::string& message) {
@@ -438,6 +456,10 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
         },
         [&](stopped_atom, int32_t id) {
           error = Error::FailedPrecondition(concat("actor ", id, " stopped in the middle of a run"));
+        },
+        [&](const caf::down_msg& down) {
+          error = Error::FailedPrecondition(concat("an actor went down in the middle of a run: ",
+                                                   caf::to_string(down.reason)));
         },
         caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(stall)) >> [&] {
           error = Error::FailedPrecondition(concat("no step completed for ", impl.options.stall_timeout_seconds,
@@ -449,18 +471,7 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
       throw *error;
     }
   }
-  std::vector<std::vector<HostTensor>> outputs;
-  std::lock_guard<std::mutex> lock(impl.shared->mutex);
-  if (feed_error) {
-    for (int64_t step = first; step < last; ++step) impl.shared->results.erase(step);
-    std::rethrow_exception(feed_error);
-  }
-  for (int64_t step = first; step < last; ++step) {
-    auto it = impl.shared->results.find(step);
-    outputs.push_back(it == impl.shared->results.end() ? std::vector<HostTensor>{} : std::move(it->second));
-    outputs.back().resize(impl.fetch_count);
-    if (it != impl.shared->results.end()) impl.shared->results.erase(it);
-  }
+  if (feed_error) std::rethrow_exception(feed_error);
   return outputs;
 }
 

@@ -50,7 +50,10 @@ class Executor {
   // Error before its step starts; steps fed before it still complete (their outputs are
   // dropped) so the executor stays consistent. An Error from a kernel aborts every actor and is rethrown,
   // naming the op; the executor is then unusable (FailedPrecondition).
-  std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed);
+  // `on_step`, when given, is called on the caller's thread as each step completes, in order,
+  // with the step's number and fetched values.
+  using StepFn = std::function<void(int64_t step, const std::vector<HostTensor>& fetched)>;
+  std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed, const StepFn& on_step = {});
 
   int64_t steps_done() const;
   int64_t activations() const;  // kernels run (or feeds copied, values fetched) so far, all actors

@@ -80,7 +80,7 @@ Session::Session(Graph& graph, const PlanOptions& plan_options, SessionOptions o
 
 Session::~Session() = default;
 
-std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& feed) {
+std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
   if (steps < 0) throw Error::InvalidArgument(concat("run(", steps, ", ...): expected a step count of at least 0"));
   Impl& impl = *impl_;
   if (impl.interpreter) {
@@ -89,10 +89,11 @@ std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& f
       std::optional<Feeds> feeds = feed(impl.interpreter->step());
       if (!feeds) break;
       outputs.push_back(impl.interpreter->train_step(*feeds, impl.fetches));
+      if (on_step) on_step(impl.interpreter->step() - 1, outputs.back());
     }
     return outputs;
   }
-  return impl.executor->run(steps, feed);
+  return impl.executor->run(steps, feed, on_step);
 }
 
 std::vector<HostTensor> Session::step(const Feeds& feeds) {

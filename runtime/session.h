@@ -43,10 +43,13 @@ class Session {
   // Returns the feeds of step `step` (counted over the session's life), or nullopt to stop.
   using FeedFn = std::function<std::optional<Feeds>(int64_t step)>;
 
-  // Runs up to `steps` training steps, fed by `feed`, and returns each step's fetched values.
-  // Errors (bad feeds, a kernel's error naming its op) are thrown; after a kernel error the
-  // session cannot run again.
-  std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed);
+  // Called as each step completes, in order, with its number and fetched values.
+  using StepFn = std::function<void(int64_t step, const std::vector<HostTensor>& fetched)>;
+
+  // Runs up to `steps` training steps, fed by `feed`, and returns each step's fetched values
+  // (also handed to `on_step` as each step completes). Errors (bad feeds, a kernel's error
+  // naming its op) are thrown; after a kernel error the session cannot run again.
+  std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed, const StepFn& on_step = {});
   // Runs one step per element of [begin, end), each a Feeds.
   template <typename Iterator>
   std::vector<std::vector<HostTensor>> run(Iterator begin, Iterator end) {

@@ -56,6 +56,18 @@ TEST(Session, RunsFromAnIteratorOfFeeds) {
   });
   EXPECT_EQ(two.size(), 2u);
   EXPECT_EQ(session.steps_done(), 5);
+  // Each completed step is reported, in order, with what it fetched.
+  std::vector<int64_t> reported;
+  std::vector<double> reported_losses;
+  const auto more = session.run(
+      3, [](int64_t step) -> std::optional<Feeds> { return Classifier::feeds(step); },
+      [&](int64_t step, const std::vector<HostTensor>& fetched) {
+        reported.push_back(step);
+        reported_losses.push_back(fetched.at(0).get(0));
+      });
+  EXPECT_EQ(reported, (std::vector<int64_t>{5, 6, 7}));
+  ASSERT_EQ(more.size(), 3u);
+  for (size_t i = 0; i < more.size(); ++i) EXPECT_EQ(reported_losses[i], more[i][0].get(0));
 }
 
 TEST(Session, EvaluationUsesCurrentVariablesAndChangesNothing) {
