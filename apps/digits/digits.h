@@ -41,7 +41,7 @@ struct TrainOptions {
   uint64_t seed = 0;
   bool use_interpreter = false;  // the reference interpreter instead of the actor runtime
   int worker_threads = 1;        // actor runtime: actors that run at the same time
-  std::string plan_path;         // when set, the training plan is written there (for tessel-plan)
+  std::string plan_path{};       // when set, the training plan is written there (for tessel-plan)
 };
 
 struct EpochReport {
