@@ -2,244 +2,19 @@
 
 #include <glog/logging.h>
 
-#include <atomic>
-#include <caf/all.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
-#include "actors/actor_state.h"
+#include "actors/plan_actor.h"
 #include "devices/arena.h"
 #include "graph/proto_conversion.h"
 
 namespace tessel {
 namespace {
 
-// Messages between actors.
-using ready_atom = caf::atom_constant<caf::atom("ready")>;    // (input, register, step)
-using ack_atom = caf::atom_constant<caf::atom("ack")>;        // (output, register)
-using end_atom = caf::atom_constant<caf::atom("end")>;        // (input): end of stream
-using abort_atom = caf::atom_constant<caf::atom("abort")>;    // stop now, free every register
-// Messages from actors to the executor.
-using done_atom = caf::atom_constant<caf::atom("done")>;      // (actor, step): a terminal actor finished a step
-using failed_atom = caf::atom_constant<caf::atom("failed")>;  // (error code, message)
-using stopped_atom = caf::atom_constant<caf::atom("stopped")>;  // (actor): drained and gone
-
-struct Endpoint {
-  int actor = 0, port = 0;
-};
-
-// What an actor needs from the plan, resolved once: kernels, addresses, peers.
-struct ActorSpec {
-  proto::ActorKind kind = proto::KERNEL;
-  std::string description;  // "matmul 'fc1' (created at mlp.cc:12)"
-  KernelFn kernel = nullptr;
-  Attributes attrs;
-  std::vector<TensorType> input_types, output_types;     // data ports only
-  std::vector<std::vector<std::byte*>> input_registers;   // per data input, per producer register
-  std::vector<std::vector<std::byte*>> output_registers;  // per data output, per register
-  std::vector<ActorState::InputSpec> inputs;              // every input, the driver last
-  std::vector<ActorState::OutputSpec> outputs;
-  std::vector<Endpoint> producers;               // per plan input
-  std::vector<std::vector<Endpoint>> consumers;  // per output
-  int driver_input = -1;                         // the executor's input of a source
-  bool terminal = false;                         // reports each finished step to the executor
-  int fetch_index = -1;
-};
-
-// State every actor shares with the executor. Feeds and results cross between the executor's
-// thread and the actors under a mutex; everything else is written before any actor starts.
-struct Shared {
-  std::vector<ActorSpec> specs;
-  std::vector<caf::actor> actors;
-  caf::actor executor;
-  bool training = true;
-  std::mutex mutex;
-  std::map<std::pair<int, int64_t>, HostTensor> feeds;     // (actor, step) -> value
-  std::map<int64_t, std::vector<HostTensor>> results;      // step -> fetched values
-  std::atomic<int64_t> activations{0};
-  // TESSEL_PROFILE=1: time spent in each actor's activations, printed when the executor stops.
-  bool profile = false;
-  std::vector<int64_t> nanoseconds;  // per actor, written only by that actor
-};
-
-class PlanActor : public caf::event_based_actor {
- public:
-  PlanActor(caf::actor_config& config, std::shared_ptr<Shared> shared, int id)
-      : caf::event_based_actor(config),
-        shared_(std::move(shared)),
-        id_(id),
-        spec_(shared_->specs[id]),
-        state_(spec_.inputs, spec_.outputs) {}
-
-  caf::behavior make_behavior() override {
-    return {
-        [this](ready_atom, int32_t input, int32_t index, int64_t step) {
-          state_.on_ready(input, index, step);
-          advance();
-        },
-        [this](ack_atom, int32_t output, int32_t index) {
-          state_.on_ack(output, index);
-          advance();
-        },
-        [this](end_atom, int32_t input) {
-          state_.on_end_of_stream(input);
-          advance();
-        },
-        [this](abort_atom) {
-          state_.on_abort();
-          quit();
-        },
-    };
-  }
-
- private:
-  // Acts as long as the protocol allows, then passes end of stream on once drained.
-  void advance() {
-    while (state_.can_act()) {
-      const ActorState::Activation activation = state_.begin();
-      const auto started = shared_->profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-      try {
-        act(activation);
-        if (shared_->profile) shared_->nanoseconds[id_] += (std::chrono::steady_clock::now() - started).count();
-      } catch (const Error& error) {
-        fail(error.code(), error.with_context(spec_.description).what());
-        return;
-      } catch (const std::exception& error) {
-        fail(ErrorCode::kFailedPrecondition, concat(spec_.description, ": ", error.what()));
-        return;
-      }
-      shared_->activations.fetch_add(1, std::memory_order_relaxed);
-      const ActorState::Messages messages = state_.finish(activation);
-      for (const ActorState::Ready& ready : messages.ready) {
-        for (const Endpoint& consumer : spec_.consumers[ready.output]) {
-          send(shared_->actors[consumer.actor], ready_atom::value, consumer.port, ready.register_index, ready.step);
-        }
-      }
-      for (const ActorState::Ack& ack : messages.acks) {
-        if (ack.input == spec_.driver_input) continue;
-        const Endpoint& producer = spec_.producers[ack.input];
-        send(shared_->actors[producer.actor], ack_atom::value, producer.port, ack.register_index);
-      }
-      if (spec_.terminal) send(shared_->executor, done_atom::value, id_, activation.step);
-    }
-    if (state_.take_end_of_stream()) {
-      for (const auto& consumers : spec_.consumers) {
-        for (const Endpoint& consumer : consumers) send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
-      }
-      send(shared_->executor, stopped_atom::value, id_);
-      quit();
-    }
-  }
-
-  void fail(ErrorCode code, const std::string& message) {
-    state_.on_abort();
-    send(shared_->executor, failed_atom::value, static_cast<int32_t>(code), message);
-    quit();
-  }
-
-  void act(const ActorState::Activation& a) {
-    switch (spec_.kind) {
-      case proto::VARIABLE:
-        return;  // its register is the variable's storage
-      case proto::INPUT: {
-        HostTensor value;
-        {
-          std::lock_guard<std::mutex> lock(shared_->mutex);
-          auto it = shared_->feeds.find({id_, a.step});
-          CHECK(it != shared_->feeds.end()) << "no feed for step " << a.step;
-          value = std::move(it->second);
-          shared_->feeds.erase(it);
-        }
-        std::memcpy(spec_.output_registers[0][a.output_registers[0]], value.raw(), value.nbytes());
-        return;
-      }
-      case proto::FETCH: {
-        const TensorType& type = spec_.input_types[0];
-        HostTensor value(type.shape, type.dtype);
-        std::memcpy(value.raw(), spec_.input_registers[0][a.input_registers[0]], value.nbytes());
-        std::lock_guard<std::mutex> lock(shared_->mutex);
-        std::vector<HostTensor>& step = shared_->results[a.step];
-        if (static_cast<int>(step.size()) <= spec_.fetch_index) step.resize(spec_.fetch_index + 1);
-        step[spec_.fetch_index] = std::move(value);
-        return;
-      }
-      default:
-        break;
-    }
-    std::vector<TensorView> inputs, outputs;
-    for (size_t i = 0; i < spec_.input_types.size(); ++i) {
-      inputs.push_back({spec_.input_registers[i][a.input_registers[i]], spec_.input_types[i].shape,
-                        spec_.input_types[i].dtype, DeviceType::cpu});
-    }
-    for (size_t o = 0; o < spec_.output_types.size(); ++o) {
-      outputs.push_back({spec_.output_registers[o][a.output_registers[o]], spec_.output_types[o].shape,
-                         spec_.output_types[o].dtype, DeviceType::cpu});
-    }
-    spec_.kernel(KernelContext{inputs, outputs, spec_.attrs, a.step, shared_->training});
-  }
-
-  std::shared_ptr<Shared> shared_;
-  int id_;
-  const ActorSpec& spec_;
-  ActorState state_;
-};
-
-std::string describe(const proto::ActorDef& actor) {
-  const std::string what = actor.op().empty() ? proto::ActorKind_Name(actor.kind()) : actor.op();
-  return concat(what, " '", actor.name(), "' (created at ", actor.location(), ")");
-}
-
-ActorSpec spec_of(const proto::DevicePlan& device, int id, std::byte* arena, std::byte* variables) {
-  const proto::ActorDef& actor = device.actors(id);
-  ActorSpec spec;
-  spec.kind = actor.kind();
-  spec.description = describe(actor);
-  spec.attrs = attributes_from_proto(actor.attrs());
-  spec.fetch_index = actor.fetch_index();
-  spec.terminal = actor.kind() == proto::FETCH || actor.kind() == proto::UPDATE;
-  const auto registers_of = [&](const proto::ActorDef& owner, const proto::OutputDef& output) {
-    std::byte* base = owner.kind() == proto::VARIABLE ? variables : arena;
-    std::vector<std::byte*> addresses;
-    for (int64_t offset : output.offsets()) addresses.push_back(base + offset);
-    return addresses;
-  };
-  for (const proto::InputDef& input : actor.inputs()) {
-    const proto::ActorDef& producer = device.actors(input.producer().actor());
-    const proto::OutputDef& output = producer.outputs(input.producer().port());
-    spec.producers.push_back({input.producer().actor(), input.producer().port()});
-    spec.inputs.push_back({.initial_tokens = input.initial_tokens()});
-    if (input.control()) continue;
-    spec.input_types.push_back(tensor_type_from_proto(output.type()));
-    spec.input_registers.push_back(registers_of(producer, output));
-  }
-  if (actor.driven()) {
-    spec.driver_input = static_cast<int>(spec.inputs.size());
-    spec.inputs.push_back({});
-  }
-  for (const proto::OutputDef& output : actor.outputs()) {
-    spec.outputs.push_back({.register_count = output.register_count(),
-                            .consumer_count = output.consumers_size(),
-                            .initial_tokens = output.initial_tokens()});
-    std::vector<Endpoint> consumers;
-    for (const proto::Endpoint& c : output.consumers()) consumers.push_back({c.actor(), c.port()});
-    spec.consumers.push_back(std::move(consumers));
-    if (output.control()) continue;
-    spec.output_types.push_back(tensor_type_from_proto(output.type()));
-    spec.output_registers.push_back(registers_of(actor, output));
-  }
-  if (actor.kind() == proto::KERNEL || actor.kind() == proto::UPDATE) {
-    const DType dispatch = spec.input_types.empty() ? spec.output_types[0].dtype : spec.input_types[0].dtype;
-    try {
-      spec.kernel = OpRegistry::global().kernel(actor.op(), DeviceType::cpu, dispatch);
-    } catch (const Error& error) {
-      throw error.with_context(spec.description);
-    }
-  }
-  return spec;
-}
+using namespace hosting;
 
 caf::actor_system_config& configured(caf::actor_system_config& config, const ExecutorOptions& options) {
   config.set("scheduler.max-threads", static_cast<size_t>(std::max(1, options.worker_threads)));
@@ -283,7 +58,7 @@ struct Executor::Impl {
     }
     shared->executor = caf::actor_cast<caf::actor>(self);
     for (int id = 0; id < device.actors_size(); ++id) {
-      shared->actors.push_back(system.spawn<PlanActor>(shared, id));
+      shared->actors.push_back(spawn_plan_actor(system, shared, id));
       self->monitor(shared->actors.back());  // an actor that dies unexpectedly ends the run with an Error
     }
   }
@@ -305,7 +80,8 @@ struct Executor::Impl {
     for (const FeedInfo& f : feeds) {
       if (f.needed && given.count(f.name) == 0) {
         throw Error::FailedPrecondition(concat("input '", f.name, "' (", f.type.shape, " ", f.type.dtype,
-                                               ", created at ", f.location, ") is needed by this step but was not fed"));
+                                               ", created at ", f.location,
+                                               ") is needed by this step but was not fed"));
       }
     }
   }
@@ -366,8 +142,8 @@ struct Executor::Impl {
   std::vector<FeedInfo> feeds;
   int terminals = 0;
   int fetch_count = 0;
-  int64_t fed = 0;       // steps handed to the sources
-  int64_t completed = 0; // steps every terminal actor finished
+  int64_t fed = 0;        // steps handed to the sources
+  int64_t completed = 0;  // steps every terminal actor finished
   std::map<int64_t, int> finished_terminals;
   bool broken = false;
   std::string broken_reason;
@@ -385,13 +161,10 @@ Executor::~Executor() {
     }
     bool waiting = true;
     while (waiting && running > 0) {
-      impl.self->receive([&](stopped_atom, int32_t) { --running; },
-                         [&](const caf::down_msg&) {},
-                         [&](done_atom, int32_t, int64_t) {},
-                         [&](failed_atom, int32_t, const std::string& message) {
-                           LOG(ERROR) << "while draining: " << message;
-                         },
-                         caf::after(std::chrono::seconds(30)) >> [&] { waiting = false; });
+      impl.self->receive(
+          [&](stopped_atom, int32_t) { --running; }, [&](const caf::down_msg&) {}, [&](done_atom, int32_t, int64_t) {},
+          [&](failed_atom, int32_t, const std::string& message) { LOG(ERROR) << "while draining: " << message; },
+          caf::after(std::chrono::seconds(30)) >> [&] { waiting = false; });
     }
     if (running > 0) LOG(ERROR) << running << " actors did not drain within 30 s; stopping them";
   }
@@ -403,7 +176,8 @@ Executor::~Executor() {
 
 std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
   Impl& impl = *impl_;
-  if (impl.broken) throw Error::FailedPrecondition(concat("the executor was aborted by an earlier error: ", impl.broken_reason));
+  if (impl.broken)
+    throw Error::FailedPrecondition(concat("the executor was aborted by an earlier error: ", impl.broken_reason));
   std::vector<std::vector<HostTensor>> outputs;
   int64_t last = impl.completed + steps;  // exclusive; lowered when the feed runs out
   const auto stall = std::chrono::duration<double>(impl.options.stall_timeout_seconds);
@@ -458,13 +232,14 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
           error = Error::FailedPrecondition(concat("actor ", id, " stopped in the middle of a run"));
         },
         [&](const caf::down_msg& down) {
-          error = Error::FailedPrecondition(concat("an actor went down in the middle of a run: ",
-                                                   caf::to_string(down.reason)));
+          error = Error::FailedPrecondition(
+              concat("an actor went down in the middle of a run: ", caf::to_string(down.reason)));
         },
-        caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(stall)) >> [&] {
-          error = Error::FailedPrecondition(concat("no step completed for ", impl.options.stall_timeout_seconds,
-                                                   " s (step ", impl.completed, " of ", last, " pending)"));
-        });
+        caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(stall)) >>
+            [&] {
+              error = Error::FailedPrecondition(concat("no step completed for ", impl.options.stall_timeout_seconds,
+                                                       " s (step ", impl.completed, " of ", last, " pending)"));
+            });
     if (error) {
       impl.abort_all();
       impl.broken_reason = error->what();

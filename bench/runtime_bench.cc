@@ -29,9 +29,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 HostTensor filled(const Shape& shape, float value) {
   HostTensor t(shape, DType::f32);
@@ -58,8 +56,7 @@ void diamonds(TrivialGraph& t, int count) {
   t.out = x;
 }
 
-void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, int registers, int workers,
-                 int steps) {
+void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, int registers, int workers, int steps) {
   TrivialGraph t;
   build(t, size);
   PlanOptions options;
@@ -125,7 +122,8 @@ double torch_step(const std::string& script, int threads, int blas_threads, int 
   char torch_version[64] = {0};
   int reported_threads = 0;
   double ms = -1;
-  if (std::sscanf(output.c_str(), "torch %63s threads %d ms_per_step %lf", torch_version, &reported_threads, &ms) != 3) {
+  if (std::sscanf(output.c_str(), "torch %63s threads %d ms_per_step %lf", torch_version, &reported_threads, &ms) !=
+      3) {
     std::printf("  (unexpected PyTorch output: %s)\n", output.c_str());
     return -1;
   }
@@ -156,8 +154,8 @@ int main(int argc, char** argv) {
   set_cpu_threads(1);
   const int trivial_steps = quick ? 2000 : 20000;
   std::printf("(a) trivial actors: one-element kernels, so the figures are the protocol's cost\n");
-  std::printf("%-12s %7s %10s %8s %7s %14s %13s\n", "graph", "actors", "registers", "workers", "steps",
-              "activations/s", "us/activation");
+  std::printf("%-12s %7s %10s %8s %7s %14s %13s\n", "graph", "actors", "registers", "workers", "steps", "activations/s",
+              "us/activation");
   for (int registers : {1, 2}) {
     for (int workers : {1, 2}) {
       run_trivial("chain-64", chain, 64, registers, workers, trivial_steps);

@@ -219,8 +219,8 @@ class Compiler {
         if (index >= static_cast<int>(node.inputs.size())) continue;
         const Node& target = graph_.node(node.inputs[index].node);
         if (target.op != "variable") {
-          throw Error::InvalidArgument(concat("compiling ", node_context(node), ": input ", index, " ('",
-                                              target.name, "') is written in place, so it must be a variable"));
+          throw Error::InvalidArgument(concat("compiling ", node_context(node), ": input ", index, " ('", target.name,
+                                              "') is written in place, so it must be a variable"));
         }
         if (!written.insert(target.id).second) {
           throw Error::InvalidArgument(
@@ -272,7 +272,8 @@ class Compiler {
 };
 
 void check(bool condition, const proto::ActorDef& actor, const std::string& what) {
-  if (!condition) throw Error::InvalidArgument(concat("invalid plan: actor ", actor.id(), " '", actor.name(), "': ", what));
+  if (!condition)
+    throw Error::InvalidArgument(concat("invalid plan: actor ", actor.id(), " '", actor.name(), "': ", what));
 }
 
 }  // namespace
@@ -294,9 +295,8 @@ void validate_plan(const proto::Plan& plan) {
           check(from.port() >= 0 && from.port() < producer.outputs_size(), actor,
                 concat("input ", i, " names output ", from.port(), " of '", producer.name(), "'"));
           const auto& consumers = producer.outputs(from.port()).consumers();
-          const bool listed = std::any_of(consumers.begin(), consumers.end(), [&](const proto::Endpoint& c) {
-            return c.actor() == a && c.port() == i;
-          });
+          const bool listed = std::any_of(consumers.begin(), consumers.end(),
+                                          [&](const proto::Endpoint& c) { return c.actor() == a && c.port() == i; });
           check(listed, actor, concat("input ", i, " is not among the consumers of '", producer.name(), "'"));
           check(actor.inputs(i).initial_tokens() == producer.outputs(from.port()).initial_tokens(), actor,
                 concat("input ", i, " disagrees with its producer on initial tokens"));
@@ -307,7 +307,8 @@ void validate_plan(const proto::Plan& plan) {
           check(output.initial_tokens() <= output.register_count(), actor,
                 concat("output ", o, " has more initial tokens than registers"));
           for (const proto::Endpoint& c : output.consumers()) {
-            check(c.actor() >= 0 && c.actor() < count && c.port() >= 0 && c.port() < device.actors(c.actor()).inputs_size(),
+            check(c.actor() >= 0 && c.actor() < count && c.port() >= 0 &&
+                      c.port() < device.actors(c.actor()).inputs_size(),
                   actor, concat("output ", o, " names a consumer that does not exist"));
           }
           if (output.control()) continue;
@@ -347,8 +348,8 @@ proto::Plan plan_from_bytes(std::string_view bytes, PlanFormat format) {
                           ? google::protobuf::TextFormat::ParseFromString(std::string(bytes), &plan)
                           : plan.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
   if (!parsed) {
-    throw Error::DataLoss(concat("the ", format == PlanFormat::text ? "text" : "bytes",
-                                 " are not a valid tessel.proto.Plan"));
+    throw Error::DataLoss(
+        concat("the ", format == PlanFormat::text ? "text" : "bytes", " are not a valid tessel.proto.Plan"));
   }
   validate_plan(plan);
   return plan;

@@ -37,6 +37,8 @@ std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, Reachability&
 void add_control_edges(proto::DevicePlan& device, const std::vector<ControlEdge>& edges);
 
 constexpr int64_t kAlignment = 64;
-inline int64_t aligned(int64_t bytes) { return (std::max<int64_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment; }
+inline int64_t aligned(int64_t bytes) {
+  return (std::max<int64_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
+}
 
 }  // namespace tessel::plan_builder

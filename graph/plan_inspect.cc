@@ -98,13 +98,13 @@ void describe_device(const proto::DevicePlan& device, std::string& out) {
       const proto::OutputDef& output = actor.outputs(o);
       for (int r = 0; r < output.offsets_size(); ++r) {
         rows.push_back({output.offsets(r), output.register_bytes(), output.shared() ? output.first_use() : -1,
-                        output.last_use(), concat(actor.name(), ":", o, output.register_count() > 1 ? concat("#", r) : "")});
+                        output.last_use(),
+                        concat(actor.name(), ":", o, output.register_count() > 1 ? concat("#", r) : "")});
       }
     }
   }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.offset != b.offset ? a.offset < b.offset : a.first < b.first;
-  });
+  std::sort(rows.begin(), rows.end(),
+            [](const Row& a, const Row& b) { return a.offset != b.offset ? a.offset < b.offset : a.first < b.first; });
   out += "\n  memory layout (offset, bytes, live from..to in schedule positions, register):\n";
   for (const Row& row : rows) {
     out += concat("    ", padded(concat(row.offset), 12), padded(concat(row.bytes), 12),
@@ -119,7 +119,8 @@ std::string describe_plan(const proto::Plan& plan) {
                            plan.ranks_size(), " rank(s)\n");
   std::string feeds, fetches;
   for (const proto::FeedDef& feed : plan.feeds()) {
-    feeds += concat(feeds.empty() ? "" : ", ", feed.name(), " ", type_text(feed.type()), feed.needed() ? "" : " (unused)");
+    feeds +=
+        concat(feeds.empty() ? "" : ", ", feed.name(), " ", type_text(feed.type()), feed.needed() ? "" : " (unused)");
   }
   for (const proto::FetchDef& fetch : plan.fetches()) {
     fetches += concat(fetches.empty() ? "" : ", ", fetch.tensor(), " ", type_text(fetch.type()));

@@ -41,9 +41,9 @@ struct Session::Impl {
   }
 
   std::unique_ptr<Executor> make_executor(const proto::Plan& for_plan) const {
-    return std::make_unique<Executor>(for_plan, 0, variables->data(),
-                                      ExecutorOptions{.worker_threads = options.worker_threads,
-                                                      .steps_in_flight = options.steps_in_flight});
+    return std::make_unique<Executor>(
+        for_plan, 0, variables->data(),
+        ExecutorOptions{.worker_threads = options.worker_threads, .steps_in_flight = options.steps_in_flight});
   }
 
   const VariableSlot& slot(const std::string& name) const {
@@ -107,7 +107,8 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
   auto it = impl.evaluation.find(fetches);
   if (it == impl.evaluation.end()) {
     Impl::EvaluationPlan evaluation;
-    evaluation.plan = compile_plan(impl.graph, {.fetches = fetches, .training = false,
+    evaluation.plan = compile_plan(impl.graph, {.fetches = fetches,
+                                                .training = false,
                                                 .register_count = impl.options.register_count,
                                                 .share_memory = impl.options.share_memory});
     CHECK_EQ(evaluation.plan.ranks(0).devices(0).variable_arena_bytes(),

@@ -138,7 +138,8 @@ std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
 
   Session session(g, {loss}, {.use_interpreter = options.use_interpreter, .worker_threads = options.worker_threads});
   if (!options.plan_path.empty()) {
-    if (options.use_interpreter) throw Error::InvalidArgument("the interpreter runs no plan, so there is none to write");
+    if (options.use_interpreter)
+      throw Error::InvalidArgument("the interpreter runs no plan, so there is none to write");
     write_plan(session.plan(), options.plan_path);
   }
   std::vector<EpochReport> reports;

@@ -127,7 +127,8 @@ TEST(Plan, RoundTripsThroughBinaryAndTextFiles) {
 TEST(Plan, CorruptPlansAreClearErrors) {
   Chain chain;
   proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
-  EXPECT_TESSEL_ERROR(plan_from_bytes("not a plan at all", PlanFormat::text), ErrorCode::kDataLoss, "tessel.proto.Plan");
+  EXPECT_TESSEL_ERROR(plan_from_bytes("not a plan at all", PlanFormat::text), ErrorCode::kDataLoss,
+                      "tessel.proto.Plan");
   proto::DevicePlan* device = plan.mutable_ranks(0)->mutable_devices(0);
   device->mutable_actors(2)->mutable_inputs(0)->mutable_producer()->set_actor(99);
   EXPECT_TESSEL_ERROR(plan_from_bytes(plan_to_bytes(plan, PlanFormat::binary), PlanFormat::binary),
@@ -143,8 +144,8 @@ TEST(Plan, BadOptionsAreClearErrors) {
   Graph other;
   Tensor stranger = other.input("s", {1});
   EXPECT_TESSEL_ERROR(compile_plan(chain.g, {.fetches = {stranger}}), ErrorCode::kInvalidArgument, "not of this graph");
-  EXPECT_TESSEL_ERROR(compile_plan(chain.g, {.fetches = {chain.out}, .register_count = 0}),
-                      ErrorCode::kInvalidArgument, "register_count is 0");
+  EXPECT_TESSEL_ERROR(compile_plan(chain.g, {.fetches = {chain.out}, .register_count = 0}), ErrorCode::kInvalidArgument,
+                      "register_count is 0");
   PlanOptions options{.fetches = {chain.out}};
   options.register_counts[chain.x] = -1;
   EXPECT_TESSEL_ERROR(compile_plan(chain.g, options), ErrorCode::kInvalidArgument, "tensor 'x'", "-1 registers");

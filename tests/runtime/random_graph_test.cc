@@ -30,7 +30,9 @@ struct RandomGraph {
 // Builds graph number `seed`. All tensors are n x n, so any op can take any operands.
 void build(RandomGraph& r, uint64_t seed) {
   std::mt19937_64 random(seed);
-  const auto pick = [&](int64_t low, int64_t high) { return std::uniform_int_distribution<int64_t>(low, high)(random); };
+  const auto pick = [&](int64_t low, int64_t high) {
+    return std::uniform_int_distribution<int64_t>(low, high)(random);
+  };
   Graph& g = r.graph;
   g.set_seed(seed);
   const int64_t n = pick(2, 5);
@@ -59,17 +61,50 @@ void build(RandomGraph& r, uint64_t seed) {
     const int64_t kind = pick(0, 13);
     Tensor t;
     switch (kind) {
-      case 0: t = add(operand(), operand()); ops += "add "; break;
-      case 1: t = sub(operand(), operand()); ops += "sub "; break;
-      case 2: t = mul(operand(), operand()); ops += "mul "; break;
-      case 3: t = matmul(operand(), operand()); ops += "matmul "; break;
-      case 4: t = relu(operand()); ops += "relu "; break;
-      case 5: t = tanh(operand()); ops += "tanh "; break;
-      case 6: t = sigmoid(operand()); ops += "sigmoid "; break;
-      case 7: t = scale(operand(), 0.5); ops += "scale "; break;
-      case 8: t = transpose(operand(), {1, 0}); ops += "transpose "; break;
-      case 9: t = softmax(operand()); ops += "softmax "; break;
-      case 10: t = gelu(operand()); ops += "gelu "; break;
+      case 0:
+        t = add(operand(), operand());
+        ops += "add ";
+        break;
+      case 1:
+        t = sub(operand(), operand());
+        ops += "sub ";
+        break;
+      case 2:
+        t = mul(operand(), operand());
+        ops += "mul ";
+        break;
+      case 3:
+        t = matmul(operand(), operand());
+        ops += "matmul ";
+        break;
+      case 4:
+        t = relu(operand());
+        ops += "relu ";
+        break;
+      case 5:
+        t = tanh(operand());
+        ops += "tanh ";
+        break;
+      case 6:
+        t = sigmoid(operand());
+        ops += "sigmoid ";
+        break;
+      case 7:
+        t = scale(operand(), 0.5);
+        ops += "scale ";
+        break;
+      case 8:
+        t = transpose(operand(), {1, 0});
+        ops += "transpose ";
+        break;
+      case 9:
+        t = softmax(operand());
+        ops += "softmax ";
+        break;
+      case 10:
+        t = gelu(operand());
+        ops += "gelu ";
+        break;
       case 11:  // fan-in of two through concat, then back to n x n
         t = slice(concat({operand(), operand()}, 0), {n / 2, 0}, {n / 2 + n, n});
         ops += "concat-slice ";
@@ -78,7 +113,10 @@ void build(RandomGraph& r, uint64_t seed) {
         t = add(operand(), sum(operand(), {0}, true));
         ops += "add-sum ";
         break;
-      default: t = dropout(operand(), 0.25, 11); ops += "dropout "; break;
+      default:
+        t = dropout(operand(), 0.25, 11);
+        ops += "dropout ";
+        break;
     }
     add_to_pool(t);
   }
@@ -139,9 +177,8 @@ TEST(RandomGraphs, ActorRuntimeEqualsInterpreterBitForBit) {
     SCOPED_TRACE(r.description);
     Session session(r.graph, r.plan, r.session);
     Interpreter reference(r.graph);
-    const auto outputs = session.run(kSteps, [&](int64_t step) -> std::optional<Feeds> {
-      return feeds_for(r, step, seed);
-    });
+    const auto outputs =
+        session.run(kSteps, [&](int64_t step) -> std::optional<Feeds> { return feeds_for(r, step, seed); });
     ASSERT_EQ(outputs.size(), static_cast<size_t>(kSteps));
     for (int step = 0; step < kSteps; ++step) {
       const std::vector<HostTensor> expected = reference.train_step(feeds_for(r, step, seed), r.fetches);

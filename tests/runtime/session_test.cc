@@ -1,11 +1,12 @@
 // The Session API over the actor runtime: results, feeding, variables, evaluation, errors.
+#include "runtime/session.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 
 #include "ops/ops.h"
 #include "runtime/interpreter.h"
-#include "runtime/session.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -111,10 +112,10 @@ TEST(Session, BadFeedsAreErrorsBeforeTheStepStarts) {
   EXPECT_EQ(session.steps_done(), 0);
   EXPECT_EQ(session.step(Classifier::feeds(0)).size(), 1u);
   // A bad feed in the middle of a run: the steps fed before it complete, then the error.
-  EXPECT_TESSEL_ERROR(session.run(6, [&](int64_t step) -> std::optional<Feeds> {
-    return step == 3 ? wrong_shape : Classifier::feeds(step);
-  }),
-                      ErrorCode::kShapeMismatch, "feed 'x'");
+  EXPECT_TESSEL_ERROR(
+      session.run(
+          6, [&](int64_t step) -> std::optional<Feeds> { return step == 3 ? wrong_shape : Classifier::feeds(step); }),
+      ErrorCode::kShapeMismatch, "feed 'x'");
   EXPECT_EQ(session.steps_done(), 3);
   EXPECT_EQ(session.run(1, [](int64_t step) -> std::optional<Feeds> { return Classifier::feeds(step); }).size(), 1u);
   EXPECT_EQ(session.steps_done(), 4);
@@ -125,12 +126,15 @@ TEST(Session, KernelErrorAbortsEveryActorAndNamesTheOp) {
   Session session(c.g, {c.loss}, {.worker_threads = 2});
   session.step(Classifier::feeds(0));
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TESSEL_ERROR(session.run(5, [](int64_t step) -> std::optional<Feeds> {
-    return Classifier::feeds(step, step == 2 ? std::vector<int64_t>{0, 1, 9, 3} : std::vector<int64_t>{0, 1, 2, 3});
-  }),
+  EXPECT_TESSEL_ERROR(session.run(5,
+                                  [](int64_t step) -> std::optional<Feeds> {
+                                    return Classifier::feeds(step, step == 2 ? std::vector<int64_t>{0, 1, 9, 3}
+                                                                             : std::vector<int64_t>{0, 1, 2, 3});
+                                  }),
                       ErrorCode::kOutOfRange, "cross_entropy", "session_test.cc");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10)) << "an abort, not a timeout";
-  EXPECT_TESSEL_ERROR(session.step(Classifier::feeds(0)), ErrorCode::kFailedPrecondition, "aborted by an earlier error");
+  EXPECT_TESSEL_ERROR(session.step(Classifier::feeds(0)), ErrorCode::kFailedPrecondition,
+                      "aborted by an earlier error");
 }
 
 TEST(Session, InterpreterFlagRunsTheReference) {
@@ -146,7 +150,8 @@ TEST(Session, InterpreterFlagRunsTheReference) {
 TEST(Session, PlanWithNothingToDoIsAnError) {
   Graph g;
   g.input("x", {2});
-  EXPECT_TESSEL_ERROR(Session(g, std::vector<Tensor>{}), ErrorCode::kInvalidArgument, "fetches nothing and updates nothing");
+  EXPECT_TESSEL_ERROR(Session(g, std::vector<Tensor>{}), ErrorCode::kInvalidArgument,
+                      "fetches nothing and updates nothing");
 }
 
 }  // namespace

@@ -1,0 +1,78 @@
+// Private to actors/: the CAF actor that hosts one plan actor, and what it shares with the
+// executor. Includes CAF, so only actors/*.cc include it.
+#pragma once
+
+#include <atomic>
+#include <caf/all.hpp>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "actors/actor_state.h"
+#include "core/tensor.h"
+#include "ops/registry.h"
+#include "proto/plan.pb.h"
+
+namespace tessel::hosting {
+
+// Messages between actors.
+using ready_atom = caf::atom_constant<caf::atom("ready")>;  // (input, register, step)
+using ack_atom = caf::atom_constant<caf::atom("ack")>;      // (output, register)
+using end_atom = caf::atom_constant<caf::atom("end")>;      // (input): end of stream
+using abort_atom = caf::atom_constant<caf::atom("abort")>;  // stop now, free every register
+// Messages from actors to the executor.
+using done_atom = caf::atom_constant<caf::atom("done")>;        // (actor, step): a terminal actor finished a step
+using failed_atom = caf::atom_constant<caf::atom("failed")>;    // (error code, message)
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;  // (actor): drained and gone
+
+struct Endpoint {
+  int actor = 0, port = 0;
+};
+
+// What an actor needs from the plan, resolved once: kernels, addresses, peers.
+struct ActorSpec {
+  proto::ActorKind kind = proto::KERNEL;
+  std::string description;  // "matmul 'fc1' (created at mlp.cc:12)"
+  KernelFn kernel = nullptr;
+  Attributes attrs;
+  std::vector<TensorType> input_types, output_types;      // data ports only
+  std::vector<std::vector<std::byte*>> input_registers;   // per data input, per producer register
+  std::vector<std::vector<std::byte*>> output_registers;  // per data output, per register
+  std::vector<ActorState::InputSpec> inputs;              // every input, the driver last
+  std::vector<ActorState::OutputSpec> outputs;
+  std::vector<Endpoint> producers;               // per plan input
+  std::vector<std::vector<Endpoint>> consumers;  // per output
+  int driver_input = -1;                         // the executor's input of a source
+  bool terminal = false;                         // reports each finished step to the executor
+  int fetch_index = -1;
+};
+
+// State every actor shares with the executor. Feeds and results cross between the executor's
+// thread and the actors under a mutex; everything else is written before any actor starts.
+struct Shared {
+  std::vector<ActorSpec> specs;
+  std::vector<caf::actor> actors;
+  caf::actor executor;
+  bool training = true;
+  std::mutex mutex;
+  std::map<std::pair<int, int64_t>, HostTensor> feeds;  // (actor, step) -> value
+  std::map<int64_t, std::vector<HostTensor>> results;   // step -> fetched values
+  std::atomic<int64_t> activations{0};
+  // TESSEL_PROFILE=1: time spent in each actor's activations, printed when the executor stops.
+  bool profile = false;
+  std::vector<int64_t> nanoseconds;  // per actor, written only by that actor
+};
+
+// What actor `id` of `device` needs, resolved once: its kernel, register addresses in `arena`
+// (or `variables` for a VARIABLE actor's storage), and its peers. Error for an op without a
+// CPU kernel for its dtype, naming the actor.
+ActorSpec spec_of(const proto::DevicePlan& device, int id, std::byte* arena, std::byte* variables);
+
+// Spawns the CAF actor for plan actor `id`; it acts on ready, ack, end and abort messages and
+// reports to shared->executor.
+caf::actor spawn_plan_actor(caf::actor_system& system, std::shared_ptr<Shared> shared, int id);
+
+}  // namespace tessel::hosting
