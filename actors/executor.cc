@@ -9,6 +9,7 @@
 
 #include "actors/plan_actor.h"
 #include "devices/arena.h"
+#include "graph/feeds.h"
 #include "graph/proto_conversion.h"
 
 namespace tessel {
@@ -63,29 +64,6 @@ struct Executor::Impl {
     }
   }
 
-  void check_feeds(const Feeds& given) const {
-    for (const auto& [name, value] : given) {
-      auto it = std::find_if(feeds.begin(), feeds.end(), [&](const FeedInfo& f) { return f.name == name; });
-      if (it == feeds.end()) {
-        std::string names;
-        for (const FeedInfo& f : feeds) names += concat(names.empty() ? "" : ", ", f.name);
-        throw Error::NotFound(concat("feed '", name, "' names no input of the plan (inputs: ", names, ")"));
-      }
-      if (value.shape() != it->type.shape || value.dtype() != it->type.dtype) {
-        throw Error::ShapeMismatch(concat("feed '", name, "' is ", value.shape(), " ", value.dtype(), ", but input '",
-                                          name, "' (created at ", it->location, ") expects ", it->type.shape, " ",
-                                          it->type.dtype));
-      }
-    }
-    for (const FeedInfo& f : feeds) {
-      if (f.needed && given.count(f.name) == 0) {
-        throw Error::FailedPrecondition(concat("input '", f.name, "' (", f.type.shape, " ", f.type.dtype,
-                                               ", created at ", f.location,
-                                               ") is needed by this step but was not fed"));
-      }
-    }
-  }
-
   std::vector<HostTensor> take_results(int64_t step) {
     std::lock_guard<std::mutex> lock(shared->mutex);
     std::vector<HostTensor> values;
@@ -124,13 +102,6 @@ struct Executor::Impl {
     std::fputs(report.c_str(), stderr);
   }
 
-  struct FeedInfo {
-    std::string name;
-    TensorType type;
-    std::string location;
-    bool needed = false;
-  };
-
   ExecutorOptions options;
   caf::actor_system_config config;
   caf::actor_system system;
@@ -139,7 +110,7 @@ struct Executor::Impl {
   std::shared_ptr<Shared> shared;
   std::vector<int> sources;
   std::map<std::string, int> inputs;  // feed name -> INPUT actor
-  std::vector<FeedInfo> feeds;
+  std::vector<FeedSpec> feeds;
   int terminals = 0;
   int fetch_count = 0;
   int64_t fed = 0;        // steps handed to the sources
@@ -187,7 +158,7 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
       std::optional<Feeds> values;
       try {
         values = feed(impl.fed);
-        if (values) impl.check_feeds(*values);
+        if (values) check_feeds(*values, impl.feeds);
       } catch (...) {
         // Steps already fed finish (their updates stand) before the error reaches the caller.
         feed_error = std::current_exception();

@@ -2,6 +2,8 @@
 
 #include <glog/logging.h>
 
+#include "graph/feeds.h"
+
 namespace tessel {
 
 Interpreter::Interpreter(Graph& graph) : graph_(graph) {}
@@ -32,32 +34,6 @@ void Interpreter::set_variable(const std::string& name, const HostTensor& value)
   variables_[name] = value.clone();
 }
 
-void Interpreter::check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const {
-  std::string input_names;
-  for (const Node& node : graph_.nodes()) {
-    if (node.op == "input") input_names += concat(input_names.empty() ? "" : ", ", node.name);
-  }
-  for (const auto& [name, value] : feeds) {
-    const Node* input = graph_.find_node(name);
-    if (input == nullptr || input->op != "input") {
-      throw Error::NotFound(concat("feed '", name, "' names no input of the graph (inputs: ", input_names, ")"));
-    }
-    const TensorType& expected = input->outputs[0];
-    if (value.shape() != expected.shape || value.dtype() != expected.dtype) {
-      throw Error::ShapeMismatch(concat("feed '", name, "' is ", value.shape(), " ", value.dtype(), ", but input '",
-                                        name, "' (created at ", input->location, ") expects ", expected.shape, " ",
-                                        expected.dtype));
-    }
-  }
-  for (const Node& node : graph_.nodes()) {
-    if (node.op == "input" && needed[node.id] && feeds.count(node.name) == 0) {
-      throw Error::FailedPrecondition(concat("input '", node.name, "' (", node.outputs[0].shape, " ",
-                                             node.outputs[0].dtype, ", created at ", node.location,
-                                             ") is needed by this step but was not fed"));
-    }
-  }
-}
-
 std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training,
                                          bool apply_updates) {
   const int count = graph_.num_nodes();
@@ -77,7 +53,11 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
     if (!needed[id]) continue;
     for (const TensorRef& in : graph_.node(id).inputs) needed[in.node] = true;
   }
-  check_feeds(feeds, needed);
+  std::vector<FeedSpec> inputs;
+  for (const Node& node : graph_.nodes()) {
+    if (node.op == "input") inputs.push_back({node.name, node.outputs[0], node.location, needed[node.id]});
+  }
+  check_feeds(feeds, inputs);
 
   // How many needed consumers still have to read each node's outputs, to free them early.
   std::vector<int> readers(count, 0);

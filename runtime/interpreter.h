@@ -37,7 +37,6 @@ class Interpreter {
                               bool apply_updates);
   HostTensor& variable_storage(const Node& node);
   const Node& variable_node(const std::string& name) const;  // Error::NotFound if none
-  void check_feeds(const Feeds& feeds, const std::vector<bool>& needed) const;
 
   Graph& graph_;
   std::map<std::string, HostTensor> variables_;
