@@ -76,9 +76,9 @@ struct Executor::Impl {
     return values;
   }
 
-  void abort_all() {
+  void abort_all(const std::string& reason) {
     for (const caf::actor& actor : shared->actors) self->send(actor, abort_atom::value);
-    broken = true;
+    broken_reason = reason;
   }
 
   void print_profile() const {
@@ -116,8 +116,7 @@ struct Executor::Impl {
   int64_t fed = 0;        // steps handed to the sources
   int64_t completed = 0;  // steps every terminal actor finished
   std::map<int64_t, int> finished_terminals;
-  bool broken = false;
-  std::string broken_reason;
+  std::string broken_reason;  // set when an error aborted the actors: the executor cannot run again
 };
 
 Executor::Executor(const proto::Plan& plan, int rank, std::byte* variables, ExecutorOptions options)
@@ -126,7 +125,7 @@ Executor::Executor(const proto::Plan& plan, int rank, std::byte* variables, Exec
 Executor::~Executor() {
   Impl& impl = *impl_;
   int running = static_cast<int>(impl.shared->actors.size());
-  if (!impl.broken) {
+  if (impl.broken_reason.empty()) {
     for (int id : impl.sources) {
       impl.self->send(impl.shared->actors[id], end_atom::value, impl.shared->specs[id].driver_input);
     }
@@ -147,7 +146,7 @@ Executor::~Executor() {
 
 std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
   Impl& impl = *impl_;
-  if (impl.broken)
+  if (!impl.broken_reason.empty())
     throw Error::FailedPrecondition(concat("the executor was aborted by an earlier error: ", impl.broken_reason));
   std::vector<std::vector<HostTensor>> outputs;
   int64_t last = impl.completed + steps;  // exclusive; lowered when the feed runs out
@@ -212,8 +211,7 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
                                                        " s (step ", impl.completed, " of ", last, " pending)"));
             });
     if (error) {
-      impl.abort_all();
-      impl.broken_reason = error->what();
+      impl.abort_all(error->what());
       throw *error;
     }
   }

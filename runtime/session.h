@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/executor.h"
 #include "graph/compile.h"
 #include "graph/graph.h"
 
@@ -41,10 +42,9 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   // Returns the feeds of step `step` (counted over the session's life), or nullopt to stop.
-  using FeedFn = std::function<std::optional<Feeds>(int64_t step)>;
-
+  using FeedFn = Executor::FeedFn;
   // Called as each step completes, in order, with its number and fetched values.
-  using StepFn = std::function<void(int64_t step, const std::vector<HostTensor>& fetched)>;
+  using StepFn = Executor::StepFn;
 
   // Runs up to `steps` training steps, fed by `feed`, and returns each step's fetched values
   // (also handed to `on_step` as each step completes). Errors (bad feeds, a kernel's error
