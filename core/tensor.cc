@@ -93,4 +93,36 @@ HostTensor HostTensor::reshaped(Shape shape) const {
   return view;
 }
 
+void copy_block(const std::byte* source, const Shape& source_shape, const std::vector<int64_t>& source_start,
+                       std::byte* target, const Shape& target_shape, const std::vector<int64_t>& target_start,
+                       const std::vector<int64_t>& extent, size_t element_size) {
+  const int rank = source_shape.rank();
+  if (rank == 0) {
+    std::memcpy(target, source, element_size);
+    return;
+  }
+  for (int64_t e : extent) {
+    if (e == 0) return;
+  }
+  const std::vector<int64_t> source_strides = source_shape.strides();
+  const std::vector<int64_t> target_strides = target_shape.strides();
+  const size_t row_bytes = static_cast<size_t>(extent[rank - 1]) * element_size;
+  std::vector<int64_t> index(rank, 0);
+  while (true) {
+    int64_t s = 0, t = 0;
+    for (int axis = 0; axis < rank; ++axis) {
+      s += (source_start[axis] + index[axis]) * source_strides[axis];
+      t += (target_start[axis] + index[axis]) * target_strides[axis];
+    }
+    std::memcpy(target + t * element_size, source + s * element_size, row_bytes);
+    int axis = rank - 2;
+    for (; axis >= 0; --axis) {
+      if (++index[axis] < extent[axis]) break;
+      index[axis] = 0;
+    }
+    if (axis < 0) return;
+  }
+}
+
+
 }  // namespace tessel

@@ -97,6 +97,13 @@ class HostTensor {
   std::shared_ptr<std::byte> storage_;
 };
 
+// Copies the block of `extent` starting at `source_start` in a row-major tensor of shape
+// `source_shape` to `target_start` in one of shape `target_shape` (elements of `element_size`
+// bytes). Kernels, feeding and the gathering of shards all move rectangular blocks this way.
+void copy_block(const std::byte* source, const Shape& source_shape, const std::vector<int64_t>& source_start,
+                std::byte* target, const Shape& target_shape, const std::vector<int64_t>& target_start,
+                const std::vector<int64_t>& extent, size_t element_size);
+
 // A step's input values, by input name.
 using Feeds = std::map<std::string, HostTensor>;
 

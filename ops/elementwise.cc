@@ -25,26 +25,35 @@ Tensor reduce_to(const Tensor& gradient, const Tensor& input) {
   return gradient.shape() == input.shape() ? gradient : sum_to(gradient, input.shape());
 }
 
-TESSEL_OP("add").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+// (P, P) -> P: a + b adds the partial values; (P, B) -> P: a * b scales each of them.
+std::vector<SbpSignature> linear_in_both(const SbpContext& c) { return elementwise_sbp(c, {{P, P}}); }
+std::vector<SbpSignature> linear_in_each(const SbpContext& c) { return elementwise_sbp(c, {{P, B}, {B, P}}); }
+std::vector<SbpSignature> linear_in_first(const SbpContext& c) {
+  return elementwise_sbp(c, {c.inputs.size() == 1 ? std::vector<Sbp>{P} : std::vector<Sbp>{P, B}});
+}
+// Gradients grad(x or y, dy) are linear in dy.
+std::vector<SbpSignature> linear_in_second(const SbpContext& c) { return elementwise_sbp(c, {{B, P}}); }
+
+TESSEL_OP("add").inputs(2).infers(infer_broadcast).sbp(linear_in_both).differentiates([](GradientContext& c) {
   c.set_input_gradient(0, reduce_to(c.output_gradient(), c.input(0)));
   c.set_input_gradient(1, reduce_to(c.output_gradient(), c.input(1)));
 });
-TESSEL_OP("sub").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+TESSEL_OP("sub").inputs(2).infers(infer_broadcast).sbp(linear_in_both).differentiates([](GradientContext& c) {
   c.set_input_gradient(0, reduce_to(c.output_gradient(), c.input(0)));
   if (c.needs_gradient(1)) c.set_input_gradient(1, reduce_to(-c.output_gradient(), c.input(1)));
 });
-TESSEL_OP("mul").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+TESSEL_OP("mul").inputs(2).infers(infer_broadcast).sbp(linear_in_each).differentiates([](GradientContext& c) {
   if (c.needs_gradient(0)) c.set_input_gradient(0, reduce_to(c.output_gradient() * c.input(1), c.input(0)));
   if (c.needs_gradient(1)) c.set_input_gradient(1, reduce_to(c.output_gradient() * c.input(0), c.input(1)));
 });
-TESSEL_OP("div").inputs(2).infers(infer_broadcast).differentiates([](GradientContext& c) {
+TESSEL_OP("div").inputs(2).infers(infer_broadcast).sbp(linear_in_first).differentiates([](GradientContext& c) {
   // y = a / b: dy/da = 1 / b, dy/db = -y / b.
   if (c.needs_gradient(0)) c.set_input_gradient(0, reduce_to(c.output_gradient() / c.input(1), c.input(0)));
   if (c.needs_gradient(1)) {
     c.set_input_gradient(1, reduce_to(-(c.output_gradient() * c.output() / c.input(1)), c.input(1)));
   }
 });
-TESSEL_OP("scale").inputs(1).infers(same_as_first).differentiates([](GradientContext& c) {
+TESSEL_OP("scale").inputs(1).infers(same_as_first).sbp(linear_in_first).differentiates([](GradientContext& c) {
   c.set_input_gradient(0, scale(c.output_gradient(), c.attrs().get_float("factor")));
 });
 
@@ -60,6 +69,16 @@ TESSEL_OP("bias_add")
                                           "x's last axis"));
       }
       return {x};
+    })
+    .sbp([](const SbpContext& c) {
+      // x[..., C] + bias[C]: split x's rows freely; splitting C splits the bias too.
+      const int last = c.inputs[0].shape.rank() - 1;
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < last; ++axis) signatures.push_back({{S(axis), B}, {S(axis)}});
+      signatures.push_back({{S(last), S(0)}, {S(last)}});
+      signatures.push_back({{B, B}, {B}});
+      signatures.push_back({{P, P}, {P}});
+      return signatures;
     })
     .differentiates([](GradientContext& c) {
       c.set_input_gradient(0, c.output_gradient());
@@ -77,11 +96,12 @@ void define_activation(const char* name, const char* gradient_op, bool gradient_
       .define(name)
       .inputs(1)
       .infers(infer_activation)
+      .sbp([](const SbpContext& c) { return elementwise_sbp(c); })
       .differentiates([gradient_op, gradient_uses_output](GradientContext& c) {
         const Tensor saved = gradient_uses_output ? c.output() : c.input(0);
         c.set_input_gradient(0, c.graph().apply1(gradient_op, {saved, c.output_gradient()}));
       });
-  OpRegistry::global().define(gradient_op).inputs(2).infers(infer_broadcast);
+  OpRegistry::global().define(gradient_op).inputs(2).infers(infer_broadcast).sbp(linear_in_second);
 }
 
 [[maybe_unused]] const bool activations_defined = [] {
@@ -92,9 +112,13 @@ void define_activation(const char* name, const char* gradient_op, bool gradient_
   return true;
 }();
 
-TESSEL_OP("fill").inputs(0).infers([](const InferContext& c) -> std::vector<TensorType> {
-  return {{c.attrs.get_shape("shape"), dtype_named(c.attrs.get_string("dtype"))}};
-});
+TESSEL_OP("fill")
+    .inputs(0)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      return {{c.attrs.get_shape("shape"), dtype_named(c.attrs.get_string("dtype"))}};
+    })
+    .sbp([](const SbpContext& c) { return elementwise_sbp(c); })
+    .localizes(localize_shape);
 
 TESSEL_OP("broadcast_to")
     .inputs(1)
@@ -106,6 +130,8 @@ TESSEL_OP("broadcast_to")
       }
       return {{target, c.inputs[0].dtype}};
     })
+    .sbp(linear_in_first)
+    .localizes(localize_shape)
     .differentiates([](GradientContext& c) {
       c.set_input_gradient(0, sum_to(c.output_gradient(), c.input(0).shape()));
     });
@@ -121,6 +147,21 @@ TESSEL_OP("sum_to")
       }
       return {{target, c.inputs[0].dtype}};
     })
+    .sbp([](const SbpContext& c) {
+      // Splitting an axis that is summed away leaves partial sums; a kept axis stays split.
+      const Shape& in = c.inputs[0].shape;
+      const Shape& out = c.outputs[0].shape;
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < in.rank(); ++axis) {
+        const int kept = axis - (in.rank() - out.rank());
+        const bool summed = kept < 0 || out[kept] != in[axis];
+        signatures.push_back({{S(axis)}, {summed ? P : S(kept)}});
+      }
+      signatures.push_back({{B}, {B}});
+      signatures.push_back({{P}, {P}});
+      return signatures;
+    })
+    .localizes(localize_shape)
     .differentiates([](GradientContext& c) {
       c.set_input_gradient(0, broadcast_to(c.output_gradient(), c.input(0).shape()));
     });

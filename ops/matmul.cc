@@ -36,6 +36,23 @@ TESSEL_OP("matmul")
       dims.push_back(n);
       return {{Shape(dims), a.dtype}};
     })
+    .sbp([](const SbpContext& c) {
+      // a[..., m, k] @ b[..., k, n]: S(m) x B -> S(m), B x S(n) -> S(n), S(k) x S(k) -> P,
+      // P x B -> P, B x P -> P, B x B -> B, and a shared batch axis split on both sides.
+      const bool ta = c.attrs.get_bool("transpose_a", false);
+      const bool tb = c.attrs.get_bool("transpose_b", false);
+      const int ra = c.inputs[0].shape.rank(), rb = c.inputs[1].shape.rank(), ro = c.outputs[0].shape.rank();
+      const int m = ta ? ra - 1 : ra - 2, ka = ta ? ra - 2 : ra - 1;
+      const int kb = tb ? rb - 1 : rb - 2, n = tb ? rb - 2 : rb - 1;
+      std::vector<SbpSignature> signatures{
+          {{S(m), B}, {S(ro - 2)}}, {{B, S(n)}, {S(ro - 1)}}, {{S(ka), S(kb)}, {P}},
+          {{P, B}, {P}},           {{B, P}, {P}},           {{B, B}, {B}},
+      };
+      for (int axis = 0; axis < ro - 2; ++axis) {
+        signatures.push_back({{ra > 2 ? S(axis) : B, rb > 2 ? S(axis) : B}, {S(axis)}});
+      }
+      return signatures;
+    })
     .differentiates([](GradientContext& c) {
       const bool ta = c.attrs().get_bool("transpose_a", false);
       const bool tb = c.attrs().get_bool("transpose_b", false);

@@ -44,4 +44,52 @@ inline int axis_of(const Shape& shape, int64_t axis, std::string_view what = "ax
   return *normalized;
 }
 
+// --- SBP signatures -------------------------------------------------------------------------
+
+inline std::vector<Sbp> repeated(size_t count, const Sbp& sbp) { return std::vector<Sbp>(count, sbp); }
+
+// The SBP of each input when output 0 is split along `out_axis` and the inputs broadcast to
+// it (NumPy rules): an input axis aligned with it and of the same extent splits too; an input
+// that is broadcast along it (extent 1, or no such axis) is B.
+inline std::vector<Sbp> splits_aligned_with(const SbpContext& c, int out_axis) {
+  const Shape& out = c.outputs[0].shape;
+  std::vector<Sbp> sbps;
+  for (const TensorType& input : c.inputs) {
+    const int axis = out_axis - (out.rank() - input.shape.rank());
+    sbps.push_back(axis >= 0 && input.shape[axis] == out[out_axis] ? S(axis) : B);
+  }
+  return sbps;
+}
+
+// Ops that compute each output element from the inputs' elements at the same (broadcast)
+// position: S(i) on every output axis, all B, and one P(sum) signature for each entry of
+// `partial` (the input SBPs for which the op is linear, such as {P, P} for add).
+inline std::vector<SbpSignature> elementwise_sbp(const SbpContext& c, const std::vector<std::vector<Sbp>>& partial = {}) {
+  std::vector<SbpSignature> signatures;
+  for (int axis = 0; axis < c.outputs[0].shape.rank(); ++axis) {
+    signatures.push_back({splits_aligned_with(c, axis), repeated(c.outputs.size(), S(axis))});
+  }
+  signatures.push_back({repeated(c.inputs.size(), B), repeated(c.outputs.size(), B)});
+  for (const std::vector<Sbp>& inputs : partial) signatures.push_back({inputs, repeated(c.outputs.size(), P)});
+  return signatures;
+}
+
+// Ops whose inputs and outputs share one shape and work along `axis` (softmax): S(i) on every
+// other axis, all B, and `partial` as for elementwise_sbp.
+inline std::vector<SbpSignature> along_axis_sbp(const SbpContext& c, int axis,
+                                                const std::vector<std::vector<Sbp>>& partial = {}) {
+  std::vector<SbpSignature> signatures;
+  for (int i = 0; i < c.outputs[0].shape.rank(); ++i) {
+    if (i != axis) signatures.push_back({repeated(c.inputs.size(), S(i)), repeated(c.outputs.size(), S(i))});
+  }
+  signatures.push_back({repeated(c.inputs.size(), B), repeated(c.outputs.size(), B)});
+  for (const std::vector<Sbp>& inputs : partial) signatures.push_back({inputs, repeated(c.outputs.size(), P)});
+  return signatures;
+}
+
+// A shard's instance of an op whose attribute `shape` is its output's shape.
+inline void localize_shape(const LocalizeContext& c, Attributes& attrs) {
+  attrs.set("shape", c.local_outputs[0].shape.dims());
+}
+
 }  // namespace tessel::op_helpers

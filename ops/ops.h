@@ -70,6 +70,16 @@ Tensor embedding(const Tensor& table, const Tensor& indices, Where where = Where
 // the identity in evaluation. The mask depends on (seed, step, element) only.
 Tensor dropout(const Tensor& x, double p, int64_t seed = 0, Where where = Where::current());
 
+// Layouts (DESIGN.md, "SBP, in one table"). The compiler chooses the placement and SBP of every
+// tensor; these pin some of them, and the compiler never overrides a pin.
+//
+// pin(): an input or parameter lives on `placement` with `sbp` (S(axis) or B).
+void pin(const Tensor& leaf, const Placement& placement, const NdSbp& sbp);
+// to(): x converted to `sbp` on `placement` (or on x's own placement): the compiler inserts
+// the boxing. Values are unchanged; a pipeline hands off between stages this way.
+Tensor to(const Tensor& x, const Placement& placement, const NdSbp& sbp, Where where = Where::current());
+Tensor to(const Tensor& x, const NdSbp& sbp, Where where = Where::current());
+
 // Helpers the gradient rules use; users may call them too.
 Tensor fill(Graph& graph, Shape shape, double value, DType dtype = DType::f32, Where where = Where::current());
 Tensor broadcast_to(const Tensor& x, Shape shape, Where where = Where::current());

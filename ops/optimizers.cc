@@ -16,18 +16,29 @@ std::vector<TensorType> infer_update(const InferContext& c) {
   return {};
 }
 
+// A parameter and its gradient and state are updated shard by shard: all split alike, or all B.
+std::vector<SbpSignature> update_sbp(const SbpContext& c) {
+  std::vector<SbpSignature> signatures;
+  for (int axis = 0; axis < c.inputs[0].shape.rank(); ++axis) signatures.push_back({repeated(c.inputs.size(), S(axis)), {}});
+  signatures.push_back({repeated(c.inputs.size(), B), {}});
+  return signatures;
+}
+
 // (param, gradient, [momentum], [gradient_accumulator]) per attrs has_momentum and
 // accumulation_steps > 1.
-TESSEL_OP("sgd_update").inputs(2, 4).infers(infer_update).mutates({0, 2, 3});
+TESSEL_OP("sgd_update").inputs(2, 4).infers(infer_update).sbp(update_sbp).mutates({0, 2, 3});
 // (param, gradient, m, v, [gradient_accumulator]).
-TESSEL_OP("adamw_update").inputs(4, 5).infers(infer_update).mutates({0, 2, 3, 4});
+TESSEL_OP("adamw_update").inputs(4, 5).infers(infer_update).sbp(update_sbp).mutates({0, 2, 3, 4});
 
 // Leaves: values come from feeds (input) or from the variable store (variable).
 std::vector<TensorType> infer_leaf(const InferContext& c) {
   return {{c.attrs.get_shape("shape"), dtype_named(c.attrs.get_string("dtype"))}};
 }
-TESSEL_OP("input").inputs(0).infers(infer_leaf);
-TESSEL_OP("variable").inputs(0).infers(infer_leaf);
+// A leaf may take any split or B: inputs are sliced from the feed, variables from their
+// initial value.
+std::vector<SbpSignature> leaf_sbp(const SbpContext& c) { return elementwise_sbp(c); }
+TESSEL_OP("input").inputs(0).infers(infer_leaf).sbp(leaf_sbp);
+TESSEL_OP("variable").inputs(0).infers(infer_leaf).sbp(leaf_sbp);
 
 }  // namespace
 }  // namespace tessel

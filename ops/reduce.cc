@@ -55,10 +55,35 @@ int64_t reduced_count(const Shape& shape, const std::vector<int64_t>& axes) {
   return shape.numel() / std::max<int64_t>(1, keepdims_shape(shape, axes).numel());
 }
 
-TESSEL_OP("sum").inputs(1).infers(infer_reduction).differentiates([](GradientContext& c) {
+// A split of a reduced axis leaves partial sums; kept axes stay split. Both are linear.
+std::vector<SbpSignature> reduction_sbp(const SbpContext& c) {
+  const Shape& shape = c.inputs[0].shape;
+  const std::vector<int> reduced = reduced_axes(shape, c.attrs.get_ints("axes"));
+  const bool keepdims = c.attrs.get_bool("keepdims");
+  std::vector<SbpSignature> signatures;
+  int kept = 0;
+  for (int axis = 0; axis < shape.rank(); ++axis) {
+    const bool is_reduced = std::binary_search(reduced.begin(), reduced.end(), axis);
+    signatures.push_back({{S(axis)}, {is_reduced ? P : S(kept)}});
+    if (!is_reduced || keepdims) ++kept;
+  }
+  signatures.push_back({{B}, {B}});
+  signatures.push_back({{P}, {P}});
+  return signatures;
+}
+
+TESSEL_OP("sum").inputs(1).infers(infer_reduction).sbp(reduction_sbp).differentiates([](GradientContext& c) {
   c.set_input_gradient(0, spread_back(c));
 });
-TESSEL_OP("mean").inputs(1).infers(infer_reduction).differentiates([](GradientContext& c) {
+TESSEL_OP("mean")
+    .inputs(1)
+    .infers(infer_reduction)
+    .sbp(reduction_sbp)
+    .localizes([](const LocalizeContext& c, Attributes& attrs) {
+      // A shard divides by the logical count, so the shards' partial means add up to the mean.
+      attrs.set("divisor", c.logical_inputs[0].shape.numel() / std::max<int64_t>(1, c.logical_outputs[0].shape.numel()));
+    })
+    .differentiates([](GradientContext& c) {
   const int64_t count = reduced_count(c.input(0).shape(), c.attrs().get_ints("axes"));
   c.set_input_gradient(0, scale(spread_back(c), 1.0 / static_cast<double>(count)));
 });

@@ -1,6 +1,6 @@
 // The op registry. Each op is declared once, by name, with its shape and dtype inference, its
-// gradient rule and (from the SBP issue on) its SBP signatures; kernels register per device
-// type and dtype against the same name. Lookups of unknown names are Errors that suggest the
+// gradient rule and its SBP signatures; kernels register per device type and dtype against the
+// same name. Lookups of unknown names are Errors that suggest the
 // nearest registered name.
 #pragma once
 
@@ -14,6 +14,7 @@
 
 #include "core/tensor.h"
 #include "ops/attributes.h"
+#include "sbp/sbp.h"
 
 namespace tessel {
 
@@ -46,6 +47,31 @@ struct KernelContext {
 };
 using KernelFn = void (*)(const KernelContext&);
 
+// One way to run an op over the devices of one mesh axis: the SBP of every input and output
+// (DESIGN.md, "SBP, in one table"). matmul declares S(0)xB->S(0), BxS(1)->S(1), S(1)xS(0)->P,
+// ... On an n-D mesh a signature is one of these per mesh axis. Signatures are stated on
+// logical shapes; inference drops those whose splits would leave a device with nothing.
+struct SbpSignature {
+  std::vector<Sbp> inputs, outputs;
+  friend bool operator==(const SbpSignature&, const SbpSignature&) = default;
+};
+struct SbpContext {
+  std::span<const TensorType> inputs;
+  std::span<const TensorType> outputs;
+  const Attributes& attrs;
+};
+using SbpFn = std::function<std::vector<SbpSignature>(const SbpContext&)>;
+
+// The attributes of one device's instance of an op whose tensors are shards: an op with a
+// shape in its attributes (reshape), a logical count (mean) or a logical index (dropout)
+// rewrites it for the shard. `output_regions` are the boxes of the logical outputs it computes.
+struct LocalizeContext {
+  std::span<const TensorType> logical_inputs, logical_outputs;
+  std::span<const TensorType> local_inputs, local_outputs;
+  std::span<const Region> output_regions;
+};
+using LocalizeFn = std::function<void(const LocalizeContext&, Attributes& attrs)>;
+
 struct OpDef {
   std::string name;
   int min_inputs = 0;
@@ -53,7 +79,8 @@ struct OpDef {
   InferFn infer;
   GradientFn gradient;              // empty: the op is not differentiable
   std::vector<int> mutated_inputs;  // optimizer updates write their state inputs in place
-  // SBP signatures are declared here by the SBP issue; until then every op runs on one device.
+  SbpFn signatures;                 // empty: every input and output broadcast (B) only
+  LocalizeFn localize;              // empty: a shard's instance keeps the logical attributes
 
   // Builder calls, for declarations that read like the op's specification.
   OpDef& inputs(int count) {
@@ -71,6 +98,14 @@ struct OpDef {
   }
   OpDef& differentiates(GradientFn fn) {
     gradient = std::move(fn);
+    return *this;
+  }
+  OpDef& sbp(SbpFn fn) {
+    signatures = std::move(fn);
+    return *this;
+  }
+  OpDef& localizes(LocalizeFn fn) {
+    localize = std::move(fn);
     return *this;
   }
   OpDef& mutates(std::vector<int> indices) {

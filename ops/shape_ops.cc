@@ -32,6 +32,19 @@ TESSEL_OP("reshape")
       }
       return {{Shape(dims), c.inputs[0].dtype}};
     })
+    .sbp([](const SbpContext& c) {
+      // Axis i may stay split while the extents up to and including it are unchanged.
+      const Shape& in = c.inputs[0].shape;
+      const Shape& out = c.outputs[0].shape;
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < std::min(in.rank(), out.rank()) && in[axis] == out[axis]; ++axis) {
+        signatures.push_back({{S(axis)}, {S(axis)}});
+      }
+      signatures.push_back({{B}, {B}});
+      signatures.push_back({{P}, {P}});
+      return signatures;
+    })
+    .localizes(localize_shape)
     .differentiates([](GradientContext& c) {
       c.set_input_gradient(0, reshape(c.output_gradient(), c.input(0).shape()));
     });
@@ -52,6 +65,16 @@ TESSEL_OP("transpose")
       std::vector<int64_t> dims;
       for (int64_t axis : permutation) dims.push_back(shape[static_cast<int>(axis)]);
       return {{Shape(dims), c.inputs[0].dtype}};
+    })
+    .sbp([](const SbpContext& c) {
+      const std::vector<int64_t>& permutation = c.attrs.get_ints("permutation");
+      std::vector<SbpSignature> signatures;
+      for (size_t axis = 0; axis < permutation.size(); ++axis) {
+        signatures.push_back({{S(static_cast<int>(permutation[axis]))}, {S(static_cast<int>(axis))}});
+      }
+      signatures.push_back({{B}, {B}});
+      signatures.push_back({{P}, {P}});
+      return signatures;
     })
     .differentiates([](GradientContext& c) {
       const std::vector<int64_t>& permutation = c.attrs().get_ints("permutation");
@@ -79,6 +102,10 @@ TESSEL_OP("concat")
         dims[axis] += t.shape[axis];
       }
       return {{Shape(dims), first.dtype}};
+    })
+    .sbp([](const SbpContext& c) {
+      return along_axis_sbp(c, axis_of(c.inputs[0].shape, c.attrs.get_int("axis")),
+                            {repeated(c.inputs.size(), P)});
     })
     .differentiates([](GradientContext& c) {
       const Shape& out = c.output().shape();
@@ -114,15 +141,50 @@ TESSEL_OP("slice")
       }
       return {{Shape(dims), c.inputs[0].dtype}};
     })
+    .sbp([](const SbpContext& c) {
+      // An axis taken whole may stay split.
+      const std::vector<int64_t>& starts = c.attrs.get_ints("starts");
+      const std::vector<int64_t>& ends = c.attrs.get_ints("ends");
+      const Shape& in = c.inputs[0].shape;
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < in.rank(); ++axis) {
+        if (starts[axis] == 0 && ends[axis] == in[axis]) signatures.push_back({{S(axis)}, {S(axis)}});
+      }
+      signatures.push_back({{B}, {B}});
+      signatures.push_back({{P}, {P}});
+      return signatures;
+    })
+    .localizes([](const LocalizeContext& c, Attributes& attrs) {
+      std::vector<int64_t> ends = attrs.get_ints("ends");
+      for (int axis = 0; axis < c.local_inputs[0].shape.rank(); ++axis) {
+        if (c.local_inputs[0].shape[axis] != c.logical_inputs[0].shape[axis]) ends[axis] = c.local_inputs[0].shape[axis];
+      }
+      attrs.set("ends", ends);
+    })
     .differentiates([](GradientContext& c) {
       Attributes attrs = c.attrs();
       attrs.set("shape", c.input(0).shape().dims());
       c.set_input_gradient(0, c.graph().apply1("slice_grad", {c.output_gradient()}, attrs));
     });
 // (dy) -> zeros of attr `shape` with dy written at `starts`.
-TESSEL_OP("slice_grad").inputs(1).infers([](const InferContext& c) -> std::vector<TensorType> {
-  return {{c.attrs.get_shape("shape"), c.inputs[0].dtype}};
-});
+TESSEL_OP("slice_grad")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      return {{c.attrs.get_shape("shape"), c.inputs[0].dtype}};
+    })
+    .sbp([](const SbpContext& c) {
+      const std::vector<int64_t>& starts = c.attrs.get_ints("starts");
+      const Shape& dy = c.inputs[0].shape;
+      const Shape& out = c.outputs[0].shape;
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < out.rank(); ++axis) {
+        if (starts[axis] == 0 && dy[axis] == out[axis]) signatures.push_back({{S(axis)}, {S(axis)}});
+      }
+      signatures.push_back({{B}, {B}});
+      signatures.push_back({{P}, {P}});
+      return signatures;
+    })
+    .localizes(localize_shape);
 
 }  // namespace
 

@@ -10,15 +10,28 @@ std::vector<TensorType> infer_softmax(const InferContext& c) {
   return {c.inputs[0]};
 }
 
+// Everything but the softmax axis may be split; the gradients are linear in dy.
+std::vector<SbpSignature> softmax_sbp(const SbpContext& c) {
+  return along_axis_sbp(c, axis_of(c.inputs[0].shape, c.attrs.get_int("axis")));
+}
+std::vector<SbpSignature> softmax_grad_sbp(const SbpContext& c) {
+  return along_axis_sbp(c, axis_of(c.inputs[0].shape, c.attrs.get_int("axis")), {{B, P}});
+}
+
 // softmax_grad(y, dy) = y * (dy - sum(dy * y)); log_softmax_grad(y, dy) = dy - exp(y) * sum(dy).
-TESSEL_OP("softmax").inputs(1).infers(infer_softmax).differentiates([](GradientContext& c) {
+TESSEL_OP("softmax").inputs(1).infers(infer_softmax).sbp(softmax_sbp).differentiates([](GradientContext& c) {
   c.set_input_gradient(0, c.graph().apply1("softmax_grad", {c.output(), c.output_gradient()}, c.attrs()));
 });
-TESSEL_OP("softmax_grad").inputs(2).infers(same_as_first);
-TESSEL_OP("log_softmax").inputs(1).infers(infer_softmax).differentiates([](GradientContext& c) {
+TESSEL_OP("softmax_grad").inputs(2).infers(same_as_first).sbp(softmax_grad_sbp);
+TESSEL_OP("log_softmax").inputs(1).infers(infer_softmax).sbp(softmax_sbp).differentiates([](GradientContext& c) {
   c.set_input_gradient(0, c.graph().apply1("log_softmax_grad", {c.output(), c.output_gradient()}, c.attrs()));
 });
-TESSEL_OP("log_softmax_grad").inputs(2).infers(same_as_first);
+TESSEL_OP("log_softmax_grad").inputs(2).infers(same_as_first).sbp(softmax_grad_sbp);
+
+// A shard of a mean divides by the logical number of rows.
+void localize_row_count(const LocalizeContext& c, Attributes& attrs) {
+  if (attrs.get_string("reduction") == "mean") attrs.set("divisor", c.logical_inputs[1].shape.numel());
+}
 
 Shape loss_shape(const Shape& labels, const std::string& reduction) { return reduction == "none" ? labels : Shape{}; }
 
@@ -42,12 +55,36 @@ TESSEL_OP("cross_entropy")
       }
       return {{loss_shape(labels.shape, reduction), logits.dtype}};
     })
+    .sbp([](const SbpContext& c) {
+      // Rows split with their labels: per-row losses stay split, a mean or sum becomes partial.
+      const bool reduced = c.attrs.get_string("reduction") != "none";
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < c.inputs[1].shape.rank(); ++axis) {
+        signatures.push_back({{S(axis), S(axis)}, {reduced ? P : S(axis)}});
+      }
+      signatures.push_back({{B, B}, {B}});
+      return signatures;
+    })
+    .localizes(localize_row_count)
     .differentiates([](GradientContext& c) {
       c.set_input_gradient(
           0, c.graph().apply1("cross_entropy_grad", {c.input(0), c.input(1), c.output_gradient()}, c.attrs()));
     });
 // (logits, labels, dy) -> d logits = (softmax(logits) - onehot(labels)) * dy [/ count for mean].
-TESSEL_OP("cross_entropy_grad").inputs(3).infers(same_as_first);
+TESSEL_OP("cross_entropy_grad")
+    .inputs(3)
+    .infers(same_as_first)
+    .sbp([](const SbpContext& c) {
+      const bool reduced = c.attrs.get_string("reduction") != "none";
+      std::vector<SbpSignature> signatures;
+      for (int axis = 0; axis < c.inputs[1].shape.rank(); ++axis) {
+        signatures.push_back({{S(axis), S(axis), reduced ? B : S(axis)}, {S(axis)}});
+      }
+      signatures.push_back({{B, B, B}, {B}});
+      signatures.push_back({{B, B, P}, {P}});
+      return signatures;
+    })
+    .localizes(localize_row_count);
 
 }  // namespace
 

@@ -109,7 +109,177 @@ void Placement::validate() const {
 std::string Placement::to_string() const {
   std::string text = concat(name_of(device), ":{");
   for (size_t i = 0; i < devices.size(); ++i) text += concat(i ? "," : "", devices[i]);
-  return text + concat("} mesh ", mesh);
+  text += concat("} mesh ", mesh);
+  if (devices_per_rank > 0) text += concat(" per rank ", devices_per_rank);
+  return text;
+}
+
+Placement Placement::cpu(int count, int first) {
+  std::vector<int> devices;
+  for (int i = 0; i < count; ++i) devices.push_back(first + i);
+  Placement placement{.device = DeviceType::cpu, .devices = devices, .mesh = Shape{count}};
+  placement.validate();
+  return placement;
+}
+
+Placement Placement::cpu_devices(std::vector<int> devices) {
+  const int64_t count = static_cast<int64_t>(devices.size());
+  Placement placement{.device = DeviceType::cpu, .devices = std::move(devices), .mesh = Shape{count}};
+  placement.validate();
+  return placement;
+}
+
+Placement Placement::cpu_mesh(int rows, int cols, int first) {
+  Placement placement = cpu(rows * cols, first);
+  placement.mesh = Shape{rows, cols};
+  placement.validate();
+  return placement;
+}
+
+Placement Placement::parse(std::string_view text) {
+  const std::string_view t = trim(text);
+  const auto fail = [&](std::string_view why) {
+    return Error::InvalidArgument(
+        concat("'", text, "' is not a placement (", why, "; expected e.g. \"cpu:{0,1,2,3}\" or \"cpu:{0,1,2,3} mesh [2, 2]\")"));
+  };
+  const size_t colon = t.find(':');
+  if (colon == std::string_view::npos) throw fail("no device type");
+  Placement placement;
+  const std::string_view type = t.substr(0, colon);
+  if (type == "cpu") placement.device = DeviceType::cpu;
+  else if (type == "cuda") placement.device = DeviceType::cuda;
+  else throw fail(concat("unknown device type '", type, "'"));
+  const size_t open = t.find('{', colon), close = t.find('}', colon);
+  if (open != colon + 1 || close == std::string_view::npos) throw fail("no {device list}");
+  std::string_view list = t.substr(open + 1, close - open - 1);
+  while (!trim(list).empty()) {
+    const size_t comma = list.find(',');
+    const std::string number(trim(list.substr(0, comma)));
+    if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
+      throw fail(concat("'", number, "' is not a device index"));
+    }
+    placement.devices.push_back(std::stoi(number));
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  placement.mesh = Shape{static_cast<int64_t>(placement.devices.size())};
+  std::string_view rest = trim(t.substr(close + 1));
+  if (rest.substr(0, 4) == "mesh") {
+    rest = trim(rest.substr(4));
+    const size_t end = rest.find(']');
+    if (rest.empty() || rest.front() != '[' || end == std::string_view::npos) throw fail("a mesh needs [extents]");
+    std::vector<int64_t> extents;
+    std::string_view dims = rest.substr(1, end - 1);
+    while (!trim(dims).empty()) {
+      const size_t comma = dims.find(',');
+      const std::string number(trim(dims.substr(0, comma)));
+      if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
+        throw fail(concat("'", number, "' is not a mesh extent"));
+      }
+      extents.push_back(std::stoll(number));
+      if (comma == std::string_view::npos) break;
+      dims.remove_prefix(comma + 1);
+    }
+    placement.mesh = Shape(extents);
+    rest = trim(rest.substr(end + 1));
+  }
+  if (rest.substr(0, 8) == "per rank") {
+    const std::string number(trim(rest.substr(8)));
+    if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
+      throw fail("'per rank' needs a device count");
+    }
+    placement.devices_per_rank = std::stoi(number);
+    rest = {};
+  }
+  if (!rest.empty()) throw fail(concat("unexpected '", rest, "'"));
+  placement.validate();
+  return placement;
+}
+
+std::vector<int> Placement::coordinates(int index) const {
+  std::vector<int> coords(mesh.rank());
+  for (int axis = mesh.rank() - 1; axis >= 0; --axis) {
+    coords[axis] = static_cast<int>(index % mesh[axis]);
+    index = static_cast<int>(index / mesh[axis]);
+  }
+  return coords;
+}
+
+int Placement::index_at(const std::vector<int>& coordinates) const {
+  int index = 0;
+  for (int axis = 0; axis < mesh.rank(); ++axis) index = index * static_cast<int>(mesh[axis]) + coordinates[axis];
+  return index;
+}
+
+int Placement::index_of(int device) const {
+  auto it = std::find(devices.begin(), devices.end(), device);
+  return it == devices.end() ? -1 : static_cast<int>(it - devices.begin());
+}
+
+std::string Layout::to_string() const { return concat(sbp.to_string(), " on ", placement.to_string()); }
+
+Region Region::intersect(const Region& other) const {
+  Region result;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    const int64_t begin = std::max(starts[i], other.starts[i]);
+    const int64_t end = std::min(starts[i] + extents[i], other.starts[i] + other.extents[i]);
+    result.starts.push_back(begin);
+    result.extents.push_back(std::max<int64_t>(0, end - begin));
+  }
+  return result;
+}
+
+bool Region::empty() const {
+  return std::any_of(extents.begin(), extents.end(), [](int64_t e) { return e == 0; });
+}
+
+Region shard_region(const Shape& shape, const Placement& placement, const NdSbp& sbp, int index) {
+  Region region{.starts = std::vector<int64_t>(shape.rank(), 0), .extents = shape.dims()};
+  const std::vector<int> coords = placement.coordinates(index);
+  for (int axis = 0; axis < sbp.size(); ++axis) {
+    if (!sbp[axis].is_split()) continue;
+    const int a = sbp[axis].axis();
+    const auto [begin, end] = shard_range(region.extents[a], static_cast<int>(placement.mesh[axis]), coords[axis]);
+    region.starts[a] += begin;
+    region.extents[a] = end - begin;
+  }
+  return region;
+}
+
+bool NdSbp::has_partial() const {
+  return std::any_of(sbps_.begin(), sbps_.end(), [](const Sbp& s) { return s.is_partial(); });
+}
+
+bool layout_fits(const Shape& shape, const Layout& layout) {
+  if (layout.sbp.size() != layout.placement.mesh_rank()) return false;
+  std::vector<int64_t> pieces(shape.rank(), 1);
+  for (int axis = 0; axis < layout.sbp.size(); ++axis) {
+    const Sbp& sbp = layout.sbp[axis];
+    if (!sbp.is_split()) continue;
+    if (sbp.axis() >= shape.rank()) return false;
+    pieces[sbp.axis()] *= layout.placement.mesh[axis];
+  }
+  for (int a = 0; a < shape.rank(); ++a) {
+    if (shape[a] < pieces[a]) return false;
+  }
+  return true;
+}
+
+void check_layout(const Shape& shape, const Layout& layout, std::string_view tensor) {
+  layout.placement.validate();
+  layout.sbp.check_fits(shape, layout.placement.mesh_rank(), tensor);
+  std::vector<int64_t> pieces(shape.rank(), 1);
+  for (int axis = 0; axis < layout.sbp.size(); ++axis) {
+    if (layout.sbp[axis].is_split()) pieces[layout.sbp[axis].axis()] *= layout.placement.mesh[axis];
+  }
+  for (int a = 0; a < shape.rank(); ++a) {
+    if (shape[a] < pieces[a]) {
+      throw Error::InvalidArgument(concat("tensor '", tensor, "': ", layout.sbp.to_string(), " splits axis ", a,
+                                          " of extent ", shape[a], " (shape ", shape, ") into ", pieces[a],
+                                          " shards, so some device would hold nothing; expected an extent of at least ",
+                                          pieces[a]));
+    }
+  }
 }
 
 std::pair<int64_t, int64_t> shard_range(int64_t extent, int count, int index) {

@@ -2,7 +2,8 @@
 // an axis, B broadcasts (every device holds all of it), P(sum) / P(max) hold full-shape
 // partial values still to be reduced. On an n-D device mesh an NdSbp has one Sbp per mesh axis.
 //
-// Inference, signatures and boxing come with the SBP issue; these are the value types they use.
+// These are the value types that signatures (ops/registry.h), inference (sbp/inference.h) and
+// the boxing planner (sbp/boxing.h) share.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +57,14 @@ class NdSbp {
 
   int size() const { return static_cast<int>(sbps_.size()); }
   const Sbp& operator[](int mesh_axis) const { return sbps_[mesh_axis]; }
+  const std::vector<Sbp>& sbps() const { return sbps_; }
+  // A copy with the entry of `mesh_axis` replaced.
+  NdSbp with(int mesh_axis, const Sbp& sbp) const {
+    NdSbp copy = *this;
+    copy.sbps_[mesh_axis] = sbp;
+    return copy;
+  }
+  bool has_partial() const;
 
   // "S(0)" for one mesh axis, "(S(0), B)" for several.
   std::string to_string() const;
@@ -75,10 +84,30 @@ std::ostream& operator<<(std::ostream& out, const Sbp& sbp);
 std::ostream& operator<<(std::ostream& out, const NdSbp& sbp);
 
 // A device mesh: which devices (global indices), of which type, arranged in a 1-D or 2-D mesh.
+// Device g lives on rank g / devices_per_rank (0: every device is on rank 0, one process).
 struct Placement {
   DeviceType device = DeviceType::cpu;
   std::vector<int> devices;
   Shape mesh;  // mesh.numel() == devices.size()
+  int devices_per_rank = 0;
+
+  // cpu:{first .. first+count-1} as a 1-D mesh.
+  static Placement cpu(int count, int first = 0);
+  // The listed CPU devices as a 1-D mesh.
+  static Placement cpu_devices(std::vector<int> devices);
+  // rows x cols CPU devices starting at `first`, row-major: device first + r * cols + c.
+  static Placement cpu_mesh(int rows, int cols, int first = 0);
+  // Parses to_string()'s form; "cpu:{0,1}" alone is a 1-D mesh. Error::InvalidArgument otherwise.
+  static Placement parse(std::string_view text);
+
+  int size() const { return static_cast<int>(devices.size()); }
+  int mesh_rank() const { return mesh.rank(); }
+  // Mesh coordinates of the device at `index` in `devices` (row-major).
+  std::vector<int> coordinates(int index) const;
+  // Index in `devices` of the device at mesh coordinates `coordinates`.
+  int index_at(const std::vector<int>& coordinates) const;
+  // Index in `devices` of global device `device`, or -1.
+  int index_of(int device) const;
 
   // Error::InvalidArgument naming the fault: no devices, a repeated device, a mesh that is
   // not 1-D or 2-D or does not have one slot per device.
@@ -86,6 +115,37 @@ struct Placement {
   std::string to_string() const;  // "cpu:{0,1,2,3} mesh [2, 2]"
   friend bool operator==(const Placement&, const Placement&) = default;
 };
+
+// Where a logical tensor lives and how it is laid over those devices.
+struct Layout {
+  Placement placement;
+  NdSbp sbp;
+  std::string to_string() const;  // "(S(0), B) on cpu:{0,1,2,3} mesh [2, 2]"
+  friend bool operator==(const Layout&, const Layout&) = default;
+};
+
+// A box of a logical tensor: `starts` and `extents` per axis.
+struct Region {
+  std::vector<int64_t> starts, extents;
+  Shape shape() const { return Shape(extents); }
+  int64_t numel() const { return shape().numel(); }
+  // The overlap of two boxes (extents of 0 where they do not meet).
+  Region intersect(const Region& other) const;
+  bool empty() const;
+  friend bool operator==(const Region&, const Region&) = default;
+};
+
+// The box of a logical tensor of `shape` that device `index` (in placement.devices) holds under
+// `sbp`: splits apply in mesh-axis order, so (S(0), S(0)) splits each row block again.
+// B and P hold the whole extent along their mesh axis.
+Region shard_region(const Shape& shape, const Placement& placement, const NdSbp& sbp, int index);
+
+// Error naming `tensor` when the layout cannot hold a tensor of `shape`: an SBP with the
+// wrong number of entries for the mesh, a split of a missing axis, or a split that leaves a
+// device with nothing (an extent smaller than the devices splitting it).
+void check_layout(const Shape& shape, const Layout& layout, std::string_view tensor);
+// check_layout() as a test, for the compiler's search: true when the layout holds the shape.
+bool layout_fits(const Shape& shape, const Layout& layout);
 
 // The half-open range of `extent` that shard `index` of `count` holds under a split: the
 // first extent % count shards hold one element more than the rest.

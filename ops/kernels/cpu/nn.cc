@@ -28,8 +28,10 @@ void mean(const KernelContext& c) {
   const Shape kept = keepdims_shape(c.inputs[0].shape, c.attrs);
   float* y = c.outputs[0].as<float>();
   sum_into(c.inputs[0], kept, y);
-  const float inverse =
-      1.0f / static_cast<float>(std::max<int64_t>(1, c.inputs[0].numel() / std::max<int64_t>(1, kept.numel())));
+  // A shard of a split mean divides by the logical count (attr `divisor`, set when the op is
+  // laid over several devices), so the shards' partial values add up to the mean.
+  const int64_t count = c.attrs.get_int("divisor", c.inputs[0].numel() / std::max<int64_t>(1, kept.numel()));
+  const float inverse = 1.0f / static_cast<float>(std::max<int64_t>(1, count));
   for (int64_t i = 0; i < kept.numel(); ++i) y[i] *= inverse;
 }
 
@@ -126,7 +128,8 @@ void cross_entropy(const KernelContext& c) {
     if (reduction == "none") y[r] = loss;
     total += loss;
   }
-  if (reduction == "mean") y[0] = static_cast<float>(total / static_cast<double>(std::max<int64_t>(rows, 1)));
+  const int64_t divisor = c.attrs.get_int("divisor", rows);  // the logical row count of a shard
+  if (reduction == "mean") y[0] = static_cast<float>(total / static_cast<double>(std::max<int64_t>(divisor, 1)));
   if (reduction == "sum") y[0] = static_cast<float>(total);
 }
 
@@ -138,8 +141,11 @@ void cross_entropy_grad(const KernelContext& c) {  // (logits, labels, dy)
   const float* dy = c.inputs[2].as<float>();
   float* dx = c.outputs[0].as<float>();
   const std::string& reduction = c.attrs.get_string("reduction");
+  const int64_t divisor = c.attrs.get_int("divisor", rows);
   for (int64_t r = 0; r < rows; ++r) {
-    const float weight = reduction == "none" ? dy[r] : reduction == "sum" ? dy[0] : dy[0] / static_cast<float>(rows);
+    const float weight = reduction == "none"  ? dy[r]
+                         : reduction == "sum" ? dy[0]
+                                              : dy[0] / static_cast<float>(std::max<int64_t>(divisor, 1));
     const float* row = x + r * classes;
     const float lse = log_sum_exp(row, classes);
     const int64_t label = label_at(c.inputs[1], r, classes);
@@ -271,8 +277,10 @@ void dropout(const KernelContext& c) {
   }
   const uint64_t stream = mix64(static_cast<uint64_t>(c.attrs.get_int("seed"))) ^ static_cast<uint64_t>(c.step);
   const float keep_scale = static_cast<float>(1.0 / (1.0 - p));
+  // A row shard draws the mask of its elements' logical indices (attr `element_offset`).
+  const int64_t offset = c.attrs.get_int("element_offset", 0);
   parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = uniform_at(stream, i) >= p ? x[i] * keep_scale : 0.0f;
+    for (int64_t i = begin; i < end; ++i) y[i] = uniform_at(stream, offset + i) >= p ? x[i] * keep_scale : 0.0f;
   });
 }
 

@@ -1,5 +1,8 @@
-// CPU kernels of reshape, transpose, concat and slice: byte copies, so every dtype has them.
+// CPU kernels of reshape, transpose, concat, slice and the boxing pieces: byte copies, so
+// every dtype has them (reductions of partial values are f32).
+#include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "ops/kernels/cpu/kernel_helpers.h"
 #include "ops/registry.h"
@@ -61,6 +64,55 @@ void slice_grad(const KernelContext& c) {
              c.attrs.get_ints("starts"), dy.shape.dims(), size_of(dy.dtype));
 }
 
+void copy(const KernelContext& c) { std::memcpy(c.outputs[0].data, c.inputs[0].data, c.outputs[0].nbytes()); }
+
+// Places each piece at its offsets; with reduce "sum" or "max" accumulates them (f32 only).
+void boxing_assemble(const KernelContext& c) {
+  const TensorView& y = c.outputs[0];
+  const std::vector<int64_t>& offsets = c.attrs.get_ints("offsets");
+  const std::string& reduce = c.attrs.get_string("reduce");
+  const int rank = y.shape.rank();
+  if (reduce == "none") {
+    for (size_t i = 0; i < c.inputs.size(); ++i) {
+      const TensorView& piece = c.inputs[i];
+      const std::vector<int64_t> start(offsets.begin() + i * rank, offsets.begin() + (i + 1) * rank);
+      copy_block(bytes(piece), piece.shape, std::vector<int64_t>(rank, 0), bytes(y), y.shape, start, piece.shape.dims(),
+                 size_of(y.dtype));
+    }
+    return;
+  }
+  if (y.dtype != DType::f32) {
+    throw Error::Unimplemented(concat("boxing_assemble reduces f32 only, got ", y.dtype));
+  }
+  const bool sum = reduce == "sum";
+  float* out = y.as<float>();
+  std::fill(out, out + y.numel(), sum ? 0.0f : -std::numeric_limits<float>::infinity());
+  const std::vector<int64_t> strides = y.shape.strides();
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const TensorView& piece = c.inputs[i];
+    const float* in = piece.as<float>();
+    const int64_t count = piece.numel();
+    if (count == 0) continue;
+    const int64_t row = rank == 0 ? 1 : piece.shape[rank - 1];
+    std::vector<int64_t> index(rank, 0);
+    for (int64_t done = 0; done < count; done += row) {
+      int64_t target = 0;
+      for (int a = 0; a < rank; ++a) target += (offsets[i * rank + a] + index[a]) * strides[a];
+      float* o = out + target;
+      const float* p = in + done;
+      if (sum) {
+        for (int64_t j = 0; j < row; ++j) o[j] += p[j];
+      } else {
+        for (int64_t j = 0; j < row; ++j) o[j] = std::max(o[j], p[j]);
+      }
+      for (int a = rank - 2; a >= 0; --a) {
+        if (++index[a] < piece.shape[a]) break;
+        index[a] = 0;
+      }
+    }
+  }
+}
+
 [[maybe_unused]] const bool registered = [] {
   OpRegistry& registry = OpRegistry::global();
   for (DType dtype : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i64}) {
@@ -69,6 +121,9 @@ void slice_grad(const KernelContext& c) {
     registry.register_kernel("concat", DeviceType::cpu, dtype, concat);
     registry.register_kernel("slice", DeviceType::cpu, dtype, slice);
     registry.register_kernel("slice_grad", DeviceType::cpu, dtype, slice_grad);
+    registry.register_kernel("to", DeviceType::cpu, dtype, copy);
+    registry.register_kernel("copy", DeviceType::cpu, dtype, copy);
+    registry.register_kernel("boxing_assemble", DeviceType::cpu, dtype, boxing_assemble);
   }
   return true;
 }();
