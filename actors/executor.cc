@@ -17,38 +17,62 @@ namespace {
 
 using namespace hosting;
 
-caf::actor_system_config& configured(caf::actor_system_config& config, const ExecutorOptions& options) {
-  config.set("scheduler.max-threads", static_cast<size_t>(std::max(1, options.worker_threads)));
+const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
+  for (const proto::RankPlan& candidate : plan.ranks()) {
+    if (candidate.rank() == rank) return candidate;
+  }
+  throw Error::NotFound(concat("the plan has no share for rank ", rank));
+}
+
+caf::actor_system_config& configured(caf::actor_system_config& config, const ExecutorOptions& options, int devices) {
+  config.set("scheduler.max-threads", static_cast<size_t>(std::max(1, options.worker_threads) * std::max(1, devices)));
   return config;
 }
 
 }  // namespace
 
 struct Executor::Impl {
-  Impl(const proto::Plan& plan, int rank, std::byte* variables, const ExecutorOptions& options)
-      : options(options), system(configured(config, options)), self(system) {
-    const proto::RankPlan* share = nullptr;
-    for (const proto::RankPlan& candidate : plan.ranks()) {
-      if (candidate.rank() == rank) share = &candidate;
+  Impl(const proto::Plan& plan, int rank, const std::vector<std::byte*>& variables, const ExecutorOptions& options)
+      : options(options),
+        share(share_of(plan, rank)),
+        system(configured(config, options, share.devices_size())),
+        self(system) {
+    if (static_cast<int>(variables.size()) != share.devices_size()) {
+      throw Error::InvalidArgument(concat("rank ", rank, " has ", share.devices_size(), " devices in the plan but ",
+                                          variables.size(), " variable arenas were given"));
     }
-    if (share == nullptr) throw Error::NotFound(concat("the plan has no share for rank ", rank));
-    if (share->devices_size() != 1) {
-      throw Error::Unimplemented(concat("rank ", rank, " has ", share->devices_size(),
-                                        " devices in the plan; this executor runs exactly one"));
-    }
-    const proto::DevicePlan& device = share->devices(0);
-    arena = std::make_unique<HostArena>(device.arena_bytes(), kPoison);
     shared = std::make_shared<Shared>();
     shared->training = plan.training();
     const char* profile = std::getenv("TESSEL_PROFILE");
     shared->profile = profile != nullptr && std::strcmp(profile, "0") != 0;
-    shared->nanoseconds.assign(device.actors_size(), 0);
-    for (int id = 0; id < device.actors_size(); ++id) {
-      shared->specs.push_back(spec_of(device, id, arena->data(), variables));
-      const proto::ActorDef& actor = device.actors(id);
-      if (actor.driven()) sources.push_back(id);
-      if (actor.kind() == proto::INPUT) inputs[actor.feed()] = id;
-      if (shared->specs.back().terminal) ++terminals;
+    hosting::RankLayout layout;
+    layout.variables = variables;
+    for (const proto::DevicePlan& device : share.devices()) {
+      layout.first_actor.push_back(0);
+      arenas.push_back(std::make_unique<HostArena>(device.arena_bytes(), kPoison));
+      layout.arenas.push_back(arenas.back()->data());
+      if (share.devices_size() > 1) {
+        devices.push_back(std::make_unique<CpuDevice>(options.kernel_threads_per_device));
+        shared->devices.push_back(devices.back().get());
+      } else {
+        shared->devices.push_back(nullptr);
+      }
+    }
+    int total = 0;
+    for (int d = 0; d < share.devices_size(); ++d) {
+      layout.first_actor[d] = total;
+      total += share.devices(d).actors_size();
+    }
+    shared->nanoseconds.assign(total, 0);
+    for (int d = 0; d < share.devices_size(); ++d) {
+      for (int id = 0; id < share.devices(d).actors_size(); ++id) {
+        shared->specs.push_back(spec_of(share, d, id, layout));
+        const int index = static_cast<int>(shared->specs.size()) - 1;
+        const proto::ActorDef& actor = share.devices(d).actors(id);
+        if (actor.driven()) sources.push_back(index);
+        if (actor.kind() == proto::INPUT) inputs[actor.feed()].push_back(index);
+        if (shared->specs.back().terminal) ++terminals;
+      }
     }
     for (const proto::FeedDef& feed : plan.feeds()) {
       feeds.push_back({feed.name(), tensor_type_from_proto(feed.type()), feed.location(), feed.needed()});
@@ -58,7 +82,7 @@ struct Executor::Impl {
       throw Error::InvalidArgument("the plan fetches nothing and updates nothing, so a step would do no work");
     }
     shared->executor = caf::actor_cast<caf::actor>(self);
-    for (int id = 0; id < device.actors_size(); ++id) {
+    for (int id = 0; id < total; ++id) {
       shared->actors.push_back(spawn_plan_actor(system, shared, id));
       self->monitor(shared->actors.back());  // an actor that dies unexpectedly ends the run with an Error
     }
@@ -103,13 +127,15 @@ struct Executor::Impl {
   }
 
   ExecutorOptions options;
+  const proto::RankPlan& share;  // read while constructing only: the plan need not outlive the executor
   caf::actor_system_config config;
   caf::actor_system system;
   caf::scoped_actor self;
-  std::unique_ptr<HostArena> arena;
+  std::vector<std::unique_ptr<HostArena>> arenas;  // per device
+  std::vector<std::unique_ptr<CpuDevice>> devices;  // per device, when there are several
   std::shared_ptr<Shared> shared;
   std::vector<int> sources;
-  std::map<std::string, int> inputs;  // feed name -> INPUT actor
+  std::map<std::string, std::vector<int>> inputs;  // feed name -> its INPUT actors (one per shard)
   std::vector<FeedSpec> feeds;
   int terminals = 0;
   int fetch_count = 0;
@@ -119,7 +145,7 @@ struct Executor::Impl {
   std::string broken_reason;  // set when an error aborted the actors: the executor cannot run again
 };
 
-Executor::Executor(const proto::Plan& plan, int rank, std::byte* variables, ExecutorOptions options)
+Executor::Executor(const proto::Plan& plan, int rank, std::vector<std::byte*> variables, ExecutorOptions options)
     : impl_(std::make_unique<Impl>(plan, rank, variables, options)) {}
 
 Executor::~Executor() {
@@ -171,8 +197,11 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
         std::lock_guard<std::mutex> lock(impl.shared->mutex);
         for (auto& [name, value] : *values) {
           auto it = impl.inputs.find(name);
-          // A copy: the caller may reuse its buffers before the step's input actor reads them.
-          if (it != impl.inputs.end()) impl.shared->feeds[{it->second, impl.fed}] = value.clone();
+          if (it == impl.inputs.end()) continue;
+          // A copy: the caller may reuse its buffers before the step's input actors read them.
+          // Shards of one input share it (each copies its box out).
+          const HostTensor copy = value.clone();
+          for (int actor : it->second) impl.shared->feeds[{actor, impl.fed}] = copy;
         }
       }
       for (int id : impl.sources) {

@@ -25,7 +25,11 @@ class Plan;
 }
 
 struct ExecutorOptions {
-  int worker_threads = 1;   // CAF scheduler threads: how many actors (kernels) run at once
+  // CAF scheduler threads per device of the rank: how many actors (kernels) run at once.
+  int worker_threads = 1;
+  // With several devices, each has its own pool of this many kernel threads (parallel_for);
+  // one device uses the process's pool (set_cpu_threads).
+  int kernel_threads_per_device = 1;
   int steps_in_flight = 2;  // how many steps the executor feeds ahead of the oldest unfinished one
   // A run in which no step completes for this long is aborted with an Error (it never hangs).
   double stall_timeout_seconds = 600;
@@ -34,10 +38,11 @@ struct ExecutorOptions {
 class Executor {
  public:
   // Builds the actors of `rank`'s share of `plan` and waits for nothing: sources act when
-  // run() hands them steps. `variables` is the variable arena of the plan's device
-  // (DevicePlan.variable_arena_bytes); the caller owns it and keeps it alive. Throws Error for
-  // a plan this executor cannot run (no share for `rank`, several devices, an unknown kernel).
-  Executor(const proto::Plan& plan, int rank, std::byte* variables, ExecutorOptions options = {});
+  // run() hands them steps. `variables` holds the variable arena of each device of that share
+  // (DevicePlan.variable_arena_bytes), in order; the caller owns them and keeps them alive.
+  // Every device gets its own register arena. Throws Error for a plan this executor cannot
+  // run (no share for `rank`, a wrong number of variable arenas, an unknown kernel).
+  Executor(const proto::Plan& plan, int rank, std::vector<std::byte*> variables, ExecutorOptions options = {});
   // Drains: end of stream to every source, then waits until every actor has stopped.
   ~Executor();
   Executor(const Executor&) = delete;

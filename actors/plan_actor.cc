@@ -100,7 +100,14 @@ class PlanActor : public caf::event_based_actor {
           value = std::move(it->second);
           shared_->feeds.erase(it);
         }
-        std::memcpy(spec_.output_registers[0][a.output_registers[0]], value.raw(), value.nbytes());
+        std::byte* target = spec_.output_registers[0][a.output_registers[0]];
+        if (spec_.feed_starts.empty()) {
+          std::memcpy(target, value.raw(), value.nbytes());
+        } else {  // this device's shard of the fed tensor
+          const Shape& shard = spec_.output_types[0].shape;
+          copy_block(static_cast<const std::byte*>(value.raw()), value.shape(), spec_.feed_starts, target, shard,
+                     std::vector<int64_t>(shard.rank(), 0), shard.dims(), size_of(value.dtype()));
+        }
         return;
       }
       case proto::FETCH: {
@@ -125,6 +132,7 @@ class PlanActor : public caf::event_based_actor {
       outputs.push_back({spec_.output_registers[o][a.output_registers[o]], spec_.output_types[o].shape,
                          spec_.output_types[o].dtype, DeviceType::cpu});
     }
+    CpuDevice::Scope device(shared_->devices[spec_.device]);
     spec_.kernel(KernelContext{inputs, outputs, spec_.attrs, a.step, shared_->training});
   }
 
@@ -141,28 +149,31 @@ std::string describe(const proto::ActorDef& actor) {
 
 }  // namespace
 
-ActorSpec spec_of(const proto::DevicePlan& device, int id, std::byte* arena, std::byte* variables) {
-  const proto::ActorDef& actor = device.actors(id);
+ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLayout& layout) {
+  const proto::ActorDef& actor = rank.devices(device).actors(id);
   ActorSpec spec;
   spec.kind = actor.kind();
   spec.description = describe(actor);
   spec.attrs = attributes_from_proto(actor.attrs());
   spec.fetch_index = actor.fetch_index();
+  spec.device = device;
+  spec.feed_starts.assign(actor.feed_starts().begin(), actor.feed_starts().end());
   spec.terminal = actor.kind() == proto::FETCH || actor.kind() == proto::UPDATE;
-  const auto registers_of = [&](const proto::ActorDef& owner, const proto::OutputDef& output) {
-    std::byte* base = owner.kind() == proto::VARIABLE ? variables : arena;
+  const auto registers_of = [&](int on_device, const proto::ActorDef& owner, const proto::OutputDef& output) {
+    std::byte* base = owner.kind() == proto::VARIABLE ? layout.variables[on_device] : layout.arenas[on_device];
     std::vector<std::byte*> addresses;
     for (int64_t offset : output.offsets()) addresses.push_back(base + offset);
     return addresses;
   };
   for (const proto::InputDef& input : actor.inputs()) {
-    const proto::ActorDef& producer = device.actors(input.producer().actor());
-    const proto::OutputDef& output = producer.outputs(input.producer().port());
-    spec.producers.push_back({input.producer().actor(), input.producer().port()});
+    const proto::Endpoint& from = input.producer();
+    const proto::ActorDef& producer = rank.devices(from.device()).actors(from.actor());
+    const proto::OutputDef& output = producer.outputs(from.port());
+    spec.producers.push_back({layout.first_actor[from.device()] + from.actor(), from.port()});
     spec.inputs.push_back({.initial_tokens = input.initial_tokens()});
     if (input.control()) continue;
     spec.input_types.push_back(tensor_type_from_proto(output.type()));
-    spec.input_registers.push_back(registers_of(producer, output));
+    spec.input_registers.push_back(registers_of(from.device(), producer, output));
   }
   if (actor.driven()) {
     spec.driver_input = static_cast<int>(spec.inputs.size());
@@ -173,11 +184,13 @@ ActorSpec spec_of(const proto::DevicePlan& device, int id, std::byte* arena, std
                             .consumer_count = output.consumers_size(),
                             .initial_tokens = output.initial_tokens()});
     std::vector<Endpoint> consumers;
-    for (const proto::Endpoint& c : output.consumers()) consumers.push_back({c.actor(), c.port()});
+    for (const proto::Endpoint& c : output.consumers()) {
+      consumers.push_back({layout.first_actor[c.device()] + c.actor(), c.port()});
+    }
     spec.consumers.push_back(std::move(consumers));
     if (output.control()) continue;
     spec.output_types.push_back(tensor_type_from_proto(output.type()));
-    spec.output_registers.push_back(registers_of(actor, output));
+    spec.output_registers.push_back(registers_of(device, actor, output));
   }
   if (actor.kind() == proto::KERNEL || actor.kind() == proto::UPDATE) {
     const DType dispatch = spec.input_types.empty() ? spec.output_types[0].dtype : spec.input_types[0].dtype;

@@ -13,6 +13,7 @@
 
 #include "actors/actor_state.h"
 #include "core/tensor.h"
+#include "devices/cpu_device.h"
 #include "ops/registry.h"
 #include "proto/plan.pb.h"
 
@@ -28,6 +29,7 @@ using done_atom = caf::atom_constant<caf::atom("done")>;        // (actor, step)
 using failed_atom = caf::atom_constant<caf::atom("failed")>;    // (error code, message)
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;  // (actor): drained and gone
 
+// `actor` is the actor's index over the whole rank (its devices' actors one after another).
 struct Endpoint {
   int actor = 0, port = 0;
 };
@@ -48,13 +50,16 @@ struct ActorSpec {
   int driver_input = -1;                         // the executor's input of a source
   bool terminal = false;                         // reports each finished step to the executor
   int fetch_index = -1;
+  int device = 0;                    // index in the rank's devices
+  std::vector<int64_t> feed_starts;  // INPUT: where its shard starts in the feed (empty: all of it)
 };
 
 // State every actor shares with the executor. Feeds and results cross between the executor's
 // thread and the actors under a mutex; everything else is written before any actor starts.
 struct Shared {
-  std::vector<ActorSpec> specs;
+  std::vector<ActorSpec> specs;  // by index over the rank
   std::vector<caf::actor> actors;
+  std::vector<CpuDevice*> devices;  // per device of the rank: its kernel threads (nullptr: the process's)
   caf::actor executor;
   bool training = true;
   std::mutex mutex;
@@ -66,10 +71,17 @@ struct Shared {
   std::vector<int64_t> nanoseconds;  // per actor, written only by that actor
 };
 
-// What actor `id` of `device` needs, resolved once: its kernel, register addresses in `arena`
-// (or `variables` for a VARIABLE actor's storage), and its peers. Error for an op without a
-// CPU kernel for its dtype, naming the actor.
-ActorSpec spec_of(const proto::DevicePlan& device, int id, std::byte* arena, std::byte* variables);
+// Where the actors, arenas and variable arenas of each device of a rank are.
+struct RankLayout {
+  std::vector<int> first_actor;        // per device: the rank-wide index of its actor 0
+  std::vector<std::byte*> arenas;      // per device
+  std::vector<std::byte*> variables;   // per device
+};
+
+// What actor `id` of device `device` of `rank` needs, resolved once: its kernel, register
+// addresses in the arenas (a VARIABLE actor's storage in the variable arena), and its peers
+// by rank-wide index. Error for an op without a CPU kernel for its dtype, naming the actor.
+ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLayout& layout);
 
 // Spawns the CAF actor for plan actor `id`; it acts on ready, ack, end and abort messages and
 // reports to shared->executor.

@@ -64,7 +64,7 @@ void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, 
   options.register_count = registers;
   const proto::Plan plan = compile_plan(t.g, options);
   HostArena variables(plan.ranks(0).devices(0).variable_arena_bytes());
-  Executor executor(plan, 0, variables.data(), {.worker_threads = workers, .steps_in_flight = registers + 1});
+  Executor executor(plan, 0, {variables.data()}, {.worker_threads = workers, .steps_in_flight = registers + 1});
   const Feeds feeds{{"x", filled({1}, 0.5f)}};
   const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
   executor.run(steps / 10, feed);  // warm up

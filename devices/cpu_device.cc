@@ -139,9 +139,26 @@ void set_cpu_threads(int count) {
   openblas_set_num_threads(pool().threads());
 }
 
+namespace {
+thread_local CpuDevice* current_device = nullptr;
+}  // namespace
+
+struct CpuDevice::Pool {
+  explicit Pool(int threads) : workers(threads) {}
+  WorkerPool workers;
+};
+
+CpuDevice::CpuDevice(int threads) : pool_(std::make_unique<Pool>(std::max(1, threads))) {}
+CpuDevice::~CpuDevice() = default;
+int CpuDevice::threads() const { return pool_->workers.threads(); }
+
+CpuDevice::Scope::Scope(CpuDevice* device) : previous_(current_device) { current_device = device; }
+CpuDevice::Scope::~Scope() { current_device = previous_; }
+
 void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
   if (count <= 0) return;
-  pool().run(count, std::max<int64_t>(1, grain), body);
+  WorkerPool& workers = current_device != nullptr ? current_device->pool_->workers : pool();
+  workers.run(count, std::max<int64_t>(1, grain), body);
 }
 
 }  // namespace tessel

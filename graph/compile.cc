@@ -8,59 +8,57 @@
 #include <set>
 #include <sstream>
 
+#include "graph/physical.h"
 #include "graph/plan_builder.h"
 #include "graph/proto_conversion.h"
 
 namespace tessel {
 namespace {
 
+using physical::Kind;
+using physical::PhysicalGraph;
+using physical::PhysicalNode;
 using plan_builder::ControlEdge;
 using plan_builder::Reachability;
 
-std::string node_context(const Node& node) {
+std::string node_context(const PhysicalNode& node) {
   return concat(node.op, " '", node.name, "' (created at ", node.location, ")");
 }
 
-// The nodes a step runs: the fetched ones, the updates of a training plan, and their inputs.
-std::vector<bool> needed_nodes(const Graph& graph, const PlanOptions& options) {
-  std::vector<bool> needed(graph.num_nodes(), false);
-  for (const Tensor& t : options.fetches) needed[t.node()] = true;
-  if (options.training) {
-    for (const Node& node : graph.nodes()) {
-      if (OpRegistry::global().op(node.op).is_update()) needed[node.id] = true;
-    }
-  }
-  for (int id = graph.num_nodes() - 1; id >= 0; --id) {
-    if (!needed[id]) continue;
-    for (const TensorRef& in : graph.node(id).inputs) needed[in.node] = true;
-  }
-  return needed;
-}
+int64_t bytes_of(const TensorType& type) { return type.shape.numel() * static_cast<int64_t>(size_of(type.dtype)); }
 
+// Compiles the physical graph of the whole rank into one list of actors (ids are schedule
+// positions across its devices), lays out each device's arena, then splits the list into
+// device plans whose endpoints name (device, actor).
 class Compiler {
  public:
   Compiler(const Graph& graph, const PlanOptions& options) : graph_(graph), options_(options) {}
 
   proto::Plan compile() {
     check_options();
+    const SbpAssignment layouts = infer_sbp(graph_, options_.placement);
+    physical_ = physical::lower(graph_, layouts, options_.fetches, options_.training);
     proto::Plan plan;
     plan.set_seed(graph_.seed());
     plan.set_training(options_.training);
-    proto::RankPlan* rank = plan.add_ranks();
-    rank->set_rank(0);
-    device_ = rank->add_devices();
-    device_->set_device(options_.device);
-    add_variables();
+    lay_out_variables();
     add_actors();
     add_data_edges();
-    Reachability reach(device_->actors_size());
-    for (const proto::ActorDef& actor : device_->actors()) {
+    Reachability reach(all_.actors_size());
+    for (const proto::ActorDef& actor : all_.actors()) {
       for (const proto::InputDef& input : actor.inputs()) reach.add_edge(input.producer().actor(), actor.id());
     }
     std::vector<ControlEdge> edges = update_edges(reach);
     set_lifetimes();
-    for (const ControlEdge& edge : plan_builder::lay_out_memory(*device_, reach)) edges.push_back(edge);
-    plan_builder::add_control_edges(*device_, edges);
+    std::vector<plan_builder::ArenaSize> arenas(physical_.devices.size());
+    for (size_t d = 0; d < physical_.devices.size(); ++d) {
+      for (const ControlEdge& edge :
+           plan_builder::lay_out_memory(all_, device_of_, static_cast<int>(d), reach, arenas[d])) {
+        edges.push_back(edge);
+      }
+    }
+    plan_builder::add_control_edges(all_, edges);
+    split_into_devices(*plan.add_ranks(), arenas);
     add_feeds_and_fetches(plan);
     validate_plan(plan);
     return plan;
@@ -85,126 +83,93 @@ class Compiler {
     }
   }
 
-  void add_variables() {
-    int64_t offset = 0;
-    for (const Node& node : graph_.nodes()) {
-      if (node.op != "variable") continue;
-      proto::VariableDef* variable = device_->add_variables();
-      variable->set_name(node.attrs.get_string("name"));
-      tensor_type_to_proto(node.outputs[0], *variable->mutable_type());
-      variable->set_offset(offset);
-      attributes_to_proto(node.attrs, *variable->mutable_attrs());
-      variable_offsets_[node.id] = offset;
-      offset += plan_builder::aligned(bytes_of(node.outputs[0]));
+  // Every variable shard of every device, needed or not: training and evaluation plans of
+  // one graph lay variables out alike, so they share storage.
+  void lay_out_variables() {
+    variable_arena_.assign(physical_.devices.size(), 0);
+    for (const physical::PhysicalVariable& variable : physical_.variables) {
+      int64_t& offset = variable_arena_[variable.device];
+      variable_offsets_[{variable.logical, variable.device}] = offset;
+      offset += plan_builder::aligned(bytes_of(variable.shard));
     }
-    device_->set_variable_arena_bytes(offset);
   }
 
-  static int64_t bytes_of(const TensorType& type) {
-    return type.shape.numel() * static_cast<int64_t>(size_of(type.dtype));
-  }
-
-  proto::ActorDef* new_actor(const Node& node, proto::ActorKind kind) {
-    proto::ActorDef* actor = device_->add_actors();
-    actor->set_id(device_->actors_size() - 1);
-    actor->set_name(node.name);
-    actor->set_kind(kind);
-    actor->set_location(node.location);
-    return actor;
-  }
-
-  // Schedule: nodes in id order (a topological order) with each fetch right after its
-  // producer, then the updates, as the reference interpreter runs them.
   void add_actors() {
-    const std::vector<bool> needed = needed_nodes(graph_, options_);
-    actor_of_.assign(graph_.num_nodes(), -1);
-    std::vector<int> updates;
-    for (const Node& node : graph_.nodes()) {
-      if (!needed[node.id]) continue;
-      const OpDef& op = OpRegistry::global().op(node.op);
-      if (op.is_update()) {
-        updates.push_back(node.id);
-        continue;
+    for (const PhysicalNode& node : physical_.nodes) {
+      proto::ActorDef* actor = all_.add_actors();
+      actor->set_id(all_.actors_size() - 1);
+      actor->set_name(node.name);
+      actor->set_location(node.location);
+      device_of_.push_back(node.device);
+      switch (node.kind) {
+        case Kind::input:
+          actor->set_kind(proto::INPUT);
+          actor->set_driven(true);
+          actor->set_feed(graph_.node(node.logical).name);
+          if (node.outputs[0] != graph_.node(node.logical).outputs[0]) {
+            for (int64_t start : node.starts) actor->add_feed_starts(start);
+          }
+          break;
+        case Kind::variable:
+          actor->set_kind(proto::VARIABLE);
+          actor->set_driven(true);
+          actor->set_variable(node.variable);
+          break;
+        case Kind::fetch:
+          actor->set_kind(proto::FETCH);
+          actor->set_fetch_index(node.fetch_index);
+          break;
+        case Kind::kernel:
+        case Kind::update: {
+          actor->set_kind(node.kind == Kind::update ? proto::UPDATE : proto::KERNEL);
+          actor->set_op(node.op);
+          attributes_to_proto(node.attrs, *actor->mutable_attrs());
+          actor->set_driven(node.inputs.empty());
+          const DType dispatch = node.inputs.empty() ? node.outputs[0].dtype : type_of(node.inputs[0]).dtype;
+          try {
+            OpRegistry::global().kernel(node.op, DeviceType::cpu, dispatch);
+          } catch (const Error& error) {
+            throw error.with_context(concat("compiling ", node_context(node)));
+          }
+          break;
+        }
       }
-      add_node_actor(node);
-      for (size_t f = 0; f < options_.fetches.size(); ++f) {
-        const Tensor& fetched = options_.fetches[f];
-        if (fetched.node() != node.id) continue;
-        proto::ActorDef* fetch = device_->add_actors();
-        fetch->set_id(device_->actors_size() - 1);
-        fetch->set_name(concat("fetch/", fetched.name()));
-        fetch->set_kind(proto::FETCH);
-        fetch->set_location(node.location);
-        fetch->set_fetch_index(static_cast<int>(f));
-        fetch_sources_.push_back({fetch->id(), TensorRef{fetched.node(), fetched.output()}});
+      for (size_t o = 0; o < node.outputs.size(); ++o) {
+        proto::OutputDef* output = actor->add_outputs();
+        tensor_type_to_proto(node.outputs[o], *output->mutable_type());
+        output->set_register_bytes(bytes_of(node.outputs[o]));
+        if (o < node.layouts.size()) output->set_layout(node.layouts[o]);
+        if (node.kind == Kind::variable) {
+          output->set_register_count(1);
+          output->add_offsets(variable_offsets_.at({node.logical, node.device}));
+          continue;
+        }
+        int count = options_.register_count;
+        if (node.logical >= 0) {
+          auto it = options_.register_counts.find(
+              Tensor(const_cast<Graph*>(&graph_), node.logical, static_cast<int>(o)));
+          if (it != options_.register_counts.end()) count = it->second;
+        }
+        output->set_register_count(count);
+        output->set_shared(options_.share_memory && count == 1);
       }
-    }
-    for (int id : updates) add_node_actor(graph_.node(id));
-  }
-
-  void add_node_actor(const Node& node) {
-    proto::ActorDef* actor;
-    if (node.op == "input") {
-      actor = new_actor(node, proto::INPUT);
-      actor->set_driven(true);
-      actor->set_feed(node.name);
-    } else if (node.op == "variable") {
-      actor = new_actor(node, proto::VARIABLE);
-      actor->set_driven(true);
-      actor->set_variable(node.attrs.get_string("name"));
-    } else {
-      const OpDef& op = OpRegistry::global().op(node.op);
-      actor = new_actor(node, op.is_update() ? proto::UPDATE : proto::KERNEL);
-      actor->set_op(node.op);
-      attributes_to_proto(node.attrs, *actor->mutable_attrs());
-      actor->set_driven(node.inputs.empty());
-      const DType dispatch = node.inputs.empty() ? node.outputs[0].dtype : input_type(node, 0).dtype;
-      try {
-        OpRegistry::global().kernel(node.op, DeviceType::cpu, dispatch);
-      } catch (const Error& error) {
-        throw error.with_context(concat("compiling ", node_context(node)));
-      }
-    }
-    actor_of_[node.id] = actor->id();
-    for (size_t o = 0; o < node.outputs.size(); ++o) {
-      proto::OutputDef* output = actor->add_outputs();
-      tensor_type_to_proto(node.outputs[o], *output->mutable_type());
-      output->set_register_bytes(bytes_of(node.outputs[o]));
-      if (node.op == "variable") {
-        output->set_register_count(1);
-        output->add_offsets(variable_offsets_.at(node.id));
-        continue;
-      }
-      int count = options_.register_count;
-      auto it = options_.register_counts.find(Tensor(const_cast<Graph*>(&graph_), node.id, static_cast<int>(o)));
-      if (it != options_.register_counts.end()) count = it->second;
-      output->set_register_count(count);
-      output->set_shared(options_.share_memory && count == 1);
     }
   }
 
-  const TensorType& input_type(const Node& node, int index) const {
-    const TensorRef& ref = node.inputs[index];
-    return graph_.node(ref.node).outputs[ref.output];
-  }
-
-  void connect(int consumer, const TensorRef& source) {
-    const int producer = actor_of_[source.node];
-    proto::ActorDef* to = device_->mutable_actors(consumer);
-    proto::Endpoint* endpoint = device_->mutable_actors(producer)->mutable_outputs(source.output)->add_consumers();
-    endpoint->set_actor(consumer);
-    endpoint->set_port(to->inputs_size());
-    proto::InputDef* input = to->add_inputs();
-    input->mutable_producer()->set_actor(producer);
-    input->mutable_producer()->set_port(source.output);
-  }
+  const TensorType& type_of(const TensorRef& ref) const { return physical_.nodes[ref.node].outputs[ref.output]; }
 
   void add_data_edges() {
-    for (const Node& node : graph_.nodes()) {
-      if (actor_of_[node.id] < 0) continue;
-      for (const TensorRef& in : node.inputs) connect(actor_of_[node.id], in);
+    for (int consumer = 0; consumer < all_.actors_size(); ++consumer) {
+      for (const TensorRef& source : physical_.nodes[consumer].inputs) {
+        proto::ActorDef* to = all_.mutable_actors(consumer);
+        proto::Endpoint* endpoint = all_.mutable_actors(source.node)->mutable_outputs(source.output)->add_consumers();
+        endpoint->set_actor(consumer);
+        endpoint->set_port(to->inputs_size());
+        proto::InputDef* input = to->add_inputs();
+        input->mutable_producer()->set_actor(source.node);
+        input->mutable_producer()->set_port(source.output);
+      }
     }
-    for (const auto& [fetch, source] : fetch_sources_) connect(fetch, source);
   }
 
   // An update writes variables in place: it waits for every other reader of those variables
@@ -212,21 +177,22 @@ class Compiler {
   std::vector<ControlEdge> update_edges(Reachability& reach) {
     std::vector<ControlEdge> edges;
     std::set<int> written;
-    for (const Node& node : graph_.nodes()) {
-      const int update = actor_of_[node.id];
-      if (update < 0 || device_->actors(update).kind() != proto::UPDATE) continue;
+    for (int update = 0; update < all_.actors_size(); ++update) {
+      const PhysicalNode& node = physical_.nodes[update];
+      if (node.kind != Kind::update) continue;
       for (int index : OpRegistry::global().op(node.op).mutated_inputs) {
         if (index >= static_cast<int>(node.inputs.size())) continue;
-        const Node& target = graph_.node(node.inputs[index].node);
-        if (target.op != "variable") {
-          throw Error::InvalidArgument(concat("compiling ", node_context(node), ": input ", index, " ('", target.name,
-                                              "') is written in place, so it must be a variable"));
+        const int target = node.inputs[index].node;
+        const PhysicalNode& variable = physical_.nodes[target];
+        if (variable.kind != Kind::variable) {
+          throw Error::InvalidArgument(concat("compiling ", node_context(node), ": input ", index, " ('",
+                                              variable.name, "') is written in place, so it must be a variable"));
         }
-        if (!written.insert(target.id).second) {
+        if (!written.insert(target).second) {
           throw Error::InvalidArgument(
-              concat("compiling ", node_context(node), ": variable '", target.name, "' is updated by two ops"));
+              concat("compiling ", node_context(node), ": variable '", variable.name, "' is updated by two ops"));
         }
-        for (const proto::Endpoint& reader : device_->actors(actor_of_[target.id]).outputs(0).consumers()) {
+        for (const proto::Endpoint& reader : all_.actors(target).outputs(0).consumers()) {
           if (reader.actor() == update || reach.reaches(reader.actor(), update)) continue;
           reach.add_edge(reader.actor(), update);
           edges.push_back({reader.actor(), update, 0});
@@ -237,7 +203,7 @@ class Compiler {
   }
 
   void set_lifetimes() {
-    for (proto::ActorDef& actor : *device_->mutable_actors()) {
+    for (proto::ActorDef& actor : *all_.mutable_actors()) {
       for (proto::OutputDef& output : *actor.mutable_outputs()) {
         int64_t last = actor.id();
         for (const proto::Endpoint& consumer : output.consumers()) last = std::max<int64_t>(last, consumer.actor());
@@ -247,11 +213,58 @@ class Compiler {
     }
   }
 
+  void split_into_devices(proto::RankPlan& rank, const std::vector<plan_builder::ArenaSize>& arenas) {
+    rank.set_rank(0);
+    std::vector<int> local(all_.actors_size());
+    std::vector<int> count(physical_.devices.size(), 0);
+    for (int a = 0; a < all_.actors_size(); ++a) local[a] = count[device_of_[a]]++;
+    for (size_t d = 0; d < physical_.devices.size(); ++d) {
+      proto::DevicePlan* device = rank.add_devices();
+      device->set_device(concat("cpu:", physical_.devices[d]));
+      device->set_arena_bytes(arenas[d].arena_bytes);
+      device->set_register_bytes(arenas[d].register_bytes);
+      device->set_variable_arena_bytes(variable_arena_[d]);
+      for (const physical::PhysicalVariable& variable : physical_.variables) {
+        if (variable.device != static_cast<int>(d)) continue;
+        const Node& node = graph_.node(variable.logical);
+        proto::VariableDef* def = device->add_variables();
+        def->set_name(node.attrs.get_string("name"));
+        tensor_type_to_proto(variable.shard, *def->mutable_type());
+        def->set_offset(variable_offsets_.at({variable.logical, variable.device}));
+        attributes_to_proto(node.attrs, *def->mutable_attrs());
+        tensor_type_to_proto(variable.whole, *def->mutable_logical_type());
+        for (int64_t start : variable.starts) def->add_starts(start);
+        def->set_layout(variable.layout);
+      }
+    }
+    for (int a = 0; a < all_.actors_size(); ++a) {
+      proto::ActorDef* actor = rank.mutable_devices(device_of_[a])->add_actors();
+      *actor = all_.actors(a);
+      actor->set_id(local[a]);
+      for (proto::InputDef& input : *actor->mutable_inputs()) {
+        const int producer = input.producer().actor();
+        input.mutable_producer()->set_actor(local[producer]);
+        input.mutable_producer()->set_device(device_of_[producer]);
+      }
+      for (proto::OutputDef& output : *actor->mutable_outputs()) {
+        for (proto::Endpoint& consumer : *output.mutable_consumers()) {
+          const int global = consumer.actor();
+          consumer.set_actor(local[global]);
+          consumer.set_device(device_of_[global]);
+        }
+      }
+    }
+  }
+
   void add_feeds_and_fetches(proto::Plan& plan) const {
+    std::set<std::string> read;
+    for (const PhysicalNode& node : physical_.nodes) {
+      if (node.kind == Kind::input) read.insert(graph_.node(node.logical).name);
+    }
     for (const Node& node : graph_.nodes()) {
       if (node.op != "input") continue;
       proto::FeedDef* feed = plan.add_feeds();
-      feed->set_needed(actor_of_[node.id] >= 0);
+      feed->set_needed(read.count(node.name) > 0);
       feed->set_name(node.name);
       tensor_type_to_proto(node.outputs[0], *feed->mutable_type());
       feed->set_location(node.location);
@@ -265,10 +278,11 @@ class Compiler {
 
   const Graph& graph_;
   const PlanOptions& options_;
-  proto::DevicePlan* device_ = nullptr;
-  std::vector<int> actor_of_;  // node id -> actor id, -1 when the node is not needed
-  std::map<int, int64_t> variable_offsets_;
-  std::vector<std::pair<int, TensorRef>> fetch_sources_;
+  PhysicalGraph physical_;
+  proto::DevicePlan all_;        // every actor of the rank, ids in schedule order
+  std::vector<int> device_of_;   // actor -> index in physical_.devices
+  std::vector<int64_t> variable_arena_;
+  std::map<std::pair<int, int>, int64_t> variable_offsets_;  // (logical variable, device) -> offset
 };
 
 void check(bool condition, const proto::ActorDef& actor, const std::string& what) {
@@ -282,7 +296,14 @@ proto::Plan compile_plan(const Graph& graph, const PlanOptions& options) { retur
 
 void validate_plan(const proto::Plan& plan) {
   for (const proto::RankPlan& rank : plan.ranks()) {
-    for (const proto::DevicePlan& device : rank.devices()) {
+    const auto actor_at = [&](const proto::Endpoint& endpoint) -> const proto::ActorDef* {
+      if (endpoint.device() < 0 || endpoint.device() >= rank.devices_size()) return nullptr;
+      const proto::DevicePlan& device = rank.devices(endpoint.device());
+      if (endpoint.actor() < 0 || endpoint.actor() >= device.actors_size()) return nullptr;
+      return &device.actors(endpoint.actor());
+    };
+    for (int d = 0; d < rank.devices_size(); ++d) {
+      const proto::DevicePlan& device = rank.devices(d);
       const int count = device.actors_size();
       for (int a = 0; a < count; ++a) {
         const proto::ActorDef& actor = device.actors(a);
@@ -290,15 +311,17 @@ void validate_plan(const proto::Plan& plan) {
         check(actor.kind() != proto::ACTOR_KIND_UNSPECIFIED, actor, "has no kind");
         for (int i = 0; i < actor.inputs_size(); ++i) {
           const proto::Endpoint& from = actor.inputs(i).producer();
-          check(from.actor() >= 0 && from.actor() < count, actor, concat("input ", i, " names actor ", from.actor()));
-          const proto::ActorDef& producer = device.actors(from.actor());
-          check(from.port() >= 0 && from.port() < producer.outputs_size(), actor,
-                concat("input ", i, " names output ", from.port(), " of '", producer.name(), "'"));
-          const auto& consumers = producer.outputs(from.port()).consumers();
-          const bool listed = std::any_of(consumers.begin(), consumers.end(),
-                                          [&](const proto::Endpoint& c) { return c.actor() == a && c.port() == i; });
-          check(listed, actor, concat("input ", i, " is not among the consumers of '", producer.name(), "'"));
-          check(actor.inputs(i).initial_tokens() == producer.outputs(from.port()).initial_tokens(), actor,
+          const proto::ActorDef* producer = actor_at(from);
+          check(producer != nullptr, actor,
+                concat("input ", i, " names actor ", from.actor(), " of device ", from.device()));
+          check(from.port() >= 0 && from.port() < producer->outputs_size(), actor,
+                concat("input ", i, " names output ", from.port(), " of '", producer->name(), "'"));
+          const auto& consumers = producer->outputs(from.port()).consumers();
+          const bool listed = std::any_of(consumers.begin(), consumers.end(), [&](const proto::Endpoint& c) {
+            return c.actor() == a && c.port() == i && c.device() == d;
+          });
+          check(listed, actor, concat("input ", i, " is not among the consumers of '", producer->name(), "'"));
+          check(actor.inputs(i).initial_tokens() == producer->outputs(from.port()).initial_tokens(), actor,
                 concat("input ", i, " disagrees with its producer on initial tokens"));
         }
         for (int o = 0; o < actor.outputs_size(); ++o) {
@@ -307,9 +330,9 @@ void validate_plan(const proto::Plan& plan) {
           check(output.initial_tokens() <= output.register_count(), actor,
                 concat("output ", o, " has more initial tokens than registers"));
           for (const proto::Endpoint& c : output.consumers()) {
-            check(c.actor() >= 0 && c.actor() < count && c.port() >= 0 &&
-                      c.port() < device.actors(c.actor()).inputs_size(),
-                  actor, concat("output ", o, " names a consumer that does not exist"));
+            const proto::ActorDef* consumer = actor_at(c);
+            check(consumer != nullptr && c.port() >= 0 && c.port() < consumer->inputs_size(), actor,
+                  concat("output ", o, " names a consumer that does not exist"));
           }
           if (output.control()) continue;
           check(output.offsets_size() == output.register_count(), actor,

@@ -40,7 +40,9 @@ struct PlanOptions {
   std::map<Tensor, int> register_counts{};  // per tensor, overriding register_count
   // Registers with one register and disjoint lifetimes share arena bytes.
   bool share_memory = true;
-  std::string device = "cpu:0";
+  // Where tensors that nothing pins live (SBP inference, sbp/inference.h): one CPU device by
+  // default; Placement::cpu(4) lays an unpinned graph over four.
+  Placement placement = Placement::cpu(1);
 };
 
 // Throws Error for a fetch of another graph, a register count below 1, an op with no CPU

@@ -28,10 +28,18 @@ struct ControlEdge {
   auto operator<=>(const ControlEdge&) const = default;
 };
 
-// Lays out every non-variable register of `device` in its arena (offsets, arena_bytes,
-// register_bytes) and returns the control edges that make shared bytes safe. `reach` holds
-// the data edges and earlier control edges, and gains the within-step edges added here.
-std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, Reachability& reach);
+struct ArenaSize {
+  int64_t arena_bytes = 0;     // the arena with sharing
+  int64_t register_bytes = 0;  // the sum of its registers (the arena without sharing)
+};
+
+// Lays out every non-variable register of the actors of `actors` on device `device`
+// (device_of[actor]) in that device's arena: sets their offsets, fills `size`, and returns
+// the control edges that make shared bytes safe. Actor ids are schedule positions across the
+// rank, so lifetimes and edges may span devices. `reach` holds the data edges and earlier
+// control edges, and gains the within-step edges added here.
+std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& actors, const std::vector<int>& device_of, int device,
+                                        Reachability& reach, ArenaSize& size);
 
 // Adds `edges` to the actors as control outputs (one per initial-token count) and control inputs.
 void add_control_edges(proto::DevicePlan& device, const std::vector<ControlEdge>& edges);

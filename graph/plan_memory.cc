@@ -70,9 +70,11 @@ std::vector<int> readers_of(const proto::DevicePlan& device, const Block& block)
 
 }  // namespace
 
-std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, Reachability& reach) {
+std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, const std::vector<int>& device_of, int device_index,
+                                        Reachability& reach, ArenaSize& size) {
   std::vector<Block> blocks;
   for (const proto::ActorDef& actor : device.actors()) {
+    if (device_of[actor.id()] != device_index) continue;
     if (actor.kind() == proto::VARIABLE) continue;  // variables live in their own arena
     for (int o = 0; o < actor.outputs_size(); ++o) {
       const proto::OutputDef& output = actor.outputs(o);
@@ -100,8 +102,8 @@ std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, Reachability&
     arena = std::max(arena, block->offset + block->bytes);
     total += block->bytes;
   }
-  device.set_arena_bytes(arena);
-  device.set_register_bytes(total);
+  size.arena_bytes = arena;
+  size.register_bytes = total;
   for (const Block& block : blocks) {
     proto::OutputDef* output = device.mutable_actors(block.actor)->mutable_outputs(block.output);
     if (output->offsets_size() <= block.index) output->mutable_offsets()->Resize(block.index + 1, 0);

@@ -13,37 +13,77 @@
 namespace tessel {
 namespace {
 
-struct VariableSlot {
+// One device's shard of a variable, and where it lives in that device's variable arena.
+struct VariableShard {
+  int device = 0;
   TensorType type;
   int64_t offset = 0;
+  std::vector<int64_t> starts;  // in the whole variable
+};
+
+struct VariableSlot {
+  TensorType type;  // the whole variable
+  std::vector<VariableShard> shards;
 };
 
 }  // namespace
 
 struct Session::Impl {
   Impl(Graph& graph, const PlanOptions& plan_options, const SessionOptions& options)
-      : graph(graph), options(options), fetches(plan_options.fetches) {
+      : graph(graph), options(options), fetches(plan_options.fetches), plan_options(plan_options) {
     if (options.use_interpreter) {
       interpreter = std::make_unique<Interpreter>(graph);
       return;
     }
     plan = compile_plan(graph, plan_options);
-    const proto::DevicePlan& device = plan.ranks(0).devices(0);
-    variables = std::make_unique<HostArena>(device.variable_arena_bytes());
-    for (const proto::VariableDef& def : device.variables()) {
-      const TensorType type = tensor_type_from_proto(def.type());
-      slots[def.name()] = {type, def.offset()};
-      Node node{.op = "variable", .name = def.name(), .attrs = attributes_from_proto(def.attrs()), .outputs = {type}};
-      const HostTensor value = initial_value(node, graph.seed());
-      std::memcpy(variables->data() + def.offset(), value.raw(), value.nbytes());
+    const proto::RankPlan& rank = plan.ranks(0);
+    for (int d = 0; d < rank.devices_size(); ++d) {
+      const proto::DevicePlan& device = rank.devices(d);
+      variables.push_back(std::make_unique<HostArena>(device.variable_arena_bytes()));
+      for (const proto::VariableDef& def : device.variables()) {
+        const TensorType shard = tensor_type_from_proto(def.type());
+        VariableSlot& slot = slots[def.name()];
+        slot.type = def.has_logical_type() ? tensor_type_from_proto(def.logical_type()) : shard;
+        std::vector<int64_t> starts(def.starts().begin(), def.starts().end());
+        starts.resize(shard.shape.rank(), 0);
+        slot.shards.push_back({d, shard, def.offset(), std::move(starts)});
+        if (slot.shards.size() == 1) attrs[def.name()] = attributes_from_proto(def.attrs());
+      }
+    }
+    for (const auto& [name, slot] : slots) {
+      Node node{.op = "variable", .name = name, .attrs = attrs.at(name), .outputs = {slot.type}};
+      write_shards(slot, initial_value(node, graph.seed()));
     }
     executor = make_executor(plan);
   }
 
   std::unique_ptr<Executor> make_executor(const proto::Plan& for_plan) const {
-    return std::make_unique<Executor>(
-        for_plan, 0, variables->data(),
-        ExecutorOptions{.worker_threads = options.worker_threads, .steps_in_flight = options.steps_in_flight});
+    std::vector<std::byte*> arenas;
+    for (const auto& arena : variables) arenas.push_back(arena->data());
+    return std::make_unique<Executor>(for_plan, 0, std::move(arenas),
+                                      ExecutorOptions{.worker_threads = options.worker_threads,
+                                                      .kernel_threads_per_device = options.kernel_threads_per_device,
+                                                      .steps_in_flight = options.steps_in_flight});
+  }
+
+  // Each shard takes its box of `value` (a whole variable).
+  void write_shards(const VariableSlot& slot, const HostTensor& value) const {
+    for (const VariableShard& shard : slot.shards) {
+      copy_block(static_cast<const std::byte*>(value.raw()), value.shape(), shard.starts,
+                 variables[shard.device]->data() + shard.offset, shard.type.shape,
+                 std::vector<int64_t>(shard.type.shape.rank(), 0), shard.type.shape.dims(), size_of(value.dtype()));
+    }
+  }
+
+  // The whole variable from its shards (a broadcast variable's copies are equal).
+  HostTensor read_shards(const VariableSlot& slot) const {
+    HostTensor value(slot.type.shape, slot.type.dtype);
+    for (const VariableShard& shard : slot.shards) {
+      copy_block(variables[shard.device]->data() + shard.offset, shard.type.shape,
+                 std::vector<int64_t>(shard.type.shape.rank(), 0), static_cast<std::byte*>(value.raw()), value.shape(),
+                 shard.starts, shard.type.shape.dims(), size_of(value.dtype()));
+    }
+    return value;
   }
 
   const VariableSlot& slot(const std::string& name) const {
@@ -62,8 +102,10 @@ struct Session::Impl {
   std::vector<Tensor> fetches;
   std::unique_ptr<Interpreter> interpreter;
   proto::Plan plan;
-  std::unique_ptr<HostArena> variables;
+  PlanOptions plan_options;
+  std::vector<std::unique_ptr<HostArena>> variables;  // per device of the plan
   std::map<std::string, VariableSlot> slots;
+  std::map<std::string, Attributes> attrs;  // each variable's node attributes (its initializer)
   std::map<std::vector<Tensor>, EvaluationPlan> evaluation;
   std::unique_ptr<Executor> executor;  // after `variables` and `evaluation`: destroyed first
 };
@@ -72,7 +114,8 @@ Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions optio
     : Session(graph,
               PlanOptions{.fetches = std::move(fetches),
                           .register_count = options.register_count,
-                          .share_memory = options.share_memory},
+                          .share_memory = options.share_memory,
+                          .placement = options.placement},
               options) {}
 
 Session::Session(Graph& graph, const PlanOptions& plan_options, SessionOptions options)
@@ -110,10 +153,15 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
     evaluation.plan = compile_plan(impl.graph, {.fetches = fetches,
                                                 .training = false,
                                                 .register_count = impl.options.register_count,
-                                                .share_memory = impl.options.share_memory});
-    CHECK_EQ(evaluation.plan.ranks(0).devices(0).variable_arena_bytes(),
-             impl.plan.ranks(0).devices(0).variable_arena_bytes())
-        << "training and evaluation plans lay variables out differently";
+                                                .share_memory = impl.options.share_memory,
+                                                .placement = impl.plan_options.placement});
+    const proto::RankPlan& trained = impl.plan.ranks(0);
+    const proto::RankPlan& evaluated = evaluation.plan.ranks(0);
+    CHECK_EQ(trained.devices_size(), evaluated.devices_size()) << "training and evaluation plans differ in devices";
+    for (int d = 0; d < trained.devices_size(); ++d) {
+      CHECK_EQ(trained.devices(d).variable_arena_bytes(), evaluated.devices(d).variable_arena_bytes())
+          << "training and evaluation plans lay variables out differently";
+    }
     evaluation.executor = impl.make_executor(evaluation.plan);
     it = impl.evaluation.emplace(fetches, std::move(evaluation)).first;
   }
@@ -124,10 +172,7 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
 
 HostTensor Session::variable(const std::string& name) const {
   if (impl_->interpreter) return impl_->interpreter->variable(name);
-  const VariableSlot& slot = impl_->slot(name);
-  HostTensor value(slot.type.shape, slot.type.dtype);
-  std::memcpy(value.raw(), impl_->variables->data() + slot.offset, value.nbytes());
-  return value;
+  return impl_->read_shards(impl_->slot(name));
 }
 
 void Session::set_variable(const std::string& name, const HostTensor& value) {
@@ -137,7 +182,7 @@ void Session::set_variable(const std::string& name, const HostTensor& value) {
     throw Error::ShapeMismatch(concat("variable '", name, "' is ", slot.type.shape, " ", slot.type.dtype,
                                       ", cannot set it to ", value.shape(), " ", value.dtype()));
   }
-  std::memcpy(impl_->variables->data() + slot.offset, value.raw(), value.nbytes());
+  impl_->write_shards(slot, value);
 }
 
 int64_t Session::steps_done() const {

@@ -28,6 +28,10 @@ struct SessionOptions {
   int register_count = 1;        // registers per output (see PlanOptions)
   bool share_memory = true;      // registers of disjoint lifetimes share arena bytes
   int steps_in_flight = 2;       // steps fed ahead of the oldest unfinished one
+  // Where tensors that nothing pins live (PlanOptions::placement): Placement::cpu(4) runs the
+  // graph over cpu:0 ... cpu:3 in this process.
+  Placement placement = Placement::cpu(1);
+  int kernel_threads_per_device = 1;  // with several devices: each one's kernel threads
 };
 
 class Session {

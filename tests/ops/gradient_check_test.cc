@@ -189,6 +189,7 @@ std::vector<GradientCase> cases() {
        },
        {{"ids", HostTensor::of<int32_t>({2, 3}, {1, 1, 3, 0, 2, 1})}}},
       {"dropout", {{4, 6}}, [](Graph&, const V& x) { return dropout(x[0], 0.3, 11); }},
+      {"to", {{4, 6}}, [](Graph&, const V& x) { return to(x[0], Placement::cpu(2), {S(0)}); }},
       {"broadcast_to", {{3, 1}}, [](Graph&, const V& x) { return broadcast_to(x[0], {2, 3, 4}); }},
       {"sum_to", {{2, 3, 4}}, [](Graph&, const V& x) { return sum_to(x[0], {3, 1}); }},
       {"chain_mlp",

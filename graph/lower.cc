@@ -1,0 +1,295 @@
+// Lowers a logical graph to its physical graph: an instance of every needed op on each device
+// of its placement, with localized attributes, and the boxing pieces (slice, copy, assemble,
+// fill) that the boxing planner gives for every edge whose layouts differ.
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "graph/physical.h"
+#include "sbp/boxing.h"
+
+namespace tessel::physical {
+namespace {
+
+std::string node_context(const Node& node) {
+  return concat(node.op, " '", node.name, "' (created at ", node.location, ")");
+}
+
+// The nodes a step runs: the fetched ones, the updates of a training plan, and their inputs.
+std::vector<bool> needed_nodes(const Graph& graph, const std::vector<Tensor>& fetches, bool training) {
+  std::vector<bool> needed(graph.num_nodes(), false);
+  for (const Tensor& t : fetches) needed[t.node()] = true;
+  if (training) {
+    for (const Node& node : graph.nodes()) {
+      if (OpRegistry::global().op(node.op).is_update()) needed[node.id] = true;
+    }
+  }
+  for (int id = graph.num_nodes() - 1; id >= 0; --id) {
+    if (!needed[id]) continue;
+    for (const TensorRef& in : graph.node(id).inputs) needed[in.node] = true;
+  }
+  return needed;
+}
+
+TensorType shard_type(const TensorType& whole, const Layout& layout, int index) {
+  return {shard_region(whole.shape, layout.placement, layout.sbp, index).shape(), whole.dtype};
+}
+
+class Lowering {
+ public:
+  Lowering(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches, bool training)
+      : graph_(graph), layouts_(layouts), fetches_(fetches), training_(training) {}
+
+  PhysicalGraph run() {
+    collect_devices();
+    std::map<int, std::vector<int>> variable_records;  // logical node -> records, by placement index
+    for (const Node& node : graph_.nodes()) {
+      if (node.op != "variable") continue;
+      const Layout layout = layouts_.output({node.id, 0});
+      for (int e = 0; e < layout.placement.size(); ++e) {
+        const Region region = shard_region(node.outputs[0].shape, layout.placement, layout.sbp, e);
+        variable_records[node.id].push_back(static_cast<int>(result_.variables.size()));
+        result_.variables.push_back({.logical = node.id,
+                                     .device = device_index(layout.placement.devices[e]),
+                                     .whole = node.outputs[0],
+                                     .shard = {region.shape(), node.outputs[0].dtype},
+                                     .starts = region.starts,
+                                     .layout = layout.to_string()});
+      }
+    }
+    variable_records_ = std::move(variable_records);
+    const std::vector<bool> needed = needed_nodes(graph_, fetches_, training_);
+    std::vector<int> updates;
+    for (const Node& node : graph_.nodes()) {
+      if (!needed[node.id]) continue;
+      if (OpRegistry::global().op(node.op).is_update()) {
+        updates.push_back(node.id);
+        continue;
+      }
+      lower_node(node);
+      for (size_t f = 0; f < fetches_.size(); ++f) {
+        if (fetches_[f].node() == node.id) add_fetch(static_cast<int>(f));
+      }
+    }
+    for (int id : updates) lower_node(graph_.node(id));
+    return std::move(result_);
+  }
+
+ private:
+  void collect_devices() {
+    std::set<int> devices;
+    for (const NodeLayout& layout : layouts_.nodes) {
+      for (int device : layout.placement.devices) devices.insert(device);
+    }
+    for (const NodeLayout& layout : layouts_.nodes) {
+      if (layout.placement.device != DeviceType::cpu) {
+        throw Error::Unimplemented(concat("placement ", layout.placement.to_string(),
+                                          ": this compiler lays tensors over CPU devices only"));
+      }
+    }
+    result_.devices.assign(devices.begin(), devices.end());
+  }
+
+  int device_index(int device) const {
+    auto it = std::lower_bound(result_.devices.begin(), result_.devices.end(), device);
+    return static_cast<int>(it - result_.devices.begin());
+  }
+
+  // A name per instance: the logical name on a one-device placement, "name@device" otherwise.
+  static std::string instance_name(const std::string& name, const Placement& placement, int index) {
+    return placement.size() == 1 ? name : concat(name, "@", placement.devices[index]);
+  }
+
+  TensorRef add(PhysicalNode node) {
+    result_.nodes.push_back(std::move(node));
+    return {static_cast<int>(result_.nodes.size()) - 1, 0};
+  }
+
+  void lower_node(const Node& node) {
+    const NodeLayout& layout = layouts_.nodes[node.id];
+    const Placement& placement = layout.placement;
+    if (node.op == "to") {
+      physical_[{node.id, 0}] = convert(node.inputs[0], layouts_.output({node.id, 0}), node.location);
+      return;
+    }
+    std::vector<std::vector<TensorRef>> inputs;
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      inputs.push_back(convert(node.inputs[i], layouts_.input(node.id, static_cast<int>(i)), node.location));
+    }
+    const OpDef& op = OpRegistry::global().op(node.op);
+    for (int e = 0; e < placement.size(); ++e) {
+      PhysicalNode instance{.name = instance_name(node.name, placement, e),
+                            .location = node.location,
+                            .device = device_index(placement.devices[e]),
+                            .attrs = node.attrs,
+                            .logical = node.id};
+      std::vector<Region> regions;
+      for (size_t o = 0; o < node.outputs.size(); ++o) {
+        const Layout out = layouts_.output({node.id, static_cast<int>(o)});
+        regions.push_back(shard_region(node.outputs[o].shape, placement, out.sbp, e));
+        instance.outputs.push_back({regions.back().shape(), node.outputs[o].dtype});
+        instance.layouts.push_back(out.to_string());
+      }
+      if (node.op == "input") {
+        instance.kind = Kind::input;
+        instance.starts = regions[0].starts;
+      } else if (node.op == "variable") {
+        instance.kind = Kind::variable;
+        instance.variable = node.attrs.get_string("name");
+      } else {
+        instance.kind = op.is_update() ? Kind::update : Kind::kernel;
+        instance.op = node.op;
+        std::vector<TensorType> logical_inputs, local_inputs;
+        for (size_t i = 0; i < node.inputs.size(); ++i) {
+          const TensorRef& in = node.inputs[i];
+          instance.inputs.push_back(inputs[i][e]);
+          logical_inputs.push_back(graph_.node(in.node).outputs[in.output]);
+          local_inputs.push_back(type_of(inputs[i][e]));
+        }
+        const bool sharded = logical_inputs != local_inputs || instance.outputs != node.outputs;
+        if (sharded && op.localize) {
+          op.localize(LocalizeContext{logical_inputs, node.outputs, local_inputs, instance.outputs, regions},
+                      instance.attrs);
+        }
+        check_instance(node, op, instance, local_inputs);
+      }
+      const TensorRef ref = add(std::move(instance));
+      for (size_t o = 0; o < node.outputs.size(); ++o) {
+        physical_[{node.id, static_cast<int>(o)}].push_back({ref.node, static_cast<int>(o)});
+      }
+      if (node.op == "variable") {
+        for (int record : variable_records_[node.id]) {
+          if (result_.variables[record].device == result_.nodes[ref.node].device) result_.variables[record].node = ref.node;
+        }
+      }
+    }
+  }
+
+  // An instance's own shape inference must give the shard shapes its signature promised.
+  void check_instance(const Node& node, const OpDef& op, const PhysicalNode& instance,
+                      const std::vector<TensorType>& local_inputs) const {
+    std::vector<TensorType> inferred;
+    try {
+      inferred = op.infer(InferContext{local_inputs, instance.attrs});
+    } catch (const Error& error) {
+      throw error.with_context(concat("laying ", node_context(node), " over its devices (a bug in its SBP rules)"));
+    }
+    if (inferred != instance.outputs) {
+      throw Error::FailedPrecondition(concat("laying ", node_context(node),
+                                             " over its devices: a shard's outputs do not have the shapes its SBP "
+                                             "signature gives (a bug in its SBP rules)"));
+    }
+  }
+
+  const TensorType& type_of(const TensorRef& ref) const { return result_.nodes[ref.node].outputs[ref.output]; }
+
+  void add_fetch(int index) {
+    const Tensor& tensor = fetches_[index];
+    const TensorRef ref{tensor.node(), tensor.output()};
+    const Layout from = layouts_.output(ref);
+    const Layout whole{Placement::cpu_devices({from.placement.devices[0]}), NdSbp({B})};
+    const TensorRef source = convert(ref, whole, graph_.node(ref.node).location)[0];
+    PhysicalNode fetch{.kind = Kind::fetch,
+                       .name = concat("fetch/", tensor.name()),
+                       .location = graph_.node(ref.node).location,
+                       .device = result_.nodes[source.node].device,
+                       .inputs = {source},
+                       .fetch_index = index};
+    add(std::move(fetch));
+  }
+
+  // The instances of logical tensor `ref` laid out as `to`, one per device of to.placement,
+  // adding the boxing pieces the first time a conversion is asked for.
+  std::vector<TensorRef> convert(const TensorRef& ref, const Layout& to, const std::string& location) {
+    const Layout from = layouts_.output(ref);
+    if (from == to) return physical_.at(ref);
+    const std::string key = concat(ref.node, ":", ref.output, " ", to.to_string());
+    auto cached = conversions_.find(key);
+    if (cached != conversions_.end()) return cached->second;
+    const Node& producer = graph_.node(ref.node);
+    const TensorType& whole = producer.outputs[ref.output];
+    const std::string tensor_name = ref.output == 0 ? producer.name : concat(producer.name, ":", ref.output);
+    std::vector<TensorRef> current = physical_.at(ref);
+    for (const BoxingStage& stage : plan_boxing(whole, from, to).stages) {
+      std::vector<TensorRef> next;
+      for (const BoxingTarget& target : stage.targets) {
+        next.push_back(lower_target(stage, target, whole, current, tensor_name, location));
+      }
+      current = std::move(next);
+    }
+    conversions_[key] = current;
+    return current;
+  }
+
+  TensorRef lower_target(const BoxingStage& stage, const BoxingTarget& target, const TensorType& whole,
+                         const std::vector<TensorRef>& sources, const std::string& tensor_name,
+                         const std::string& location) {
+    const int device = stage.to.placement.devices[target.target];
+    const TensorType type = shard_type(whole, stage.to, target.target);
+    const std::string layout = stage.to.to_string();
+    const auto piece_node = [&](std::string what, std::string op, int on_device, std::vector<TensorRef> inputs,
+                                Attributes attrs, TensorType out) {
+      return PhysicalNode{.op = std::move(op),
+                          .name = concat("boxing/", tensor_name, "/", what, "@", on_device, "#", ++boxing_count_),
+                          .location = location,
+                          .device = device_index(on_device),
+                          .inputs = std::move(inputs),
+                          .attrs = std::move(attrs),
+                          .outputs = {std::move(out)},
+                          .layouts = {layout}};
+    };
+    if (target.zeros) {
+      const double value = target.partial == Sbp::Kind::partial_max ? -std::numeric_limits<double>::infinity() : 0.0;
+      return add(piece_node("zeros", "fill", device, {},
+                            {{"shape", type.shape.dims()}, {"value", value}, {"dtype", std::string(name_of(type.dtype))}},
+                            type));
+    }
+    std::vector<TensorRef> pieces;
+    std::vector<int64_t> offsets;
+    for (const BoxingPiece& piece : target.pieces) {
+      TensorRef source = sources[piece.source];
+      const int source_device = stage.from.placement.devices[piece.source];
+      const TensorType& source_type = type_of(source);
+      const bool whole_shard = std::all_of(piece.source_starts.begin(), piece.source_starts.end(),
+                                           [](int64_t s) { return s == 0; }) &&
+                               piece.extents == source_type.shape.dims();
+      const TensorType piece_type{Shape(piece.extents), whole.dtype};
+      if (!whole_shard) {
+        std::vector<int64_t> ends = piece.source_starts;
+        for (size_t a = 0; a < ends.size(); ++a) ends[a] += piece.extents[a];
+        source = add(piece_node("slice", "slice", source_device, {source},
+                                {{"starts", piece.source_starts}, {"ends", ends}}, piece_type));
+      }
+      if (source_device != device) {
+        source = add(piece_node(concat("copy", source_device, "to", device), "copy", device, {source}, {}, piece_type));
+      }
+      pieces.push_back(source);
+      offsets.insert(offsets.end(), piece.target_starts.begin(), piece.target_starts.end());
+    }
+    if (pieces.size() == 1 && !target.reduce && type_of(pieces[0]).shape == type.shape) return pieces[0];
+    const std::string reduce =
+        !target.reduce ? "none" : target.partial == Sbp::Kind::partial_max ? "max" : "sum";
+    return add(piece_node(reduce == "none" ? "assemble" : concat("reduce_", reduce), "boxing_assemble", device, pieces,
+                          {{"shape", type.shape.dims()}, {"offsets", offsets}, {"reduce", reduce}}, type));
+  }
+
+  const Graph& graph_;
+  const SbpAssignment& layouts_;
+  const std::vector<Tensor>& fetches_;
+  bool training_;
+  PhysicalGraph result_;
+  std::map<int, std::vector<int>> variable_records_;
+  std::map<TensorRef, std::vector<TensorRef>> physical_;  // logical tensor -> per device of its placement
+  std::map<std::string, std::vector<TensorRef>> conversions_;
+  int boxing_count_ = 0;
+};
+
+}  // namespace
+
+PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches,
+                    bool training) {
+  return Lowering(graph, layouts, fetches, training).run();
+}
+
+}  // namespace tessel::physical

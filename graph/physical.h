@@ -1,0 +1,54 @@
+// Private to graph/: the physical graph, one op instance per device plus the boxing pieces
+// between them, that compile_plan() turns into actors. It is built from the logical graph and
+// the layouts SBP inference chose (sbp/inference.h), in schedule order: logical nodes in id
+// order, the pieces converting an op's inputs just before it, each fetch right after its
+// tensor, and the optimizer updates last.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+#include "sbp/inference.h"
+
+namespace tessel::physical {
+
+enum class Kind { input, variable, kernel, update, fetch };
+
+struct PhysicalNode {
+  Kind kind = Kind::kernel;
+  std::string op{};  // kernel and update ops
+  std::string name{};
+  std::string location{};
+  int device = 0;                    // index in PhysicalGraph::devices
+  std::vector<TensorRef> inputs{};   // outputs of earlier physical nodes
+  Attributes attrs{};                // localized for the shard (OpDef::localize)
+  std::vector<TensorType> outputs{};
+  std::vector<std::string> layouts{};  // per output, the layout of the logical tensor it holds part of
+  int logical = -1;                    // the logical node this instantiates; -1 for boxing pieces
+  std::vector<int64_t> starts{};       // input: where its shard starts in the feed
+  std::string variable{};              // variable: the variable's name
+  int fetch_index = -1;
+};
+
+// One device's shard of a variable: every variable of the graph has one per device of its
+// placement, needed by the plan or not, so training and evaluation plans share storage.
+struct PhysicalVariable {
+  int logical = -1;
+  int device = 0;
+  TensorType whole, shard;
+  std::vector<int64_t> starts{};
+  std::string layout{};
+  int node = -1;  // its physical node, -1 when no actor reads it
+};
+
+struct PhysicalGraph {
+  std::vector<int> devices;  // global CPU device indices, ascending
+  std::vector<PhysicalNode> nodes;
+  std::vector<PhysicalVariable> variables;
+};
+
+PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches,
+                    bool training);
+
+}  // namespace tessel::physical
