@@ -250,8 +250,21 @@ bool NdSbp::has_partial() const {
   return std::any_of(sbps_.begin(), sbps_.end(), [](const Sbp& s) { return s.is_partial(); });
 }
 
+namespace {
+// P(sum) on one mesh axis and P(max) on another would leave the order of the two reductions
+// undefined.
+bool mixes_partials(const NdSbp& sbp) {
+  bool sum = false, max = false;
+  for (const Sbp& s : sbp.sbps()) {
+    sum = sum || s.kind() == Sbp::Kind::partial_sum;
+    max = max || s.kind() == Sbp::Kind::partial_max;
+  }
+  return sum && max;
+}
+}  // namespace
+
 bool layout_fits(const Shape& shape, const Layout& layout) {
-  if (layout.sbp.size() != layout.placement.mesh_rank()) return false;
+  if (layout.sbp.size() != layout.placement.mesh_rank() || mixes_partials(layout.sbp)) return false;
   std::vector<int64_t> pieces(shape.rank(), 1);
   for (int axis = 0; axis < layout.sbp.size(); ++axis) {
     const Sbp& sbp = layout.sbp[axis];
@@ -268,6 +281,11 @@ bool layout_fits(const Shape& shape, const Layout& layout) {
 void check_layout(const Shape& shape, const Layout& layout, std::string_view tensor) {
   layout.placement.validate();
   layout.sbp.check_fits(shape, layout.placement.mesh_rank(), tensor);
+  if (mixes_partials(layout.sbp)) {
+    throw Error::InvalidArgument(concat("tensor '", tensor, "': ", layout.sbp.to_string(),
+                                        " mixes P(sum) and P(max), whose order of reduction would be undefined; "
+                                        "expected one kind of partial value"));
+  }
   std::vector<int64_t> pieces(shape.rank(), 1);
   for (int axis = 0; axis < layout.sbp.size(); ++axis) {
     if (layout.sbp[axis].is_split()) pieces[layout.sbp[axis].axis()] *= layout.placement.mesh[axis];
