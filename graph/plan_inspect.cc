@@ -38,7 +38,16 @@ std::string padded(std::string text, size_t width) {
   return text;
 }
 
-void describe_device(const proto::DevicePlan& device, std::string& out) {
+// "7:0" for an actor of the same device, "cpu:1/7:0" for one of another device of the rank.
+std::string endpoint_text(const proto::RankPlan& rank, int here, const proto::Endpoint& endpoint, bool port) {
+  std::string text = endpoint.device() == here ? "" : concat(rank.devices(endpoint.device()).device(), "/");
+  text += concat(endpoint.actor());
+  if (port) text += concat(":", endpoint.port());
+  return text;
+}
+
+void describe_device(const proto::RankPlan& rank, int here, std::string& out) {
+  const proto::DevicePlan& device = rank.devices(here);
   int registers = 0, control = 0;
   for (const proto::ActorDef& actor : device.actors()) {
     for (const proto::OutputDef& output : actor.outputs()) {
@@ -57,14 +66,19 @@ void describe_device(const proto::DevicePlan& device, std::string& out) {
   out += concat("  arena ", bytes_text(arena), " (", arena, " bytes) for registers that add up to ", bytes_text(total),
                 " (", total, " bytes): the arena is ", share, " of their sum\n");
   out += concat("  variables ", bytes_text(device.variable_arena_bytes()), " in ", device.variables_size(),
-                " variables\n\n");
+                " variables\n");
+  for (const proto::VariableDef& variable : device.variables()) {
+    out += concat("    ", padded(variable.name(), 24), padded(type_text(variable.type()), 16), " @", variable.offset(),
+                  variable.layout().empty() ? "" : concat("  ", variable.layout()), "\n");
+  }
+  out += "\n";
   out += "  id  kind      name                                op                  inputs <- (actor:output)\n";
   out += "                                                                          outputs -> registers\n";
   for (const proto::ActorDef& actor : device.actors()) {
     std::string inputs;
     for (const proto::InputDef& input : actor.inputs()) {
-      inputs += concat(inputs.empty() ? "" : " ", input.control() ? "~" : "", input.producer().actor(), ":",
-                       input.producer().port(), input.initial_tokens() ? "(prev)" : "");
+      inputs += concat(inputs.empty() ? "" : " ", input.control() ? "~" : "",
+                       endpoint_text(rank, here, input.producer(), true), input.initial_tokens() ? "(prev)" : "");
     }
     if (actor.driven()) inputs += inputs.empty() ? "driver" : " driver";
     out += concat("  ", padded(concat(actor.id()), 4), padded(kind_text(actor.kind()), 10), padded(actor.name(), 36),
@@ -72,7 +86,9 @@ void describe_device(const proto::DevicePlan& device, std::string& out) {
     for (int o = 0; o < actor.outputs_size(); ++o) {
       const proto::OutputDef& output = actor.outputs(o);
       std::string consumers;
-      for (const proto::Endpoint& c : output.consumers()) consumers += concat(consumers.empty() ? "" : " ", c.actor());
+      for (const proto::Endpoint& c : output.consumers()) {
+        consumers += concat(consumers.empty() ? "" : " ", endpoint_text(rank, here, c, false));
+      }
       if (output.control()) {
         out += concat("        control", output.initial_tokens() ? " (next step)" : "", " -> ", consumers, "\n");
         continue;
@@ -83,7 +99,8 @@ void describe_device(const proto::DevicePlan& device, std::string& out) {
                     bytes_text(output.register_bytes()), " ", offsets,
                     actor.kind() == proto::VARIABLE ? " (variable arena)" : "",
                     output.shared() ? concat(" shared, live ", output.first_use(), "..", output.last_use()) : "",
-                    " -> ", consumers.empty() ? "nobody" : consumers, "\n");
+                    " -> ", consumers.empty() ? "nobody" : consumers,
+                    output.layout().empty() ? "" : concat("  {", output.layout(), "}"), "\n");
     }
   }
   // The layout, by offset: which registers reuse which bytes.
@@ -127,9 +144,9 @@ std::string describe_plan(const proto::Plan& plan) {
   }
   out += concat("feeds: ", feeds.empty() ? "none" : feeds, "\nfetches: ", fetches.empty() ? "none" : fetches, "\n");
   for (const proto::RankPlan& rank : plan.ranks()) {
-    for (const proto::DevicePlan& device : rank.devices()) {
+    for (int d = 0; d < rank.devices_size(); ++d) {
       out += concat("\nrank ", rank.rank(), ", ");
-      describe_device(device, out);
+      describe_device(rank, d, out);
     }
   }
   return out;
@@ -137,10 +154,15 @@ std::string describe_plan(const proto::Plan& plan) {
 
 std::string plan_to_dot(const proto::Plan& plan) {
   std::string out = "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n";
+  std::string edges;
   for (const proto::RankPlan& rank : plan.ranks()) {
-    for (const proto::DevicePlan& device : rank.devices()) {
-      const std::string prefix = concat("r", rank.rank(), "_", device.device().substr(0, device.device().find(':')),
-                                        device.device().substr(device.device().find(':') + 1), "_");
+    const auto prefix_of = [&](int device) {
+      const std::string& name = rank.devices(device).device();
+      return concat("r", rank.rank(), "_", name.substr(0, name.find(':')), name.substr(name.find(':') + 1), "_");
+    };
+    for (int d = 0; d < rank.devices_size(); ++d) {
+      const proto::DevicePlan& device = rank.devices(d);
+      const std::string prefix = prefix_of(d);
       out += concat("  subgraph \"cluster_", prefix, "\" {\n    label=\"rank ", rank.rank(), " ", device.device(),
                     "\";\n");
       for (const proto::ActorDef& actor : device.actors()) {
@@ -152,24 +174,25 @@ std::string plan_to_dot(const proto::Plan& plan) {
         out += concat("    ", prefix, actor.id(), " [label=\"", actor.id(), " ", actor.name(), "\\n",
                       actor.op().empty() ? kind_text(actor.kind()) : actor.op(), "\", style=filled, fillcolor=", color,
                       "];\n");
-      }
-      for (const proto::ActorDef& actor : device.actors()) {
+        // Edges go after the clusters: an edge between devices belongs to neither.
         for (const proto::OutputDef& output : actor.outputs()) {
           for (const proto::Endpoint& c : output.consumers()) {
-            out += concat("    ", prefix, actor.id(), " -> ", prefix, c.actor());
+            edges += concat("  ", prefix, actor.id(), " -> ", prefix_of(c.device()), c.actor());
             if (output.control()) {
-              out += output.initial_tokens() ? " [style=dashed, color=red, constraint=false]" : " [style=dashed]";
+              edges += output.initial_tokens() ? " [style=dashed, color=red, constraint=false]" : " [style=dashed]";
             } else {
-              out += concat(" [label=\"", type_text(output.type()), " x", output.register_count(), "\"]");
+              const std::string sbp = output.layout().substr(0, output.layout().find(" on "));
+              edges += concat(" [label=\"", type_text(output.type()), " x", output.register_count(),
+                              sbp.empty() ? "" : concat("\\n", sbp), "\"]");
             }
-            out += ";\n";
+            edges += ";\n";
           }
         }
       }
       out += "  }\n";
     }
   }
-  return out + "}\n";
+  return out + edges + "}\n";
 }
 
 }  // namespace tessel
