@@ -73,6 +73,15 @@ void pin(const Tensor& leaf, const Placement& placement, const NdSbp& sbp) {
                                           node.op, " '", node.name, "' cannot start from (expected S(axis) or B)"));
     }
   }
+  if (node.attrs.has("sbp")) {
+    const std::string before = concat(node.attrs.get_string("sbp"), " on ",
+                                      node.attrs.has("placement") ? node.attrs.get_string("placement") : "the default");
+    if (before != Layout{placement, sbp}.to_string()) {
+      throw Error::InvalidArgument(concat("pin('", node.name, "'): pins contradict each other: '", node.name,
+                                          "' is already pinned to ", before, ", and now to ",
+                                          Layout{placement, sbp}.to_string()));
+    }
+  }
   node.attrs.set("placement", placement.to_string());
   node.attrs.set("sbp", sbp.to_string());
 }
