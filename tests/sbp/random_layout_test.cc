@@ -12,6 +12,7 @@
 #include "proto/plan.pb.h"
 #include "runtime/interpreter.h"
 #include "runtime/session.h"
+#include "sbp/inference.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -174,6 +175,13 @@ TEST(RandomLayouts, EveryMeshAndPinGivesTheOneDeviceValues) {
     RandomCase r;
     build(r, seed);
     SCOPED_TRACE(r.description);
+    const SbpAssignment layouts = infer_sbp(r.graph, r.plan.placement);
+    for (const Node& node : r.graph.nodes()) {  // every pin is honoured
+      Layout pinned;
+      if (pinned_layout(node, r.plan.placement, pinned)) {
+        EXPECT_EQ(layouts.output({node.id, 0}), pinned) << node.name;
+      }
+    }
     Session session(r.graph, r.plan, r.session);
     Interpreter reference(r.graph);
     const auto outputs =
