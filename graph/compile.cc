@@ -41,6 +41,8 @@ class Compiler {
     proto::Plan plan;
     plan.set_seed(graph_.seed());
     plan.set_training(options_.training);
+    plan.set_boxing_bytes(physical_.boxing_bytes);
+    plan.set_boxing_lower_bound(physical_.boxing_lower_bound);
     lay_out_variables();
     add_actors();
     add_data_edges();

@@ -211,7 +211,10 @@ class Lowering {
     const TensorType& whole = producer.outputs[ref.output];
     const std::string tensor_name = ref.output == 0 ? producer.name : concat(producer.name, ":", ref.output);
     std::vector<TensorRef> current = physical_.at(ref);
-    for (const BoxingStage& stage : plan_boxing(whole, from, to).stages) {
+    const BoxingPlan plan = plan_boxing(whole, from, to);
+    result_.boxing_bytes += plan.bytes;
+    result_.boxing_lower_bound += boxing_lower_bound(whole, from, to);
+    for (const BoxingStage& stage : plan.stages) {
       std::vector<TensorRef> next;
       for (const BoxingTarget& target : stage.targets) {
         next.push_back(lower_target(stage, target, whole, current, tensor_name, location));

@@ -46,6 +46,8 @@ struct PhysicalGraph {
   std::vector<int> devices;  // global CPU device indices, ascending
   std::vector<PhysicalNode> nodes;
   std::vector<PhysicalVariable> variables;
+  int64_t boxing_bytes = 0;        // per step, over every conversion made
+  int64_t boxing_lower_bound = 0;  // the table's bound for the same conversions
 };
 
 PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches,

@@ -124,10 +124,11 @@ class Inference {
   struct Choice {
     int64_t bytes = 0;
     int boxings = 0;
+    bool new_layout = true;  // no laid-out input has the output's layout: the layout changes here
     int order = 0;
     Placement placement{};
     std::vector<SbpSignature> signature{};
-    auto key() const { return std::tie(bytes, boxings, order); }
+    auto key() const { return std::tie(bytes, boxings, new_layout, order); }
   };
 
   void visit_op(const Node& node) {
@@ -188,6 +189,7 @@ class Inference {
         continue;
       }
       const Layout have = result_.output(in);
+      if (!node.outputs.empty() && have == Layout{placement, nd_output(signature, 0)}) choice.new_layout = false;
       if (have == wanted) continue;
       if (mutated) return std::nullopt;  // written in place: no copy may stand in for it
       choice.bytes += boxing_bytes(inputs[i], have, wanted);
