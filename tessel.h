@@ -10,6 +10,7 @@
 #include "graph/graph.h"
 #include "graph/serialize.h"
 #include "ops/ops.h"
+#include "sbp/sbp.h"
 #include "graph/compile.h"
 #include "runtime/interpreter.h"
 #include "runtime/session.h"

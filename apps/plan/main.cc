@@ -4,6 +4,7 @@
 //   tessel-plan FILE [--dot OUT.dot]                    a plan written by write_plan()
 //   tessel-plan --mlp 1024,4096,4096,1024 [--batch N] [--register-count N] [--no-share]
 //               [--evaluation] [--write FILE] [--dot OUT.dot]
+//   tessel-plan --example tensor-parallel [...]        a parallel example (apps/models/parallel.h)
 //
 // FILE ending in .pbtxt or .txt is protobuf text, anything else binary. tessel-digits
 // --write-plan FILE writes the digits model's plan.
@@ -15,6 +16,7 @@
 #include <string>
 
 #include "apps/models/mlp.h"
+#include "apps/models/parallel.h"
 #include "core/logging.h"
 #include "graph/compile.h"
 #include "graph/plan_inspect.h"
@@ -27,7 +29,8 @@ namespace {
                "tessel-plan: %s\n"
                "usage: tessel-plan FILE [--dot OUT.dot]\n"
                "       tessel-plan --mlp W1,W2,...,Wn [--batch N] [--register-count N] [--no-share] [--evaluation]\n"
-               "                   [--write FILE] [--dot OUT.dot]\n",
+               "                   [--write FILE] [--dot OUT.dot]\n"
+               "       tessel-plan --example data-parallel|tensor-parallel|pipeline|hybrid [same flags]\n",
                problem.c_str());
   std::exit(2);
 }
@@ -43,7 +46,7 @@ int64_t integer(const std::string& flag, const std::string& text) {
 
 int main(int argc, char** argv) {
   tessel::init_logging(argv[0]);
-  std::string file, dot, write, widths;
+  std::string file, dot, write, widths, example;
   int64_t batch = 256, register_count = 1;
   bool share = true, evaluation = false;
   for (int i = 1; i < argc; ++i) {
@@ -59,6 +62,8 @@ int main(int argc, char** argv) {
       write = value();
     } else if (flag == "--mlp") {
       widths = value();
+    } else if (flag == "--example") {
+      example = value();
     } else if (flag == "--batch") {
       batch = integer(flag, value());
     } else if (flag == "--register-count") {
@@ -75,11 +80,18 @@ int main(int argc, char** argv) {
       usage("one plan file at a time (got '" + file + "' and '" + flag + "')");
     }
   }
-  if (file.empty() == widths.empty()) usage("give a plan FILE or --mlp widths");
+  if (file.empty() + widths.empty() + example.empty() != 2) usage("give a plan FILE, --mlp widths or --example NAME");
   try {
     tessel::proto::Plan plan;
     if (!file.empty()) {
       plan = tessel::read_plan(file);
+    } else if (!example.empty()) {
+      tessel::models::ParallelExample parallel = tessel::models::build_parallel_example(example);
+      plan = tessel::compile_plan(*parallel.graph, {.fetches = {parallel.loss},
+                                                    .training = !evaluation,
+                                                    .register_count = static_cast<int>(register_count),
+                                                    .share_memory = share,
+                                                    .placement = parallel.placement});
     } else {
       std::vector<int64_t> layer_widths;
       std::stringstream list(widths);
