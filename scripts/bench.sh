@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
 scripts/build.sh
 build/bench/tessel-bench-runtime
+build/bench/tessel-bench-boxing
 build/bench/tessel-bench-kernels --benchmark_min_time=1
