@@ -131,7 +131,7 @@ struct Executor::Impl {
   caf::actor_system_config config;
   caf::actor_system system;
   caf::scoped_actor self;
-  std::vector<std::unique_ptr<HostArena>> arenas;  // per device
+  std::vector<std::unique_ptr<HostArena>> arenas;   // per device
   std::vector<std::unique_ptr<CpuDevice>> devices;  // per device, when there are several
   std::shared_ptr<Shared> shared;
   std::vector<int> sources;

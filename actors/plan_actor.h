@@ -73,9 +73,9 @@ struct Shared {
 
 // Where the actors, arenas and variable arenas of each device of a rank are.
 struct RankLayout {
-  std::vector<int> first_actor;        // per device: the rank-wide index of its actor 0
-  std::vector<std::byte*> arenas;      // per device
-  std::vector<std::byte*> variables;   // per device
+  std::vector<int> first_actor;       // per device: the rank-wide index of its actor 0
+  std::vector<std::byte*> arenas;     // per device
+  std::vector<std::byte*> variables;  // per device
 };
 
 // What actor `id` of device `device` of `rank` needs, resolved once: its kernel, register

@@ -94,9 +94,10 @@ int main(int argc, char** argv) {
     run(name, small, "small", steps);
     run(name, large, "large", std::max(1, steps / 4));
   }
-  std::printf("small: batch 64, 32-128-16; large: batch 256, 256-1024-64 (pipeline: 4 micro-batches).\n"
-              "ms 4 dev: actors over cpu:0..3 (1 scheduler thread and 1 kernel thread each) on this machine's cores;\n"
-              "ms 1 dev: the reference interpreter, op by op, on one device (kernels on every core).\n"
-              "4 simulated devices share this machine's cores, so the times compare overheads, not speed-ups.\n");
+  std::printf(
+      "small: batch 64, 32-128-16; large: batch 256, 256-1024-64 (pipeline: 4 micro-batches).\n"
+      "ms 4 dev: actors over cpu:0..3 (1 scheduler thread and 1 kernel thread each) on this machine's cores;\n"
+      "ms 1 dev: the reference interpreter, op by op, on one device (kernels on every core).\n"
+      "4 simulated devices share this machine's cores, so the times compare overheads, not speed-ups.\n");
   return 0;
 }

@@ -94,8 +94,8 @@ HostTensor HostTensor::reshaped(Shape shape) const {
 }
 
 void copy_block(const std::byte* source, const Shape& source_shape, const std::vector<int64_t>& source_start,
-                       std::byte* target, const Shape& target_shape, const std::vector<int64_t>& target_start,
-                       const std::vector<int64_t>& extent, size_t element_size) {
+                std::byte* target, const Shape& target_shape, const std::vector<int64_t>& target_start,
+                const std::vector<int64_t>& extent, size_t element_size) {
   const int rank = source_shape.rank();
   if (rank == 0) {
     std::memcpy(target, source, element_size);
@@ -123,6 +123,5 @@ void copy_block(const std::byte* source, const Shape& source_shape, const std::v
     if (axis < 0) return;
   }
 }
-
 
 }  // namespace tessel

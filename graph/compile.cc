@@ -148,8 +148,8 @@ class Compiler {
         }
         int count = options_.register_count;
         if (node.logical >= 0) {
-          auto it = options_.register_counts.find(
-              Tensor(const_cast<Graph*>(&graph_), node.logical, static_cast<int>(o)));
+          auto it =
+              options_.register_counts.find(Tensor(const_cast<Graph*>(&graph_), node.logical, static_cast<int>(o)));
           if (it != options_.register_counts.end()) count = it->second;
         }
         output->set_register_count(count);
@@ -187,8 +187,8 @@ class Compiler {
         const int target = node.inputs[index].node;
         const PhysicalNode& variable = physical_.nodes[target];
         if (variable.kind != Kind::variable) {
-          throw Error::InvalidArgument(concat("compiling ", node_context(node), ": input ", index, " ('",
-                                              variable.name, "') is written in place, so it must be a variable"));
+          throw Error::InvalidArgument(concat("compiling ", node_context(node), ": input ", index, " ('", variable.name,
+                                              "') is written in place, so it must be a variable"));
         }
         if (!written.insert(target).second) {
           throw Error::InvalidArgument(
@@ -281,8 +281,8 @@ class Compiler {
   const Graph& graph_;
   const PlanOptions& options_;
   PhysicalGraph physical_;
-  proto::DevicePlan all_;        // every actor of the rank, ids in schedule order
-  std::vector<int> device_of_;   // actor -> index in physical_.devices
+  proto::DevicePlan all_;       // every actor of the rank, ids in schedule order
+  std::vector<int> device_of_;  // actor -> index in physical_.devices
   std::vector<int64_t> variable_arena_;
   std::map<std::pair<int, int>, int64_t> variable_offsets_;  // (logical variable, device) -> offset
 };

@@ -84,8 +84,8 @@ class Lowering {
     }
     for (const NodeLayout& layout : layouts_.nodes) {
       if (layout.placement.device != DeviceType::cpu) {
-        throw Error::Unimplemented(concat("placement ", layout.placement.to_string(),
-                                          ": this compiler lays tensors over CPU devices only"));
+        throw Error::Unimplemented(
+            concat("placement ", layout.placement.to_string(), ": this compiler lays tensors over CPU devices only"));
       }
     }
     result_.devices.assign(devices.begin(), devices.end());
@@ -160,7 +160,8 @@ class Lowering {
       }
       if (node.op == "variable") {
         for (int record : variable_records_[node.id]) {
-          if (result_.variables[record].device == result_.nodes[ref.node].device) result_.variables[record].node = ref.node;
+          if (result_.variables[record].device == result_.nodes[ref.node].device)
+            result_.variables[record].node = ref.node;
         }
       }
     }
@@ -244,9 +245,9 @@ class Lowering {
     };
     if (target.zeros) {
       const double value = target.partial == Sbp::Kind::partial_max ? -std::numeric_limits<double>::infinity() : 0.0;
-      return add(piece_node("zeros", "fill", device, {},
-                            {{"shape", type.shape.dims()}, {"value", value}, {"dtype", std::string(name_of(type.dtype))}},
-                            type));
+      return add(piece_node(
+          "zeros", "fill", device, {},
+          {{"shape", type.shape.dims()}, {"value", value}, {"dtype", std::string(name_of(type.dtype))}}, type));
     }
     std::vector<TensorRef> pieces;
     std::vector<int64_t> offsets;
@@ -254,9 +255,9 @@ class Lowering {
       TensorRef source = sources[piece.source];
       const int source_device = stage.from.placement.devices[piece.source];
       const TensorType& source_type = type_of(source);
-      const bool whole_shard = std::all_of(piece.source_starts.begin(), piece.source_starts.end(),
-                                           [](int64_t s) { return s == 0; }) &&
-                               piece.extents == source_type.shape.dims();
+      const bool whole_shard =
+          std::all_of(piece.source_starts.begin(), piece.source_starts.end(), [](int64_t s) { return s == 0; }) &&
+          piece.extents == source_type.shape.dims();
       const TensorType piece_type{Shape(piece.extents), whole.dtype};
       if (!whole_shard) {
         std::vector<int64_t> ends = piece.source_starts;
@@ -271,8 +272,7 @@ class Lowering {
       offsets.insert(offsets.end(), piece.target_starts.begin(), piece.target_starts.end());
     }
     if (pieces.size() == 1 && !target.reduce && type_of(pieces[0]).shape == type.shape) return pieces[0];
-    const std::string reduce =
-        !target.reduce ? "none" : target.partial == Sbp::Kind::partial_max ? "max" : "sum";
+    const std::string reduce = !target.reduce ? "none" : target.partial == Sbp::Kind::partial_max ? "max" : "sum";
     return add(piece_node(reduce == "none" ? "assemble" : concat("reduce_", reduce), "boxing_assemble", device, pieces,
                           {{"shape", type.shape.dims()}, {"offsets", offsets}, {"reduce", reduce}}, type));
   }

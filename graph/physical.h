@@ -20,9 +20,9 @@ struct PhysicalNode {
   std::string op{};  // kernel and update ops
   std::string name{};
   std::string location{};
-  int device = 0;                    // index in PhysicalGraph::devices
-  std::vector<TensorRef> inputs{};   // outputs of earlier physical nodes
-  Attributes attrs{};                // localized for the shard (OpDef::localize)
+  int device = 0;                   // index in PhysicalGraph::devices
+  std::vector<TensorRef> inputs{};  // outputs of earlier physical nodes
+  Attributes attrs{};               // localized for the shard (OpDef::localize)
   std::vector<TensorType> outputs{};
   std::vector<std::string> layouts{};  // per output, the layout of the logical tensor it holds part of
   int logical = -1;                    // the logical node this instantiates; -1 for boxing pieces

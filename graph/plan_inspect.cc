@@ -145,8 +145,8 @@ std::string describe_plan(const proto::Plan& plan) {
   out += concat("feeds: ", feeds.empty() ? "none" : feeds, "\nfetches: ", fetches.empty() ? "none" : fetches, "\n");
   if (plan.boxing_bytes() > 0 || plan.boxing_lower_bound() > 0) {
     out += concat("boxing: ", bytes_text(plan.boxing_bytes()), " (", plan.boxing_bytes(),
-                  " bytes) between devices per step; the table's lower bound is ", bytes_text(plan.boxing_lower_bound()),
-                  " (", plan.boxing_lower_bound(), " bytes)\n");
+                  " bytes) between devices per step; the table's lower bound is ",
+                  bytes_text(plan.boxing_lower_bound()), " (", plan.boxing_lower_bound(), " bytes)\n");
   }
   for (const proto::RankPlan& rank : plan.ranks()) {
     for (int d = 0; d < rank.devices_size(); ++d) {

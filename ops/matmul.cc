@@ -45,8 +45,12 @@ TESSEL_OP("matmul")
       const int m = ta ? ra - 1 : ra - 2, ka = ta ? ra - 2 : ra - 1;
       const int kb = tb ? rb - 1 : rb - 2, n = tb ? rb - 2 : rb - 1;
       std::vector<SbpSignature> signatures{
-          {{S(m), B}, {S(ro - 2)}}, {{B, S(n)}, {S(ro - 1)}}, {{S(ka), S(kb)}, {P}},
-          {{P, B}, {P}},           {{B, P}, {P}},           {{B, B}, {B}},
+          {{S(m), B}, {S(ro - 2)}},
+          {{B, S(n)}, {S(ro - 1)}},
+          {{S(ka), S(kb)}, {P}},
+          {{P, B}, {P}},
+          {{B, P}, {P}},
+          {{B, B}, {B}},
       };
       for (int axis = 0; axis < ro - 2; ++axis) {
         signatures.push_back({{ra > 2 ? S(axis) : B, rb > 2 ? S(axis) : B}, {S(axis)}});

@@ -25,7 +25,8 @@ TESSEL_OP("layer_norm")
     })
     .sbp([](const SbpContext& c) {
       std::vector<SbpSignature> signatures;
-      for (int axis = 0; axis + 1 < c.inputs[0].shape.rank(); ++axis) signatures.push_back({{S(axis), B, B}, {S(axis)}});
+      for (int axis = 0; axis + 1 < c.inputs[0].shape.rank(); ++axis)
+        signatures.push_back({{S(axis), B, B}, {S(axis)}});
       signatures.push_back({{B, B, B}, {B}});
       return signatures;
     })
@@ -111,9 +112,14 @@ void localize_dropout(const LocalizeContext& c, Attributes& attrs) {
   attrs.set("element_offset", offset);
 }
 
-TESSEL_OP("dropout").inputs(1).infers(infer_dropout).sbp(dropout_sbp).localizes(localize_dropout).differentiates([](GradientContext& c) {
-  c.set_input_gradient(0, c.graph().apply1("dropout_grad", {c.output_gradient()}, c.attrs()));
-});
+TESSEL_OP("dropout")
+    .inputs(1)
+    .infers(infer_dropout)
+    .sbp(dropout_sbp)
+    .localizes(localize_dropout)
+    .differentiates([](GradientContext& c) {
+      c.set_input_gradient(0, c.graph().apply1("dropout_grad", {c.output_gradient()}, c.attrs()));
+    });
 // (dy) -> dy with the forward's mask (the same seed, step and element give the same draw).
 TESSEL_OP("dropout_grad").inputs(1).infers(infer_dropout).sbp(dropout_sbp).localizes(localize_dropout);
 

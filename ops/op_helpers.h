@@ -64,7 +64,8 @@ inline std::vector<Sbp> splits_aligned_with(const SbpContext& c, int out_axis) {
 // Ops that compute each output element from the inputs' elements at the same (broadcast)
 // position: S(i) on every output axis, all B, and one P(sum) signature for each entry of
 // `partial` (the input SBPs for which the op is linear, such as {P, P} for add).
-inline std::vector<SbpSignature> elementwise_sbp(const SbpContext& c, const std::vector<std::vector<Sbp>>& partial = {}) {
+inline std::vector<SbpSignature> elementwise_sbp(const SbpContext& c,
+                                                 const std::vector<std::vector<Sbp>>& partial = {}) {
   std::vector<SbpSignature> signatures;
   for (int axis = 0; axis < c.outputs[0].shape.rank(); ++axis) {
     signatures.push_back({splits_aligned_with(c, axis), repeated(c.outputs.size(), S(axis))});

@@ -19,7 +19,8 @@ std::vector<TensorType> infer_update(const InferContext& c) {
 // A parameter and its gradient and state are updated shard by shard: all split alike, or all B.
 std::vector<SbpSignature> update_sbp(const SbpContext& c) {
   std::vector<SbpSignature> signatures;
-  for (int axis = 0; axis < c.inputs[0].shape.rank(); ++axis) signatures.push_back({repeated(c.inputs.size(), S(axis)), {}});
+  for (int axis = 0; axis < c.inputs[0].shape.rank(); ++axis)
+    signatures.push_back({repeated(c.inputs.size(), S(axis)), {}});
   signatures.push_back({repeated(c.inputs.size(), B), {}});
   return signatures;
 }

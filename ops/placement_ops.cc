@@ -20,31 +20,29 @@ TESSEL_OP("copy").inputs(1).infers(same_as_first);
 // offsets[i * rank .. (i + 1) * rank). With `reduce` "none" the pieces tile the output; with
 // "sum" or "max" the output starts at 0 or the lowest value and every piece is added or
 // max-ed into its box (the reduction of partial values).
-TESSEL_OP("boxing_assemble")
-    .inputs(1, -1)
-    .infers([](const InferContext& c) -> std::vector<TensorType> {
-      const Shape shape = c.attrs.get_shape("shape");
-      const std::vector<int64_t>& offsets = c.attrs.get_ints("offsets");
-      const std::string& reduce = c.attrs.get_string("reduce");
-      if (reduce != "none" && reduce != "sum" && reduce != "max") {
-        throw Error::InvalidArgument(concat("unknown reduce '", reduce, "' (expected none, sum or max)"));
-      }
-      if (offsets.size() != c.inputs.size() * static_cast<size_t>(shape.rank())) {
-        throw Error::InvalidArgument(concat(offsets.size(), " offsets for ", c.inputs.size(), " pieces of rank ",
-                                            shape.rank(), " (expected one per axis per piece)"));
-      }
-      for (size_t i = 0; i < c.inputs.size(); ++i) {
-        require_same_dtype(c.inputs[0], c.inputs[i]);
-        const Shape& piece = c.inputs[i].shape;
-        bool fits = piece.rank() == shape.rank();
-        for (int a = 0; fits && a < shape.rank(); ++a) {
-          const int64_t start = offsets[i * shape.rank() + a];
-          fits = start >= 0 && start + piece[a] <= shape[a];
-        }
-        if (!fits) throw Error::ShapeMismatch(concat("piece ", i, " ", piece, " does not fit in ", shape));
-      }
-      return {{shape, c.inputs[0].dtype}};
-    });
+TESSEL_OP("boxing_assemble").inputs(1, -1).infers([](const InferContext& c) -> std::vector<TensorType> {
+  const Shape shape = c.attrs.get_shape("shape");
+  const std::vector<int64_t>& offsets = c.attrs.get_ints("offsets");
+  const std::string& reduce = c.attrs.get_string("reduce");
+  if (reduce != "none" && reduce != "sum" && reduce != "max") {
+    throw Error::InvalidArgument(concat("unknown reduce '", reduce, "' (expected none, sum or max)"));
+  }
+  if (offsets.size() != c.inputs.size() * static_cast<size_t>(shape.rank())) {
+    throw Error::InvalidArgument(concat(offsets.size(), " offsets for ", c.inputs.size(), " pieces of rank ",
+                                        shape.rank(), " (expected one per axis per piece)"));
+  }
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    require_same_dtype(c.inputs[0], c.inputs[i]);
+    const Shape& piece = c.inputs[i].shape;
+    bool fits = piece.rank() == shape.rank();
+    for (int a = 0; fits && a < shape.rank(); ++a) {
+      const int64_t start = offsets[i * shape.rank() + a];
+      fits = start >= 0 && start + piece[a] <= shape[a];
+    }
+    if (!fits) throw Error::ShapeMismatch(concat("piece ", i, " ", piece, " does not fit in ", shape));
+  }
+  return {{shape, c.inputs[0].dtype}};
+});
 
 }  // namespace
 

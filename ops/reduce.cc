@@ -81,12 +81,13 @@ TESSEL_OP("mean")
     .sbp(reduction_sbp)
     .localizes([](const LocalizeContext& c, Attributes& attrs) {
       // A shard divides by the logical count, so the shards' partial means add up to the mean.
-      attrs.set("divisor", c.logical_inputs[0].shape.numel() / std::max<int64_t>(1, c.logical_outputs[0].shape.numel()));
+      attrs.set("divisor",
+                c.logical_inputs[0].shape.numel() / std::max<int64_t>(1, c.logical_outputs[0].shape.numel()));
     })
     .differentiates([](GradientContext& c) {
-  const int64_t count = reduced_count(c.input(0).shape(), c.attrs().get_ints("axes"));
-  c.set_input_gradient(0, scale(spread_back(c), 1.0 / static_cast<double>(count)));
-});
+      const int64_t count = reduced_count(c.input(0).shape(), c.attrs().get_ints("axes"));
+      c.set_input_gradient(0, scale(spread_back(c), 1.0 / static_cast<double>(count)));
+    });
 
 }  // namespace
 

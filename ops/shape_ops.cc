@@ -104,8 +104,7 @@ TESSEL_OP("concat")
       return {{Shape(dims), first.dtype}};
     })
     .sbp([](const SbpContext& c) {
-      return along_axis_sbp(c, axis_of(c.inputs[0].shape, c.attrs.get_int("axis")),
-                            {repeated(c.inputs.size(), P)});
+      return along_axis_sbp(c, axis_of(c.inputs[0].shape, c.attrs.get_int("axis")), {repeated(c.inputs.size(), P)});
     })
     .differentiates([](GradientContext& c) {
       const Shape& out = c.output().shape();
@@ -157,7 +156,8 @@ TESSEL_OP("slice")
     .localizes([](const LocalizeContext& c, Attributes& attrs) {
       std::vector<int64_t> ends = attrs.get_ints("ends");
       for (int axis = 0; axis < c.local_inputs[0].shape.rank(); ++axis) {
-        if (c.local_inputs[0].shape[axis] != c.logical_inputs[0].shape[axis]) ends[axis] = c.local_inputs[0].shape[axis];
+        if (c.local_inputs[0].shape[axis] != c.logical_inputs[0].shape[axis])
+          ends[axis] = c.local_inputs[0].shape[axis];
       }
       attrs.set("ends", ends);
     })

@@ -120,13 +120,13 @@ double table_bytes(const Sbp& from, const Sbp& to, double total, double n) {
   if (from == to) return 0;
   const bool fp = from.is_partial(), tp = to.is_partial();
   const bool fs = from.is_split(), ts = to.is_split();
-  if (fp && tp) return 2 * total * (n - 1) / n;                   // P(sum) <-> P(max): via B
+  if (fp && tp) return 2 * total * (n - 1) / n;                                 // P(sum) <-> P(max): via B
   if (fp && to.kind() == Sbp::Kind::broadcast) return 2 * total * (n - 1) / n;  // all-reduce
-  if (fp && ts) return total * (n - 1) / n;                       // reduce-scatter
+  if (fp && ts) return total * (n - 1) / n;                                     // reduce-scatter
   if (fs && to.kind() == Sbp::Kind::broadcast) return total * (n - 1) / n;      // all-gather
-  if (fs && ts) return total * (n - 1) / (n * n);                 // all-to-all
-  if (fs && tp) return total * (n - 1) / n;                       // all-gather, then keep one
-  return 0;                                                       // B -> S, B -> P
+  if (fs && ts) return total * (n - 1) / (n * n);                               // all-to-all
+  if (fs && tp) return total * (n - 1) / n;                                     // all-gather, then keep one
+  return 0;                                                                     // B -> S, B -> P
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ struct BoxingStage {
 
 struct BoxingPlan {
   std::vector<BoxingStage> stages{};  // none when the layouts are equal
-  int64_t bytes = 0;                // over all stages
+  int64_t bytes = 0;                  // over all stages
 };
 
 // Plans the conversion of a tensor of `type` from `from` to `to`. Both layouts must hold the

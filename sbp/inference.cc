@@ -91,8 +91,7 @@ class Inference {
 
   int64_t boxing_bytes(const TensorType& type, const Layout& from, const Layout& to) {
     if (from == to) return 0;
-    const std::string key =
-        concat(type.shape, type.dtype, "|", from.to_string(), "|", to.to_string());
+    const std::string key = concat(type.shape, type.dtype, "|", from.to_string(), "|", to.to_string());
     auto it = cost_cache_.find(key);
     if (it != cost_cache_.end()) return it->second;
     const int64_t bytes = plan_boxing(type, from, to).bytes;
@@ -182,8 +181,8 @@ class Inference {
       const Layout wanted{placement, nd_input(signature, i)};
       if (!layout_fits(inputs[i].shape, wanted)) return std::nullopt;
       const TensorRef& in = node.inputs[i];
-      const bool mutated = std::find(op.mutated_inputs.begin(), op.mutated_inputs.end(), static_cast<int>(i)) !=
-                           op.mutated_inputs.end();
+      const bool mutated =
+          std::find(op.mutated_inputs.begin(), op.mutated_inputs.end(), static_cast<int>(i)) != op.mutated_inputs.end();
       if (!resolved_[in.node]) {
         if (wanted.sbp.has_partial()) return std::nullopt;
         continue;
@@ -209,11 +208,11 @@ class Inference {
     std::string places;
     for (const Placement& p : candidates) places += concat(places.empty() ? "" : " or ", p.to_string());
     const bool update = OpRegistry::global().op(node.op).is_update();
-    return Error::InvalidArgument(concat(
-        "no SBP signature of ", node_context(node), " fits on ", places, " with its inputs ", inputs,
-        update ? "; an update writes its variables in place, so the pins of a parameter and its optimizer state "
-                 "contradict each other unless they are laid out alike"
-               : "; expected pins that let every op split or broadcast its inputs consistently"));
+    return Error::InvalidArgument(
+        concat("no SBP signature of ", node_context(node), " fits on ", places, " with its inputs ", inputs,
+               update ? "; an update writes its variables in place, so the pins of a parameter and its optimizer state "
+                        "contradict each other unless they are laid out alike"
+                      : "; expected pins that let every op split or broadcast its inputs consistently"));
   }
 
   const Graph& graph_;

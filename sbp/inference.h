@@ -9,8 +9,8 @@
 // inputs the SBP the signature needs (sbp/boxing.h). Ties go to the signature that needs no
 // boxing at all, then to one whose output keeps the layout of an input (a free B -> S slice
 // now would cost an all-gather later), then to the op's first declared signature. The
-// choice is greedy, op by op: a pin (to()) fixes a layout that only looking ahead would find. Candidate placements are those of
-// its inputs (the default placement when none is known yet).
+// choice is greedy, op by op: a pin (to()) fixes a layout that only looking ahead would find. Candidate placements are
+// those of its inputs (the default placement when none is known yet).
 //
 // Pins are never overridden: a pinned input or parameter (pin()) has exactly its layout, and
 // the output of to() has exactly the layout it names; boxing converts around them. An

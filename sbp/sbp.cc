@@ -139,16 +139,19 @@ Placement Placement::cpu_mesh(int rows, int cols, int first) {
 Placement Placement::parse(std::string_view text) {
   const std::string_view t = trim(text);
   const auto fail = [&](std::string_view why) {
-    return Error::InvalidArgument(
-        concat("'", text, "' is not a placement (", why, "; expected e.g. \"cpu:{0,1,2,3}\" or \"cpu:{0,1,2,3} mesh [2, 2]\")"));
+    return Error::InvalidArgument(concat("'", text, "' is not a placement (", why,
+                                         "; expected e.g. \"cpu:{0,1,2,3}\" or \"cpu:{0,1,2,3} mesh [2, 2]\")"));
   };
   const size_t colon = t.find(':');
   if (colon == std::string_view::npos) throw fail("no device type");
   Placement placement;
   const std::string_view type = t.substr(0, colon);
-  if (type == "cpu") placement.device = DeviceType::cpu;
-  else if (type == "cuda") placement.device = DeviceType::cuda;
-  else throw fail(concat("unknown device type '", type, "'"));
+  if (type == "cpu")
+    placement.device = DeviceType::cpu;
+  else if (type == "cuda")
+    placement.device = DeviceType::cuda;
+  else
+    throw fail(concat("unknown device type '", type, "'"));
   const size_t open = t.find('{', colon), close = t.find('}', colon);
   if (open != colon + 1 || close == std::string_view::npos) throw fail("no {device list}");
   std::string_view list = t.substr(open + 1, close - open - 1);

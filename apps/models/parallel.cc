@@ -86,7 +86,7 @@ ParallelExample tensor_parallel(const ExampleSize& size) {
   pin(l1.bias, e.placement, {S(0)});
   pin(l2.weight, e.placement, {S(0)});  // row-parallel: its product is P(sum)
   pin(l2.bias, e.placement, {B});
-  Tensor h = relu(apply(l1, x));  // S(1): each device holds its hidden columns
+  Tensor h = relu(apply(l1, x));          // S(1): each device holds its hidden columns
   Tensor partial = matmul(h, l2.weight);  // P(sum): every device holds a full-shape partial product
   // Megatron's all-reduce: without this pin, inference (greedy, op by op) would reduce-scatter
   // the product to S(0), the cheaper conversion here, and pay for it in the backward pass.
@@ -105,8 +105,7 @@ ParallelExample pipeline(const ExampleSize& size) {
                     .graph = std::make_unique<Graph>(1),
                     .placement = stage1};
   if (size.micro_batches < 1 || size.batch % size.micro_batches != 0) {
-    throw Error::InvalidArgument(
-        concat(size.micro_batches, " micro-batches do not divide the batch of ", size.batch));
+    throw Error::InvalidArgument(concat(size.micro_batches, " micro-batches do not divide the batch of ", size.batch));
   }
   Graph& g = *e.graph;
   const Layer l1 = layer(g, "l1", size.inputs, size.hidden), l2 = layer(g, "l2", size.hidden, size.outputs);

@@ -82,14 +82,14 @@ int main(int argc, char** argv) {
                 plan.ranks(0).devices_size(), actors, static_cast<long long>(plan.boxing_bytes()),
                 static_cast<long long>(plan.boxing_lower_bound()));
     std::printf("%6s  %14s  %14s\n", "step", "loss (devices)", "loss (1 device)");
-    session.run(steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
-                [&](int64_t step, const std::vector<HostTensor>& fetched) {
-                  const std::vector<HostTensor> expected = reference.train_step(example.feeds(step), {example.loss});
-                  if (step % every == 0 || step + 1 == steps) {
-                    std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0),
-                                expected[0].get(0));
-                  }
-                });
+    session.run(
+        steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
+        [&](int64_t step, const std::vector<HostTensor>& fetched) {
+          const std::vector<HostTensor> expected = reference.train_step(example.feeds(step), {example.loss});
+          if (step % every == 0 || step + 1 == steps) {
+            std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0), expected[0].get(0));
+          }
+        });
     double worst = 0;
     std::string worst_name;
     for (const Tensor& param : g.params()) {

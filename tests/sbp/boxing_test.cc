@@ -3,6 +3,8 @@
 // shards are made from a logical tensor by the SBP's definition; the plan is applied to them
 // piece by piece, and every target shard must hold what the target SBP's definition says.
 // Through actors, a chain of to() conversions must hand back the same values.
+#include "sbp/boxing.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +14,6 @@
 #include "proto/plan.pb.h"
 #include "runtime/interpreter.h"
 #include "runtime/session.h"
-#include "sbp/boxing.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -127,7 +128,9 @@ void check_conversion(const Shape& shape, const Layout& from, const Layout& to) 
     bytes += stage.bytes;
   }
   EXPECT_EQ(bytes, plan.bytes) << what;
-  if (from == to) EXPECT_TRUE(plan.stages.empty()) << what;
+  if (from == to) {
+    EXPECT_TRUE(plan.stages.empty()) << what;
+  }
   expect_definition(whole, to, shards, what);
 }
 
@@ -170,10 +173,10 @@ TEST(Boxing, EveryConversionOnATwoByTwoMeshOneAxisAtATime) {
 }
 
 TEST(Boxing, EveryConversionBetweenDifferentPlacements) {
-  check_every_pair({5, 7}, Placement::cpu(2), Placement::cpu(2, 2));              // a pipeline hand-off
-  check_every_pair({5, 7}, Placement::cpu(3), Placement::cpu_devices({3, 1}));    // overlapping devices
-  check_every_pair({6, 5}, Placement::cpu_mesh(2, 2), Placement::cpu(2));         // 2-D to 1-D
-  check_every_pair({5, 7}, Placement::cpu(1), Placement::cpu_mesh(2, 2));         // one device to a mesh
+  check_every_pair({5, 7}, Placement::cpu(2), Placement::cpu(2, 2));            // a pipeline hand-off
+  check_every_pair({5, 7}, Placement::cpu(3), Placement::cpu_devices({3, 1}));  // overlapping devices
+  check_every_pair({6, 5}, Placement::cpu_mesh(2, 2), Placement::cpu(2));       // 2-D to 1-D
+  check_every_pair({5, 7}, Placement::cpu(1), Placement::cpu_mesh(2, 2));       // one device to a mesh
 }
 
 // On an even tensor the planner moves exactly the bytes of DESIGN.md's table.

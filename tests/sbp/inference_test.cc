@@ -1,10 +1,11 @@
 // SBP inference: pins are honoured, the cheaper of two alternatives wins, and a user's
 // mistake is an Error that names the tensor.
+#include "sbp/inference.h"
+
 #include <gtest/gtest.h>
 
 #include "ops/ops.h"
 #include "sbp/boxing.h"
-#include "sbp/inference.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -110,8 +111,8 @@ TEST(InferenceErrors, NameTheTensorAndWhatWasExpected) {
   EXPECT_TESSEL_ERROR(pin(x, kFour, {S(0)}), ErrorCode::kInvalidArgument, "'x'", "extent 3",
                       "some device would hold nothing");
   EXPECT_TESSEL_ERROR(pin(x, kTwo, {S(0), B}), ErrorCode::kInvalidArgument, "'x'", "2 entries", "1 axes");
-  EXPECT_TESSEL_ERROR(pin(x, Placement::cpu_mesh(2, 2), {P, Sbp::partial_max()}), ErrorCode::kInvalidArgument,
-                      "'x'", "mixes P(sum) and P(max)");
+  EXPECT_TESSEL_ERROR(pin(x, Placement::cpu_mesh(2, 2), {P, Sbp::partial_max()}), ErrorCode::kInvalidArgument, "'x'",
+                      "mixes P(sum) and P(max)");
   EXPECT_TESSEL_ERROR(pin(x, kTwo, {P}), ErrorCode::kInvalidArgument, "'x'", "partial", "expected S(axis) or B");
   EXPECT_TESSEL_ERROR(pin(relu(x), kTwo, {B}), ErrorCode::kInvalidArgument, "relu", "use to(");
   EXPECT_TESSEL_ERROR(to(x, kTwo, {S(5)}), ErrorCode::kInvalidArgument, "'x'", "S(5)");
@@ -142,8 +143,8 @@ TEST(InferenceErrors, ContradictoryPinsAreRefused) {
 }
 
 TEST(Layouts, PlacementsPrintAndParse) {
-  for (const Placement& p : {Placement::cpu(1), Placement::cpu(4, 2), Placement::cpu_mesh(2, 2),
-                             Placement::cpu_devices({3, 1})}) {
+  for (const Placement& p :
+       {Placement::cpu(1), Placement::cpu(4, 2), Placement::cpu_mesh(2, 2), Placement::cpu_devices({3, 1})}) {
     EXPECT_EQ(Placement::parse(p.to_string()), p) << p.to_string();
   }
   EXPECT_EQ(Placement::parse("cpu:{0, 1}"), Placement::cpu(2));

@@ -33,11 +33,16 @@ struct RandomCase {
 
 Placement mesh_of_case(uint64_t seed) {
   switch (seed % 5) {
-    case 0: return Placement::cpu(1);
-    case 1: return Placement::cpu(2);
-    case 2: return Placement::cpu(3);
-    case 3: return Placement::cpu(4);
-    default: return Placement::cpu_mesh(2, 2);
+    case 0:
+      return Placement::cpu(1);
+    case 1:
+      return Placement::cpu(2);
+    case 2:
+      return Placement::cpu(3);
+    case 3:
+      return Placement::cpu(4);
+    default:
+      return Placement::cpu_mesh(2, 2);
   }
 }
 
@@ -63,13 +68,16 @@ void build(RandomCase& r, uint64_t seed) {
   // Placements a to() may hand off to: the mesh, part of it, one device, the devices reversed.
   const auto random_placement = [&]() -> Placement {
     switch (pick(0, 5)) {
-      case 0: return Placement::cpu_devices({mesh.devices.back()});
+      case 0:
+        return Placement::cpu_devices({mesh.devices.back()});
       case 1: {
         std::vector<int> reversed(mesh.devices.rbegin(), mesh.devices.rend());
         return Placement::cpu_devices(reversed);
       }
-      case 2: return mesh.size() > 1 ? Placement::cpu(mesh.size() - 1, 1) : mesh;
-      default: return mesh;
+      case 2:
+        return mesh.size() > 1 ? Placement::cpu(mesh.size() - 1, 1) : mesh;
+      default:
+        return mesh;
     }
   };
   const auto maybe_pin = [&](const Tensor& leaf) {
@@ -112,22 +120,54 @@ void build(RandomCase& r, uint64_t seed) {
   for (int i = 0, count = static_cast<int>(pick(4, 12)); i < count; ++i) {
     Tensor t;
     switch (pick(0, 15)) {
-      case 0: t = add(operand(), operand()), log += "add "; break;
-      case 1: t = sub(operand(), operand()), log += "sub "; break;
-      case 2: t = mul(operand(), operand()), log += "mul "; break;
-      case 3: t = matmul(operand(), operand()), log += "matmul "; break;
-      case 4: t = matmul(operand(), operand(), {.transpose_a = true}), log += "matmul-ta "; break;
-      case 5: t = relu(operand()), log += "relu "; break;
-      case 6: t = tanh(operand()), log += "tanh "; break;
-      case 7: t = scale(operand(), 0.5), log += "scale "; break;
-      case 8: t = transpose(operand(), {1, 0}), log += "transpose "; break;
-      case 9: t = softmax(operand(), pick(0, 1)), log += "softmax "; break;
-      case 10: t = bias_add(operand(), bias), log += "bias_add "; break;
-      case 11: t = slice(concat({operand(), operand()}, 0), {n / 2, 0}, {n / 2 + n, n}), log += "concat-slice "; break;
-      case 12: t = add(operand(), mean(operand(), {0}, true)), log += "add-mean "; break;
-      case 13: t = reshape(reshape(operand(), {n * n}), {n, n}), log += "reshape "; break;
-      case 14: t = div(operand(), add(sigmoid(operand()), fill(g, {n}, 1.0))), log += "div "; break;
-      default: t = dropout(operand(), 0.25, 11), log += "dropout "; break;
+      case 0:
+        t = add(operand(), operand()), log += "add ";
+        break;
+      case 1:
+        t = sub(operand(), operand()), log += "sub ";
+        break;
+      case 2:
+        t = mul(operand(), operand()), log += "mul ";
+        break;
+      case 3:
+        t = matmul(operand(), operand()), log += "matmul ";
+        break;
+      case 4:
+        t = matmul(operand(), operand(), {.transpose_a = true}), log += "matmul-ta ";
+        break;
+      case 5:
+        t = relu(operand()), log += "relu ";
+        break;
+      case 6:
+        t = tanh(operand()), log += "tanh ";
+        break;
+      case 7:
+        t = scale(operand(), 0.5), log += "scale ";
+        break;
+      case 8:
+        t = transpose(operand(), {1, 0}), log += "transpose ";
+        break;
+      case 9:
+        t = softmax(operand(), pick(0, 1)), log += "softmax ";
+        break;
+      case 10:
+        t = bias_add(operand(), bias), log += "bias_add ";
+        break;
+      case 11:
+        t = slice(concat({operand(), operand()}, 0), {n / 2, 0}, {n / 2 + n, n}), log += "concat-slice ";
+        break;
+      case 12:
+        t = add(operand(), mean(operand(), {0}, true)), log += "add-mean ";
+        break;
+      case 13:
+        t = reshape(reshape(operand(), {n * n}), {n, n}), log += "reshape ";
+        break;
+      case 14:
+        t = div(operand(), add(sigmoid(operand()), fill(g, {n}, 1.0))), log += "div ";
+        break;
+      default:
+        t = dropout(operand(), 0.25, 11), log += "dropout ";
+        break;
     }
     pool.push_back(t);
   }
@@ -151,7 +191,8 @@ void build(RandomCase& r, uint64_t seed) {
 Feeds feeds_for(const RandomCase& r, int64_t step, uint64_t seed) {
   Feeds feeds;
   for (size_t i = 0; i < r.inputs.size(); ++i) {
-    feeds[r.inputs[i]] = testing::random_tensor(r.graph.find_node(r.inputs[i])->outputs[0].shape, seed * 100 + step * 10 + i);
+    feeds[r.inputs[i]] =
+        testing::random_tensor(r.graph.find_node(r.inputs[i])->outputs[0].shape, seed * 100 + step * 10 + i);
   }
   return feeds;
 }

@@ -38,14 +38,20 @@ std::vector<OpCase> cases() {
   const DType f = DType::f32;
   return {
       {"matmul", {{{6, 5}, f}, {{5, 4}, f}}, [](const V& x) { return matmul(x[0], x[1]); }},
-      {"matmul", {{{5, 6}, f}, {{4, 5}, f}}, [](const V& x) { return matmul(x[0], x[1], {true, true}); }},
+      {"matmul",
+       {{{5, 6}, f}, {{4, 5}, f}},
+       [](const V& x) {
+         return matmul(x[0], x[1], {true, true});
+       }},
       {"matmul", {{{3, 6, 5}, f}, {{3, 5, 4}, f}}, [](const V& x) { return matmul(x[0], x[1]); }},
       {"matmul", {{{3, 6, 5}, f}, {{5, 4}, f}}, [](const V& x) { return matmul(x[0], x[1]); }},
       {"add", {{{6, 5}, f}, {{6, 5}, f}}, [](const V& x) { return x[0] + x[1]; }},
       {"add", {{{6, 5}, f}, {{5}, f}}, [](const V& x) { return x[0] + x[1]; }},
       {"sub", {{{6, 5}, f}, {{6, 1}, f}}, [](const V& x) { return x[0] - x[1]; }},
       {"mul", {{{6, 5}, f}, {{6, 5}, f}}, [](const V& x) { return x[0] * x[1]; }},
-      {"div", {{{6, 5}, f}, {{5}, f}}, [](const V& x) { return x[0] / (sigmoid(x[1]) + x[1] * x[1] + 1.0 * x[1] * 0); }},
+      {"div",
+       {{{6, 5}, f}, {{5}, f}},
+       [](const V& x) { return x[0] / (sigmoid(x[1]) + x[1] * x[1] + 1.0 * x[1] * 0); }},
       {"scale", {{{6, 5}, f}}, [](const V& x) { return scale(x[0], -1.5); }},
       {"bias_add", {{{6, 5}, f}, {{5}, f}}, [](const V& x) { return bias_add(x[0], x[1]); }},
       {"relu", {{{6, 5}, f}}, [](const V& x) { return relu(x[0]); }},
@@ -55,37 +61,75 @@ std::vector<OpCase> cases() {
       {"softmax", {{{6, 5}, f}}, [](const V& x) { return softmax(x[0]); }},
       {"softmax", {{{6, 5}, f}}, [](const V& x) { return softmax(x[0], 0); }},
       {"log_softmax", {{{6, 5}, f}}, [](const V& x) { return log_softmax(x[0]); }},
-      {"cross_entropy", {{{6, 5}, f}, {{6}, DType::i64}}, [](const V& x) { return cross_entropy(x[0], x[1]); },
+      {"cross_entropy",
+       {{{6, 5}, f}, {{6}, DType::i64}},
+       [](const V& x) { return cross_entropy(x[0], x[1]); },
        {labels(6, 5)}},
-      {"cross_entropy", {{{6, 5}, f}, {{6}, DType::i64}},
-       [](const V& x) { return cross_entropy(x[0], x[1], Reduction::sum); }, {labels(6, 5)}},
-      {"cross_entropy", {{{6, 5}, f}, {{6}, DType::i64}},
-       [](const V& x) { return cross_entropy(x[0], x[1], Reduction::none); }, {labels(6, 5)}},
+      {"cross_entropy",
+       {{{6, 5}, f}, {{6}, DType::i64}},
+       [](const V& x) { return cross_entropy(x[0], x[1], Reduction::sum); },
+       {labels(6, 5)}},
+      {"cross_entropy",
+       {{{6, 5}, f}, {{6}, DType::i64}},
+       [](const V& x) { return cross_entropy(x[0], x[1], Reduction::none); },
+       {labels(6, 5)}},
       {"sum", {{{6, 5}, f}}, [](const V& x) { return sum(x[0], {0}); }},
       {"sum", {{{6, 5}, f}}, [](const V& x) { return sum(x[0], {1}, true); }},
       {"sum", {{{6, 5}, f}}, [](const V& x) { return sum(x[0]); }},
       {"mean", {{{6, 5}, f}}, [](const V& x) { return mean(x[0], {0}); }},
       {"mean", {{{6, 5}, f}}, [](const V& x) { return mean(x[0]); }},
-      {"reshape", {{{6, 10}, f}}, [](const V& x) { return reshape(x[0], {6, 2, 5}); }},
-      {"transpose", {{{6, 5}, f}}, [](const V& x) { return transpose(x[0], {1, 0}); }},
-      {"concat", {{{3, 5}, f}, {{4, 5}, f}}, [](const V& x) { return concat({x[0], x[1]}, 0); }},
-      {"concat", {{{6, 3}, f}, {{6, 4}, f}}, [](const V& x) { return concat({x[0], x[1]}, 1); }},
-      {"slice", {{{6, 5}, f}}, [](const V& x) { return slice(x[0], {0, 1}, {6, 4}); }},
-      {"slice", {{{6, 5}, f}}, [](const V& x) { return slice(x[0], {1, 0}, {5, 5}); }},
+      {"reshape",
+       {{{6, 10}, f}},
+       [](const V& x) {
+         return reshape(x[0], {6, 2, 5});
+       }},
+      {"transpose",
+       {{{6, 5}, f}},
+       [](const V& x) {
+         return transpose(x[0], {1, 0});
+       }},
+      {"concat",
+       {{{3, 5}, f}, {{4, 5}, f}},
+       [](const V& x) {
+         return concat({x[0], x[1]}, 0);
+       }},
+      {"concat",
+       {{{6, 3}, f}, {{6, 4}, f}},
+       [](const V& x) {
+         return concat({x[0], x[1]}, 1);
+       }},
+      {"slice",
+       {{{6, 5}, f}},
+       [](const V& x) {
+         return slice(x[0], {0, 1}, {6, 4});
+       }},
+      {"slice",
+       {{{6, 5}, f}},
+       [](const V& x) {
+         return slice(x[0], {1, 0}, {5, 5});
+       }},
       {"layer_norm", {{{6, 5}, f}, {{5}, f}, {{5}, f}}, [](const V& x) { return layer_norm(x[0], x[1], x[2]); }},
-      {"embedding", {{{7, 6}, f}, {{6}, DType::i64}}, [](const V& x) { return embedding(x[0], x[1]); },
-       {labels(6, 7)}},
+      {"embedding", {{{7, 6}, f}, {{6}, DType::i64}}, [](const V& x) { return embedding(x[0], x[1]); }, {labels(6, 7)}},
       {"dropout", {{{6, 5}, f}}, [](const V& x) { return dropout(x[0], 0.4, 5); }},
-      {"broadcast_to", {{{6, 1}, f}}, [](const V& x) { return broadcast_to(x[0], {3, 6, 5}); }},
-      {"sum_to", {{{3, 6, 5}, f}}, [](const V& x) { return sum_to(x[0], {6, 1}); }},
+      {"broadcast_to",
+       {{{6, 1}, f}},
+       [](const V& x) {
+         return broadcast_to(x[0], {3, 6, 5});
+       }},
+      {"sum_to",
+       {{{3, 6, 5}, f}},
+       [](const V& x) {
+         return sum_to(x[0], {6, 1});
+       }},
   };
 }
 
 std::vector<SbpSignature> signatures_of(const OpCase& c) {
   Graph g;
   V xs;
-  for (size_t i = 0; i < c.inputs.size(); ++i) xs.push_back(g.input(concat("x", i), c.inputs[i].shape, c.inputs[i].dtype));
-  const Tensor y = c.build(xs);
+  for (size_t i = 0; i < c.inputs.size(); ++i)
+    xs.push_back(g.input(concat("x", i), c.inputs[i].shape, c.inputs[i].dtype));
+  c.build(xs);
   for (int id = g.num_nodes() - 1; id >= 0; --id) {
     const Node& node = g.node(id);
     if (node.op != c.op) continue;
