@@ -54,15 +54,23 @@ std::function<Feeds(int64_t)> teacher_data(const ExampleSize& size, int micro_ba
   };
 }
 
+// Inputs x and target of the whole batch, and the two layers.
+struct TwoLayers {
+  Tensor x, target;
+  Layer l1, l2;
+};
+TwoLayers two_layers(Graph& g, const ExampleSize& size) {
+  return {g.input("x", {size.batch, size.inputs}), g.input("target", {size.batch, size.outputs}),
+          layer(g, "l1", size.inputs, size.hidden), layer(g, "l2", size.hidden, size.outputs)};
+}
+
 ParallelExample data_parallel(const ExampleSize& size) {
   ParallelExample e{.name = "data-parallel",
                     .summary = "4 devices: batch S(0), parameters B, gradients P then all-reduced",
                     .graph = std::make_unique<Graph>(1),
                     .placement = Placement::cpu(4)};
   Graph& g = *e.graph;
-  Tensor x = g.input("x", {size.batch, size.inputs});
-  Tensor target = g.input("target", {size.batch, size.outputs});
-  const Layer l1 = layer(g, "l1", size.inputs, size.hidden), l2 = layer(g, "l2", size.hidden, size.outputs);
+  const auto [x, target, l1, l2] = two_layers(g, size);
   pin(x, e.placement, {S(0)});
   pin(target, e.placement, {S(0)});
   for (const Tensor& p : {l1.weight, l1.bias, l2.weight, l2.bias}) pin(p, e.placement, {B});
@@ -78,9 +86,7 @@ ParallelExample tensor_parallel(const ExampleSize& size) {
                     .graph = std::make_unique<Graph>(1),
                     .placement = Placement::cpu(4)};
   Graph& g = *e.graph;
-  Tensor x = g.input("x", {size.batch, size.inputs});
-  Tensor target = g.input("target", {size.batch, size.outputs});
-  const Layer l1 = layer(g, "l1", size.inputs, size.hidden), l2 = layer(g, "l2", size.hidden, size.outputs);
+  const auto [x, target, l1, l2] = two_layers(g, size);
   pin(x, e.placement, {B});
   pin(l1.weight, e.placement, {S(1)});  // column-parallel
   pin(l1.bias, e.placement, {S(0)});
@@ -136,9 +142,7 @@ ParallelExample hybrid(const ExampleSize& size) {
                     .graph = std::make_unique<Graph>(1),
                     .placement = mesh};
   Graph& g = *e.graph;
-  Tensor x = g.input("x", {size.batch, size.inputs});
-  Tensor target = g.input("target", {size.batch, size.outputs});
-  const Layer l1 = layer(g, "l1", size.inputs, size.hidden), l2 = layer(g, "l2", size.hidden, size.outputs);
+  const auto [x, target, l1, l2] = two_layers(g, size);
   pin(x, mesh, {S(0), B});
   pin(target, mesh, {S(0), B});
   pin(l1.weight, mesh, {B, S(1)});

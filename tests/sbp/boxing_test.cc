@@ -38,15 +38,24 @@ std::vector<int> group_key(const Layout& layout, int index) {
   return key;
 }
 
+std::map<std::vector<int>, std::vector<int>> groups_of(const Layout& layout) {
+  std::map<std::vector<int>, std::vector<int>> groups;
+  for (int d = 0; d < layout.placement.size(); ++d) groups[group_key(layout, d)].push_back(d);
+  return groups;
+}
+
+bool holds_maxima(const Layout& layout) {
+  return std::any_of(layout.sbp.sbps().begin(), layout.sbp.sbps().end(),
+                     [](const Sbp& s) { return s.kind() == Sbp::Kind::partial_max; });
+}
+
 // Shards of `whole` by the definition of `layout`: S and B hold their box; the devices of a P
 // group hold values whose sum (or max) is the box: random ones, and one device the remainder
 // (or the value itself, the others something smaller).
 Shards make_shards(const HostTensor& whole, const Layout& layout, uint64_t seed) {
   Shards shards(layout.placement.size());
-  std::map<std::vector<int>, std::vector<int>> groups;
-  for (int d = 0; d < layout.placement.size(); ++d) groups[group_key(layout, d)].push_back(d);
-  const bool max = std::any_of(layout.sbp.sbps().begin(), layout.sbp.sbps().end(),
-                               [](const Sbp& s) { return s.kind() == Sbp::Kind::partial_max; });
+  const auto groups = groups_of(layout);
+  const bool max = holds_maxima(layout);
   for (const auto& [key, members] : groups) {
     const HostTensor box = box_of(whole, shard_region(whole.shape(), layout.placement, layout.sbp, members[0]));
     HostTensor remainder = box.clone();
@@ -100,10 +109,8 @@ Shards apply(const BoxingStage& stage, const Shape& shape, const Shards& sources
 
 // Every target shard holds what `layout` says it holds of `whole`.
 void expect_definition(const HostTensor& whole, const Layout& layout, const Shards& shards, const std::string& what) {
-  std::map<std::vector<int>, std::vector<int>> groups;
-  for (int d = 0; d < layout.placement.size(); ++d) groups[group_key(layout, d)].push_back(d);
-  const bool max = std::any_of(layout.sbp.sbps().begin(), layout.sbp.sbps().end(),
-                               [](const Sbp& s) { return s.kind() == Sbp::Kind::partial_max; });
+  const auto groups = groups_of(layout);
+  const bool max = holds_maxima(layout);
   for (const auto& [key, members] : groups) {
     const HostTensor box = box_of(whole, shard_region(whole.shape(), layout.placement, layout.sbp, members[0]));
     for (int64_t i = 0; i < box.numel(); ++i) {
