@@ -47,8 +47,10 @@ struct Executor::Impl {
     shared->profile = profile != nullptr && std::strcmp(profile, "0") != 0;
     hosting::RankLayout layout;
     layout.variables = variables;
+    int total = 0;  // actors over the rank
     for (const proto::DevicePlan& device : share.devices()) {
-      layout.first_actor.push_back(0);
+      layout.first_actor.push_back(total);
+      total += device.actors_size();
       arenas.push_back(std::make_unique<HostArena>(device.arena_bytes(), kPoison));
       layout.arenas.push_back(arenas.back()->data());
       if (share.devices_size() > 1) {
@@ -57,11 +59,6 @@ struct Executor::Impl {
       } else {
         shared->devices.push_back(nullptr);
       }
-    }
-    int total = 0;
-    for (int d = 0; d < share.devices_size(); ++d) {
-      layout.first_actor[d] = total;
-      total += share.devices(d).actors_size();
     }
     shared->nanoseconds.assign(total, 0);
     for (int d = 0; d < share.devices_size(); ++d) {

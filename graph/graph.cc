@@ -251,4 +251,8 @@ std::vector<Tensor> Graph::params() {
   return result;
 }
 
+std::string describe(const Node& node) {
+  return concat(node.op, " '", node.name, "' (created at ", node.location, ")");
+}
+
 }  // namespace tessel

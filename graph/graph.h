@@ -185,5 +185,7 @@ class Graph {
 };
 
 std::string to_string(const SourceLocation& where);
+// "matmul 'fc1' (created at mlp.cc:12)": how errors name a node.
+std::string describe(const Node& node);
 
 }  // namespace tessel

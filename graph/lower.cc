@@ -12,10 +12,6 @@
 namespace tessel::physical {
 namespace {
 
-std::string node_context(const Node& node) {
-  return concat(node.op, " '", node.name, "' (created at ", node.location, ")");
-}
-
 // The nodes a step runs: the fetched ones, the updates of a training plan, and their inputs.
 std::vector<bool> needed_nodes(const Graph& graph, const std::vector<Tensor>& fetches, bool training) {
   std::vector<bool> needed(graph.num_nodes(), false);
@@ -43,13 +39,11 @@ class Lowering {
 
   PhysicalGraph run() {
     collect_devices();
-    std::map<int, std::vector<int>> variable_records;  // logical node -> records, by placement index
     for (const Node& node : graph_.nodes()) {
       if (node.op != "variable") continue;
       const Layout layout = layouts_.output({node.id, 0});
       for (int e = 0; e < layout.placement.size(); ++e) {
         const Region region = shard_region(node.outputs[0].shape, layout.placement, layout.sbp, e);
-        variable_records[node.id].push_back(static_cast<int>(result_.variables.size()));
         result_.variables.push_back({.logical = node.id,
                                      .device = device_index(layout.placement.devices[e]),
                                      .whole = node.outputs[0],
@@ -58,7 +52,6 @@ class Lowering {
                                      .layout = layout.to_string()});
       }
     }
-    variable_records_ = std::move(variable_records);
     const std::vector<bool> needed = needed_nodes(graph_, fetches_, training_);
     std::vector<int> updates;
     for (const Node& node : graph_.nodes()) {
@@ -158,12 +151,6 @@ class Lowering {
       for (size_t o = 0; o < node.outputs.size(); ++o) {
         physical_[{node.id, static_cast<int>(o)}].push_back({ref.node, static_cast<int>(o)});
       }
-      if (node.op == "variable") {
-        for (int record : variable_records_[node.id]) {
-          if (result_.variables[record].device == result_.nodes[ref.node].device)
-            result_.variables[record].node = ref.node;
-        }
-      }
     }
   }
 
@@ -174,10 +161,10 @@ class Lowering {
     try {
       inferred = op.infer(InferContext{local_inputs, instance.attrs});
     } catch (const Error& error) {
-      throw error.with_context(concat("laying ", node_context(node), " over its devices (a bug in its SBP rules)"));
+      throw error.with_context(concat("laying ", describe(node), " over its devices (a bug in its SBP rules)"));
     }
     if (inferred != instance.outputs) {
-      throw Error::FailedPrecondition(concat("laying ", node_context(node),
+      throw Error::FailedPrecondition(concat("laying ", describe(node),
                                              " over its devices: a shard's outputs do not have the shapes its SBP "
                                              "signature gives (a bug in its SBP rules)"));
     }
@@ -282,7 +269,6 @@ class Lowering {
   const std::vector<Tensor>& fetches_;
   bool training_;
   PhysicalGraph result_;
-  std::map<int, std::vector<int>> variable_records_;
   std::map<TensorRef, std::vector<TensorRef>> physical_;  // logical tensor -> per device of its placement
   std::map<std::string, std::vector<TensorRef>> conversions_;
   int boxing_count_ = 0;

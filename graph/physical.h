@@ -39,7 +39,6 @@ struct PhysicalVariable {
   TensorType whole, shard;
   std::vector<int64_t> starts{};
   std::string layout{};
-  int node = -1;  // its physical node, -1 when no actor reads it
 };
 
 struct PhysicalGraph {

@@ -65,19 +65,18 @@ void pin(const Tensor& leaf, const Placement& placement, const NdSbp& sbp) {
                                         node.name, "' is made by ", node.op, " (at ", node.location,
                                         "); use to(tensor, placement, sbp) for an intermediate tensor"));
   }
-  for (int axis = 0; axis < sbp.size(); ++axis) {
-    if (sbp[axis].is_partial()) {
-      throw Error::InvalidArgument(concat("pin('", node.name, "'): ", sbp.to_string(), " holds partial values, which ",
-                                          node.op, " '", node.name, "' cannot start from (expected S(axis) or B)"));
-    }
+  if (sbp.has_partial()) {
+    throw Error::InvalidArgument(concat("pin('", node.name, "'): ", sbp.to_string(), " holds partial values, which ",
+                                        node.op, " '", node.name, "' cannot start from (expected S(axis) or B)"));
   }
-  if (node.attrs.has("sbp")) {
-    const std::string before = concat(node.attrs.get_string("sbp"), " on ",
-                                      node.attrs.has("placement") ? node.attrs.get_string("placement") : "the default");
-    if (before != Layout{placement, sbp}.to_string()) {
+  const Layout wanted{placement, sbp};
+  if (node.attrs.has("sbp")) {  // a graph file may pin an SBP alone, on the default placement
+    const Layout before{node.attrs.has("placement") ? Placement::parse(node.attrs.get_string("placement")) : placement,
+                        NdSbp::parse(node.attrs.get_string("sbp"))};
+    if (before != wanted) {
       throw Error::InvalidArgument(concat("pin('", node.name, "'): pins contradict each other: '", node.name,
-                                          "' is already pinned to ", before, ", and now to ",
-                                          Layout{placement, sbp}.to_string()));
+                                          "' is already pinned to ", before.to_string(), ", and now to ",
+                                          wanted.to_string()));
     }
   }
   node.attrs.set("placement", placement.to_string());

@@ -104,7 +104,7 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
       output_views.push_back(outputs.back().view());
     }
     const DType dispatch = inputs.empty() ? node.outputs[0].dtype : inputs[0].dtype;
-    const std::string context = concat(node.op, " '", node.name, "' (created at ", node.location, ")");
+    const std::string context = describe(node);
     try {
       const KernelFn kernel = OpRegistry::global().kernel(node.op, DeviceType::cpu, dispatch);
       kernel(KernelContext{inputs, output_views, node.attrs, step_, training});

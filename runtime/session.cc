@@ -37,6 +37,7 @@ struct Session::Impl {
     }
     plan = compile_plan(graph, plan_options);
     const proto::RankPlan& rank = plan.ranks(0);
+    std::map<std::string, Attributes> attrs;  // each variable's node attributes (its initializer)
     for (int d = 0; d < rank.devices_size(); ++d) {
       const proto::DevicePlan& device = rank.devices(d);
       variables.push_back(std::make_unique<HostArena>(device.variable_arena_bytes()));
@@ -105,7 +106,6 @@ struct Session::Impl {
   PlanOptions plan_options;
   std::vector<std::unique_ptr<HostArena>> variables;  // per device of the plan
   std::map<std::string, VariableSlot> slots;
-  std::map<std::string, Attributes> attrs;  // each variable's node attributes (its initializer)
   std::map<std::vector<Tensor>, EvaluationPlan> evaluation;
   std::unique_ptr<Executor> executor;  // after `variables` and `evaluation`: destroyed first
 };

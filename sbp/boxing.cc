@@ -20,6 +20,16 @@ bool keeps_partial(const Layout& from, const Layout& to, int axis) {
   return from.placement == to.placement && from.sbp[axis].is_partial() && from.sbp[axis] == to.sbp[axis];
 }
 
+// A new P keeps the value on the first device of each of its mesh axes and zeros (or, for
+// P(max), the lowest value) elsewhere: whether target device `index` is such a device.
+bool holds_zeros(const Layout& from, const Layout& to, int index) {
+  const std::vector<int> at = to.placement.coordinates(index);
+  for (int k = 0; k < to.sbp.size(); ++k) {
+    if (to.sbp[k].is_partial() && !keeps_partial(from, to, k) && at[k] != 0) return true;
+  }
+  return false;
+}
+
 // One stage: every target device takes the overlap of its box with the source shards. Of the
 // devices that hold the same values (a B mesh axis) it reads one: its own coordinate on the
 // same mesh, else one chosen round-robin. Partial values on a mesh axis that loses its P are
@@ -39,12 +49,11 @@ BoxingStage direct_stage(const TensorType& type, const Layout& from, const Layou
   for (int e = 0; e < to.placement.size(); ++e) {
     BoxingTarget target{.target = e};
     const std::vector<int> at = to.placement.coordinates(e);
-    for (int k = 0; k < to.sbp.size(); ++k) {
-      // A new P keeps the value on the first device of that mesh axis and zeros elsewhere.
-      if (to.sbp[k].is_partial() && !keeps_partial(from, to, k) && at[k] != 0) {
-        target.zeros = true;
-        target.partial = to.sbp[k].kind();
-      }
+    if (holds_zeros(from, to, e)) {
+      target.zeros = true;
+      target.partial = std::find_if(to.sbp.sbps().begin(), to.sbp.sbps().end(), [](const Sbp& sbp) {
+                         return sbp.is_partial();
+                       })->kind();
     }
     if (!target.zeros) {
       const Region box = shard_region(type.shape, to.placement, to.sbp, e);
@@ -163,10 +172,7 @@ int64_t boxing_lower_bound(const TensorType& type, const Layout& from, const Lay
   }
   int64_t bytes = 0;
   for (int e = 0; e < to.placement.size(); ++e) {
-    const std::vector<int> at = to.placement.coordinates(e);
-    bool zeros = false;
-    for (int k = 0; k < to.sbp.size(); ++k) zeros = zeros || (to.sbp[k].is_partial() && at[k] != 0);
-    if (zeros) continue;
+    if (holds_zeros(from, to, e)) continue;
     const Region box = shard_region(type.shape, to.placement, to.sbp, e);
     int64_t held = 0;
     const int d = from.placement.index_of(to.placement.devices[e]);

@@ -11,10 +11,6 @@
 namespace tessel {
 namespace {
 
-std::string node_context(const Node& node) {
-  return concat(node.op, " '", node.name, "' (created at ", node.location, ")");
-}
-
 // The n-D signatures on a mesh of `mesh_rank` axes: one 1-D signature per axis.
 std::vector<std::vector<SbpSignature>> nd_signatures(const std::vector<SbpSignature>& one, int mesh_rank) {
   std::vector<std::vector<SbpSignature>> result{{}};
@@ -209,7 +205,7 @@ class Inference {
     for (const Placement& p : candidates) places += concat(places.empty() ? "" : " or ", p.to_string());
     const bool update = OpRegistry::global().op(node.op).is_update();
     return Error::InvalidArgument(
-        concat("no SBP signature of ", node_context(node), " fits on ", places, " with its inputs ", inputs,
+        concat("no SBP signature of ", describe(node), " fits on ", places, " with its inputs ", inputs,
                update ? "; an update writes its variables in place, so the pins of a parameter and its optimizer state "
                         "contradict each other unless they are laid out alike"
                       : "; expected pins that let every op split or broadcast its inputs consistently"));

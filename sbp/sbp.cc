@@ -154,16 +154,23 @@ Placement Placement::parse(std::string_view text) {
     throw fail(concat("unknown device type '", type, "'"));
   const size_t open = t.find('{', colon), close = t.find('}', colon);
   if (open != colon + 1 || close == std::string_view::npos) throw fail("no {device list}");
-  std::string_view list = t.substr(open + 1, close - open - 1);
-  while (!trim(list).empty()) {
-    const size_t comma = list.find(',');
-    const std::string number(trim(list.substr(0, comma)));
-    if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
-      throw fail(concat("'", number, "' is not a device index"));
+  // "0, 1, 2": the numbers of a comma-separated list, each a run of digits.
+  const auto numbers = [&](std::string_view list, std::string_view what) {
+    std::vector<int64_t> values;
+    while (!trim(list).empty()) {
+      const size_t comma = list.find(',');
+      const std::string number(trim(list.substr(0, comma)));
+      if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
+        throw fail(concat("'", number, "' is not ", what));
+      }
+      values.push_back(std::stoll(number));
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
     }
-    placement.devices.push_back(std::stoi(number));
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
+    return values;
+  };
+  for (int64_t device : numbers(t.substr(open + 1, close - open - 1), "a device index")) {
+    placement.devices.push_back(static_cast<int>(device));
   }
   placement.mesh = Shape{static_cast<int64_t>(placement.devices.size())};
   std::string_view rest = trim(t.substr(close + 1));
@@ -171,27 +178,13 @@ Placement Placement::parse(std::string_view text) {
     rest = trim(rest.substr(4));
     const size_t end = rest.find(']');
     if (rest.empty() || rest.front() != '[' || end == std::string_view::npos) throw fail("a mesh needs [extents]");
-    std::vector<int64_t> extents;
-    std::string_view dims = rest.substr(1, end - 1);
-    while (!trim(dims).empty()) {
-      const size_t comma = dims.find(',');
-      const std::string number(trim(dims.substr(0, comma)));
-      if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
-        throw fail(concat("'", number, "' is not a mesh extent"));
-      }
-      extents.push_back(std::stoll(number));
-      if (comma == std::string_view::npos) break;
-      dims.remove_prefix(comma + 1);
-    }
-    placement.mesh = Shape(extents);
+    placement.mesh = Shape(numbers(rest.substr(1, end - 1), "a mesh extent"));
     rest = trim(rest.substr(end + 1));
   }
   if (rest.substr(0, 8) == "per rank") {
-    const std::string number(trim(rest.substr(8)));
-    if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
-      throw fail("'per rank' needs a device count");
-    }
-    placement.devices_per_rank = std::stoi(number);
+    const std::vector<int64_t> count = numbers(rest.substr(8), "a device count");
+    if (count.size() != 1) throw fail("'per rank' needs one device count");
+    placement.devices_per_rank = static_cast<int>(count[0]);
     rest = {};
   }
   if (!rest.empty()) throw fail(concat("unexpected '", rest, "'"));

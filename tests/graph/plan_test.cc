@@ -189,5 +189,40 @@ TEST(PlanInspector, DotHasOneNodePerActorAndOneEdgePerConsumer) {
   EXPECT_GT(control, 0u);
 }
 
+// Over two devices every register shows its tensor's layout, an input from the other device
+// names that device, the dot output labels data edges with their SBP, and the plan's boxing
+// bytes are the bytes of its copy actors.
+TEST(PlanInspector, ShowsTheLayoutOfEveryTensorAndEdgesBetweenDevices) {
+  Graph g;
+  Tensor x = g.input("x", {4, 6});
+  Tensor w = g.param("w", {6, 3}, init::normal(0.1));
+  pin(x, Placement::cpu(2), {S(0)});
+  Tensor y = sum(matmul(x, w));  // S(0) x B -> S(0), then a partial sum gathered for the fetch
+  const proto::Plan plan = compile_plan(g, {.fetches = {y}, .training = false, .placement = Placement::cpu(2)});
+  ASSERT_EQ(plan.ranks(0).devices_size(), 2);
+  const std::string report = describe_plan(plan);
+  int64_t copied = 0;
+  for (const proto::DevicePlan& device : plan.ranks(0).devices()) {
+    for (const proto::ActorDef& actor : device.actors()) {
+      for (const proto::OutputDef& output : actor.outputs()) {
+        if (output.control()) continue;
+        EXPECT_FALSE(output.layout().empty()) << actor.name();
+        EXPECT_NE(report.find(concat("{", output.layout(), "}")), std::string::npos) << actor.name();
+      }
+      if (actor.op() == "copy") copied += actor.outputs(0).register_bytes();
+    }
+  }
+  EXPECT_NE(report.find("{S(0) on cpu:{0,1} mesh [2]}"), std::string::npos) << report;
+  EXPECT_NE(report.find("{P(sum) on cpu:{0,1} mesh [2]}"), std::string::npos) << report;
+  EXPECT_NE(report.find(" cpu:1/"), std::string::npos) << report;  // the fetch reads device 1's partial sum
+  EXPECT_EQ(copied, plan.boxing_bytes());
+  EXPECT_EQ(copied, 4);
+  EXPECT_NE(report.find("boxing: 4 B (4 bytes) between devices per step"), std::string::npos) << report;
+  const std::string dot = plan_to_dot(plan);
+  EXPECT_NE(dot.find("\\nS(0)\""), std::string::npos) << dot;
+  EXPECT_NE(dot.find("-> r0_cpu0_"), std::string::npos) << dot;
+  EXPECT_NE(dot.find("r0_cpu1_"), std::string::npos) << dot;
+}
+
 }  // namespace
 }  // namespace tessel
