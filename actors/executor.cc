@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "actors/plan_actor.h"
+#include "comm/transport.h"
 #include "devices/arena.h"
 #include "graph/feeds.h"
 #include "graph/proto_conversion.h"
@@ -43,6 +44,15 @@ struct Executor::Impl {
     }
     shared = std::make_shared<Shared>();
     shared->training = plan.training();
+    shared->transport = options.transport;
+    shared->tag_space = options.tag_space;
+    if (options.transport != nullptr) shared->transport_group = comm::Transport::new_group();
+    if (options.tag_space < 0 || options.tag_space > 63)
+      throw Error::InvalidArgument(concat("tag_space is ", options.tag_space, ", expected 0 to 63"));
+    if (plan.ranks_size() > 1 && options.transport == nullptr) {
+      throw Error::InvalidArgument(concat("the plan spans ", plan.ranks_size(), " ranks, so rank ", rank,
+                                          " needs a transport to the others (ExecutorOptions::transport)"));
+    }
     const char* profile = std::getenv("TESSEL_PROFILE");
     shared->profile = profile != nullptr && std::strcmp(profile, "0") != 0;
     hosting::RankLayout layout;
@@ -82,6 +92,10 @@ struct Executor::Impl {
     for (int id = 0; id < total; ++id) {
       shared->actors.push_back(spawn_plan_actor(system, shared, id));
       self->monitor(shared->actors.back());  // an actor that dies unexpectedly ends the run with an Error
+    }
+    for (int id = 0; id < total; ++id) {
+      const proto::ActorKind kind = shared->specs[id].kind;
+      if (kind == proto::SEND || kind == proto::RECV) self->send(shared->actors[id], start_atom::value);
     }
   }
 
@@ -139,6 +153,7 @@ struct Executor::Impl {
   int64_t fed = 0;        // steps handed to the sources
   int64_t completed = 0;  // steps every terminal actor finished
   std::map<int64_t, int> finished_terminals;
+  std::vector<bool> stopped;  // per actor: it reported stopped (RECVs may do so during a run)
   std::string broken_reason;  // set when an error aborted the actors: the executor cannot run again
 };
 
@@ -147,7 +162,9 @@ Executor::Executor(const proto::Plan& plan, int rank, std::vector<std::byte*> va
 
 Executor::~Executor() {
   Impl& impl = *impl_;
-  int running = static_cast<int>(impl.shared->actors.size());
+  std::vector<bool>& stopped = impl.stopped;
+  stopped.resize(impl.shared->actors.size(), false);
+  int running = static_cast<int>(std::count(stopped.begin(), stopped.end(), false));
   if (impl.broken_reason.empty()) {
     for (int id : impl.sources) {
       impl.self->send(impl.shared->actors[id], end_atom::value, impl.shared->specs[id].driver_input);
@@ -155,14 +172,26 @@ Executor::~Executor() {
     bool waiting = true;
     while (waiting && running > 0) {
       impl.self->receive(
-          [&](stopped_atom, int32_t) { --running; }, [&](const caf::down_msg&) {}, [&](done_atom, int32_t, int64_t) {},
+          [&](stopped_atom, int32_t id) {
+            if (!stopped[id]) --running;
+            stopped[id] = true;
+          },
+          [&](const caf::down_msg&) {}, [&](done_atom, int32_t, int64_t) {},
           [&](failed_atom, int32_t, const std::string& message) { LOG(ERROR) << "while draining: " << message; },
           caf::after(std::chrono::seconds(30)) >> [&] { waiting = false; });
     }
-    if (running > 0) LOG(ERROR) << running << " actors did not drain within 30 s; stopping them";
+    if (running > 0) {
+      std::string names;
+      for (size_t id = 0; id < stopped.size() && names.size() < 2000; ++id) {
+        if (!stopped[id]) names += "\n  " + impl.shared->specs[id].description;
+      }
+      LOG(ERROR) << running << " actors did not drain within 30 s; stopping them:" << names;
+    }
   }
   for (const caf::actor& actor : impl.shared->actors) impl.self->send_exit(actor, caf::exit_reason::kill);
   impl.shared->actors.clear();
+  // The transport's callbacks hold actors of this system: let them go before it does.
+  if (impl.shared->transport != nullptr) impl.shared->transport->forget_group(impl.shared->transport_group);
   if (impl.shared->profile) impl.print_profile();
   impl.shared->executor = nullptr;
 }
@@ -225,9 +254,17 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
           error = Error(static_cast<ErrorCode>(code), message);
         },
         [&](stopped_atom, int32_t id) {
-          error = Error::FailedPrecondition(concat("actor ", id, " stopped in the middle of a run"));
+          // A RECV stops once its SEND on another rank has ended; that rank may finish first.
+          if (impl.shared->specs[id].kind == proto::RECV) {
+            impl.stopped.resize(impl.shared->actors.size(), false);
+            impl.stopped[id] = true;
+            return;
+          }
+          error = Error::FailedPrecondition(
+              concat(impl.shared->specs[id].description, " stopped in the middle of a run"));
         },
         [&](const caf::down_msg& down) {
+          if (!down.reason) return;  // a normal exit follows its stopped message, handled above
           error = Error::FailedPrecondition(
               concat("an actor went down in the middle of a run: ", caf::to_string(down.reason)));
         },

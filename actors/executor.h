@@ -23,6 +23,9 @@ namespace tessel {
 namespace proto {
 class Plan;
 }
+namespace comm {
+class Transport;
+}
 
 struct ExecutorOptions {
   // CAF scheduler threads per device of the rank: how many actors (kernels) run at once.
@@ -33,6 +36,11 @@ struct ExecutorOptions {
   int steps_in_flight = 2;  // how many steps the executor feeds ahead of the oldest unfinished one
   // A run in which no step completes for this long is aborted with an Error (it never hangs).
   double stall_timeout_seconds = 600;
+  // A plan over several ranks moves bytes between them through the rank's transport (its
+  // SEND and RECV actors); every rank must be running its share. Plans sharing one transport at
+  // the same time need distinct tag spaces (0 to 63), the same on every rank.
+  comm::Transport* transport = nullptr;
+  int tag_space = 0;
 };
 
 class Executor {

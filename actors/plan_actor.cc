@@ -5,10 +5,31 @@
 #include <chrono>
 #include <cstring>
 
+#include "comm/transport.h"
 #include "graph/proto_conversion.h"
 
 namespace tessel::hosting {
 namespace {
+
+// Tags of the messages between a SEND and its RECV: kind (2 bits), the plan's tag space (6),
+// the channel (16), the register (8) and the step (32, modulo).
+enum class Message : uint64_t { data = 0, credit = 1, end = 2 };
+uint64_t tag_of(Message kind, int space, int channel, int register_index = 0, int64_t step = 0) {
+  return static_cast<uint64_t>(kind) << 62 | static_cast<uint64_t>(space & 0x3f) << 56 |
+         static_cast<uint64_t>(channel & 0xffff) << 40 | static_cast<uint64_t>(register_index & 0xff) << 32 |
+         static_cast<uint64_t>(step & 0xffffffff);
+}
+constexpr uint64_t kChannelMask = ~uint64_t{0} << 40;  // kind, space and channel
+constexpr uint64_t kRegisterMask = ~uint64_t{0} << 32;
+int register_of(uint64_t tag) { return static_cast<int>(tag >> 32 & 0xff); }
+uint32_t step_of(uint64_t tag) { return static_cast<uint32_t>(tag); }
+
+size_t bytes_of(const TensorType& type) { return static_cast<size_t>(type.shape.numel()) * size_of(type.dtype); }
+
+// A little buffer that outlives the actor if a receive into it is still posted.
+struct Word {
+  uint64_t value = 0;
+};
 
 class PlanActor : public caf::event_based_actor {
  public:
@@ -21,13 +42,49 @@ class PlanActor : public caf::event_based_actor {
 
   caf::behavior make_behavior() override {
     return {
+        // Bytes may arrive as soon as a receive is posted, and a RECV then messages its
+        // consumers: so it posts none before the executor has spawned every actor.
+        [this](start_atom) {
+          if (spec_.kind == proto::SEND) post_credit_receive();
+          if (spec_.kind == proto::RECV) start_receiving();
+        },
         [this](ready_atom, int32_t input, int32_t index, int64_t step) {
           state_.on_ready(input, index, step);
           advance();
         },
         [this](ack_atom, int32_t output, int32_t index) {
+          if (spec_.kind == proto::RECV) return on_recv_ack(index);
           state_.on_ack(output, index);
           advance();
+        },
+        [this](sent_atom, bool ok, const std::string& error) {
+          if (!ok) return fail(ErrorCode::kFailedPrecondition, concat(spec_.description, ": sending to rank ",
+                                                                     spec_.peer_rank, " failed: ", error));
+          if (trace_) LOG(INFO) << spec_.description << " sent step " << sending_activation_.step;
+          sending_ = false;
+          complete(sending_activation_);
+          if (early_credit_) {
+            early_credit_ = false;
+            state_.on_ack(0, sending_activation_.output_registers[0]);
+          }
+          advance();
+        },
+        [this](credit_atom, int32_t index) {
+          if (trace_) LOG(INFO) << spec_.description << " credit " << index;
+          post_credit_receive();
+          // The RECV may free a register before this SEND heard that its bytes left.
+          if (sending_ && sending_activation_.output_registers[0] == index) {
+            early_credit_ = true;
+            return;
+          }
+          state_.on_ack(0, index);
+          advance();
+        },
+        [this](arrived_atom, int32_t index, int64_t step) { on_arrived(index, step); },
+        [this](ended_atom, int64_t steps) {
+          if (trace_) LOG(INFO) << spec_.description << " ended after " << steps << " at " << next_step_;
+          end_after_ = steps;
+          maybe_end_recv();
         },
         [this](end_atom, int32_t input) {
           state_.on_end_of_stream(input);
@@ -35,6 +92,7 @@ class PlanActor : public caf::event_based_actor {
         },
         [this](abort_atom) {
           state_.on_abort();
+          cancel_receives();
           quit();
         },
     };
@@ -43,8 +101,12 @@ class PlanActor : public caf::event_based_actor {
  private:
   // Acts as long as the protocol allows, then passes end of stream on once drained.
   void advance() {
-    while (state_.can_act()) {
+    while (!sending_ && state_.can_act()) {
       const ActorState::Activation activation = state_.begin();
+      if (spec_.kind == proto::SEND) {
+        start_send(activation);
+        return;  // one transfer at a time; its sent message continues
+      }
       const auto started =
           shared_->profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       try {
@@ -57,21 +119,15 @@ class PlanActor : public caf::event_based_actor {
         fail(ErrorCode::kFailedPrecondition, concat(spec_.description, ": ", error.what()));
         return;
       }
-      shared_->activations.fetch_add(1, std::memory_order_relaxed);
-      const ActorState::Messages messages = state_.finish(activation);
-      for (const ActorState::Ready& ready : messages.ready) {
-        for (const Endpoint& consumer : spec_.consumers[ready.output]) {
-          send(shared_->actors[consumer.actor], ready_atom::value, consumer.port, ready.register_index, ready.step);
-        }
-      }
-      for (const ActorState::Ack& ack : messages.acks) {
-        if (ack.input == spec_.driver_input) continue;
-        const Endpoint& producer = spec_.producers[ack.input];
-        send(shared_->actors[producer.actor], ack_atom::value, producer.port, ack.register_index);
-      }
-      if (spec_.terminal) send(shared_->executor, done_atom::value, id_, activation.step);
+      complete(activation);
     }
     if (state_.take_end_of_stream()) {
+      if (spec_.kind == proto::SEND) {
+        if (trace_) LOG(INFO) << spec_.description << " ends after " << state_.steps_done();
+        cancel_receives();
+        shared_->transport->send_value(spec_.peer_rank, tag_of(Message::end, shared_->tag_space, spec_.channel),
+                                       static_cast<uint64_t>(state_.steps_done()));
+      }
       for (const auto& consumers : spec_.consumers) {
         for (const Endpoint& consumer : consumers)
           send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
@@ -81,8 +137,129 @@ class PlanActor : public caf::event_based_actor {
     }
   }
 
+  // The activation's work is done: tell consumers, producers and the executor.
+  void complete(const ActorState::Activation& activation) {
+    shared_->activations.fetch_add(1, std::memory_order_relaxed);
+    const ActorState::Messages messages = state_.finish(activation);
+    for (const ActorState::Ready& ready : messages.ready) {
+      if (spec_.kind == proto::SEND && ready.output == 0) continue;  // the bytes themselves told the RECV
+      for (const Endpoint& consumer : spec_.consumers[ready.output]) {
+        send(shared_->actors[consumer.actor], ready_atom::value, consumer.port, ready.register_index, ready.step);
+      }
+    }
+    for (const ActorState::Ack& ack : messages.acks) {
+      if (ack.input == spec_.driver_input) continue;
+      const Endpoint& producer = spec_.producers[ack.input];
+      send(shared_->actors[producer.actor], ack_atom::value, producer.port, ack.register_index);
+    }
+    if (spec_.terminal) send(shared_->executor, done_atom::value, id_, activation.step);
+  }
+
+  // SEND: its input register's bytes go into the RECV's register the activation names, which
+  // the RECV freed (its credit) before this SEND could take it.
+  void start_send(const ActorState::Activation& activation) {
+    if (trace_) LOG(INFO) << spec_.description << " sends step " << activation.step << " into register " << activation.output_registers[0];
+    sending_ = true;
+    sending_activation_ = activation;
+    const int out = activation.output_registers[0];
+    caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
+    shared_->transport->send(
+        spec_.peer_rank, tag_of(Message::data, shared_->tag_space, spec_.channel, out, activation.step),
+        spec_.input_registers[0][activation.input_registers[0]], bytes_of(spec_.input_types[0]),
+        [self](const comm::Completion& done) { caf::anon_send(caf::actor_cast<caf::actor>(self), sent_atom::value, done.ok, done.error); },
+        shared_->transport_group);
+  }
+
+  void post_credit_receive() {
+    caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
+    auto word = std::make_shared<Word>();
+    receives_[kCreditSlot] = (shared_->transport->receive(
+        tag_of(Message::credit, shared_->tag_space, spec_.channel), kChannelMask, &word->value, sizeof word->value,
+        [self, word](const comm::Completion& done) {
+          if (done.ok) caf::anon_send(caf::actor_cast<caf::actor>(self), credit_atom::value, static_cast<int32_t>(register_of(done.tag)));
+        },
+        shared_->transport_group));
+  }
+
+  // RECV: a receive is posted into every free register, and one for the SEND's end.
+  void start_receiving() {
+    outstanding_.assign(spec_.output_registers[0].size(), 0);
+    for (size_t r = 0; r < outstanding_.size(); ++r) post_data_receive(static_cast<int>(r));
+    caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
+    auto word = std::make_shared<Word>();
+    receives_[kEndSlot] = (shared_->transport->receive(
+        tag_of(Message::end, shared_->tag_space, spec_.channel), kChannelMask, &word->value, sizeof word->value,
+        [self, word](const comm::Completion& done) {
+          if (done.ok) caf::anon_send(caf::actor_cast<caf::actor>(self), ended_atom::value, static_cast<int64_t>(word->value));
+        },
+        shared_->transport_group));
+  }
+
+  void post_data_receive(int index) {
+    caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
+    const size_t bytes = bytes_of(spec_.output_types[0]);
+    receives_[index] = (shared_->transport->receive(
+        tag_of(Message::data, shared_->tag_space, spec_.channel, index), kRegisterMask,
+        spec_.output_registers[0][index], bytes, [self, index, bytes](const comm::Completion& done) {
+          if (!done.ok) return;
+          if (done.bytes != bytes) LOG(FATAL) << "a transfer brought " << done.bytes << " bytes, not " << bytes << " tag " << std::hex << done.tag;
+          caf::anon_send(caf::actor_cast<caf::actor>(self), arrived_atom::value, static_cast<int32_t>(index), static_cast<int64_t>(step_of(done.tag)));
+        },
+        shared_->transport_group));
+  }
+
+  // Registers reach the consumers in step order, whatever order their bytes completed in.
+  void on_arrived(int index, int64_t step32) {
+    if (trace_) LOG(INFO) << spec_.description << " got register " << index << " step " << step32;
+    // The tag carries the step modulo 2^32; steps arrive within a few of the next one.
+    const int64_t step = next_step_ + static_cast<int64_t>(static_cast<uint32_t>(step32 - next_step_));
+    arrived_[step] = index;
+    for (auto it = arrived_.find(next_step_); it != arrived_.end(); it = arrived_.find(next_step_)) {
+      const int r = it->second;
+      arrived_.erase(it);
+      outstanding_[r] = static_cast<int>(spec_.consumers[0].size());
+      for (const Endpoint& consumer : spec_.consumers[0]) {
+        send(shared_->actors[consumer.actor], ready_atom::value, consumer.port, r, next_step_);
+      }
+      shared_->activations.fetch_add(1, std::memory_order_relaxed);
+      ++next_step_;
+      if (outstanding_[r] == 0) free_register(r);
+    }
+    maybe_end_recv();
+  }
+
+  void on_recv_ack(int index) {
+    CHECK_GT(outstanding_[index], 0) << spec_.description << ": an ack of a register no consumer holds";
+    if (--outstanding_[index] == 0) free_register(index);
+  }
+
+  // Every consumer is done with register `index`: it may receive again, and the SEND may use it.
+  void free_register(int index) {
+    if (trace_) LOG(INFO) << spec_.description << " frees register " << index;
+    if (ended_) return;
+    post_data_receive(index);
+    shared_->transport->send_value(spec_.peer_rank,
+                                   tag_of(Message::credit, shared_->tag_space, spec_.channel, index), 0);
+  }
+
+  void maybe_end_recv() {
+    if (ended_ || end_after_ < 0 || next_step_ < end_after_) return;
+    ended_ = true;
+    cancel_receives();
+    for (const Endpoint& consumer : spec_.consumers[0]) send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
+    send(shared_->executor, stopped_atom::value, id_);
+    quit();
+  }
+
+  void cancel_receives() {
+    if (shared_->transport == nullptr) return;
+    for (const auto& [slot, id] : receives_) shared_->transport->cancel(id);
+    receives_.clear();
+  }
+
   void fail(ErrorCode code, const std::string& message) {
     state_.on_abort();
+    cancel_receives();
     send(shared_->executor, failed_atom::value, static_cast<int32_t>(code), message);
     quit();
   }
@@ -140,6 +317,21 @@ class PlanActor : public caf::event_based_actor {
   int id_;
   const ActorSpec& spec_;
   ActorState state_;
+  bool trace_ = std::getenv("TESSEL_TRACE_TRANSFERS") != nullptr;
+  // SEND
+  bool sending_ = false;
+  bool early_credit_ = false;  // the RECV freed the register being sent before `sent` came
+  ActorState::Activation sending_activation_;
+  // RECV
+  std::vector<int> outstanding_;   // per register: consumers still reading it
+  std::map<int64_t, int> arrived_;  // step -> register, not yet handed on
+  int64_t next_step_ = 0;
+  int64_t end_after_ = -1;          // steps the SEND sent before it ended
+  bool ended_ = false;
+  // The receive last posted per slot: a register, kEndSlot or kCreditSlot (cancelling one that
+  // completed does nothing).
+  static constexpr int kEndSlot = -1, kCreditSlot = -2;
+  std::map<int, uint64_t> receives_;
 };
 
 std::string describe(const proto::ActorDef& actor) {
@@ -165,8 +357,16 @@ ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLay
     for (int64_t offset : output.offsets()) addresses.push_back(base + offset);
     return addresses;
   };
+  spec.channel = actor.channel();
+  spec.peer_rank = actor.peer_rank();
+  if (actor.kind() == proto::SEND) spec.terminal = true;  // a step of this rank ends when its bytes left
   for (const proto::InputDef& input : actor.inputs()) {
     const proto::Endpoint& from = input.producer();
+    if (from.rank() != rank.rank()) {  // a RECV's SEND, on another rank: the bytes arrive by themselves
+      spec.producers.push_back({-1, from.port()});
+      spec.inputs.push_back({});
+      continue;
+    }
     const proto::ActorDef& producer = rank.devices(from.device()).actors(from.actor());
     const proto::OutputDef& output = producer.outputs(from.port());
     spec.producers.push_back({layout.first_actor[from.device()] + from.actor(), from.port()});
@@ -185,6 +385,7 @@ ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLay
                             .initial_tokens = output.initial_tokens()});
     std::vector<Endpoint> consumers;
     for (const proto::Endpoint& c : output.consumers()) {
+      if (c.rank() != rank.rank()) continue;  // a SEND's RECV: reached through the transport
       consumers.push_back({layout.first_actor[c.device()] + c.actor(), c.port()});
     }
     spec.consumers.push_back(std::move(consumers));

@@ -17,6 +17,10 @@
 #include "ops/registry.h"
 #include "proto/plan.pb.h"
 
+namespace tessel::comm {
+class Transport;
+}
+
 namespace tessel::hosting {
 
 // Messages between actors.
@@ -24,10 +28,16 @@ using ready_atom = caf::atom_constant<caf::atom("ready")>;  // (input, register,
 using ack_atom = caf::atom_constant<caf::atom("ack")>;      // (output, register)
 using end_atom = caf::atom_constant<caf::atom("end")>;      // (input): end of stream
 using abort_atom = caf::atom_constant<caf::atom("abort")>;  // stop now, free every register
+using start_atom = caf::atom_constant<caf::atom("start")>;  // every actor of the rank exists: SEND and RECV may listen
 // Messages from actors to the executor.
 using done_atom = caf::atom_constant<caf::atom("done")>;        // (actor, step): a terminal actor finished a step
 using failed_atom = caf::atom_constant<caf::atom("failed")>;    // (error code, message)
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;  // (actor): drained and gone
+// Messages from the transport's progress thread to SEND and RECV actors.
+using sent_atom = caf::atom_constant<caf::atom("sent")>;        // (ok, error): the SEND's transfer finished
+using credit_atom = caf::atom_constant<caf::atom("credit")>;    // (register): the RECV freed it
+using arrived_atom = caf::atom_constant<caf::atom("arrived")>;  // (register, step): bytes are in it
+using ended_atom = caf::atom_constant<caf::atom("ended")>;      // (steps): the SEND sent that many and ended
 
 // `actor` is the actor's index over the whole rank (its devices' actors one after another).
 struct Endpoint {
@@ -52,6 +62,7 @@ struct ActorSpec {
   int fetch_index = -1;
   int device = 0;                    // index in the rank's devices
   std::vector<int64_t> feed_starts;  // INPUT: where its shard starts in the feed (empty: all of it)
+  int channel = -1, peer_rank = -1;  // SEND and RECV
 };
 
 // State every actor shares with the executor. Feeds and results cross between the executor's
@@ -61,6 +72,9 @@ struct Shared {
   std::vector<caf::actor> actors;
   std::vector<CpuDevice*> devices;  // per device of the rank: its kernel threads (nullptr: the process's)
   caf::actor executor;
+  comm::Transport* transport = nullptr;  // SEND and RECV move bytes through it
+  int tag_space = 0;                     // keeps the channels of plans sharing a transport apart
+  uint64_t transport_group = 0;          // this executor's transfers (Transport::forget_group)
   bool training = true;
   std::mutex mutex;
   std::map<std::pair<int, int64_t>, HostTensor> feeds;  // (actor, step) -> value

@@ -4,7 +4,10 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 
+#include <glog/logging.h>
+
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -38,6 +41,7 @@ class Compiler {
     check_options();
     const SbpAssignment layouts = infer_sbp(graph_, options_.placement);
     physical_ = physical::lower(graph_, layouts, options_.fetches, options_.training);
+    assign_ranks();
     proto::Plan plan;
     plan.set_seed(graph_.seed());
     plan.set_training(options_.training);
@@ -60,7 +64,7 @@ class Compiler {
       }
     }
     plan_builder::add_control_edges(all_, edges);
-    split_into_devices(*plan.add_ranks(), arenas);
+    split_into_ranks(plan, arenas);
     add_feeds_and_fetches(plan);
     validate_plan(plan);
     return plan;
@@ -71,6 +75,7 @@ class Compiler {
     for (const Tensor& t : options_.fetches) {
       if (!t.defined() || &t.graph() != &graph_) throw Error::InvalidArgument("a fetched tensor is not of this graph");
     }
+    if (options_.ranks < 1) throw Error::InvalidArgument(concat("ranks is ", options_.ranks, ", expected at least 1"));
     if (options_.register_count < 1) {
       throw Error::InvalidArgument(concat("register_count is ", options_.register_count, ", expected at least 1"));
     }
@@ -83,6 +88,21 @@ class Compiler {
             concat("register_counts gives tensor '", tensor.name(), "' ", count, " registers, expected at least 1"));
       }
     }
+  }
+
+  // Devices in ascending order fall into equal consecutive groups, one per rank.
+  void assign_ranks() {
+    const int devices = static_cast<int>(physical_.devices.size());
+    if (devices % options_.ranks != 0) {
+      std::string list;
+      for (int d : physical_.devices) list += concat(list.empty() ? "" : ",", d);
+      throw Error::InvalidArgument(concat("the graph runs on ", devices, " devices (cpu:{", list,
+                                          "}), which do not split evenly over ", options_.ranks,
+                                          " ranks; expected a number of ranks that divides ", devices));
+    }
+    const int per_rank = devices / options_.ranks;
+    for (int d = 0; d < devices; ++d) rank_of_.push_back(d / per_rank);
+    if (options_.ranks > 1) physical::insert_transfers(physical_, rank_of_);
   }
 
   // Every variable shard of every device, needed or not: training and evaluation plans of
@@ -121,6 +141,15 @@ class Compiler {
           actor->set_kind(proto::FETCH);
           actor->set_fetch_index(node.fetch_index);
           break;
+        case Kind::send:
+        case Kind::recv: {
+          const int peer = node.kind == Kind::send ? consumer_device_of_send(all_.actors_size() - 1)
+                                                   : physical_.nodes[node.inputs[0].node].device;
+          actor->set_kind(node.kind == Kind::send ? proto::SEND : proto::RECV);
+          actor->set_channel(node.channel);
+          actor->set_peer_rank(rank_of_[peer]);
+          break;
+        }
         case Kind::kernel:
         case Kind::update: {
           actor->set_kind(node.kind == Kind::update ? proto::UPDATE : proto::KERNEL);
@@ -153,9 +182,18 @@ class Compiler {
           if (it != options_.register_counts.end()) count = it->second;
         }
         output->set_register_count(count);
-        output->set_shared(options_.share_memory && count == 1);
+        // A RECV's registers are written whenever its SEND is granted them, not when the RECV
+        // acts, so they never share bytes; a SEND's output is the RECV's registers.
+        const bool transfer = node.kind == Kind::send || node.kind == Kind::recv;
+        output->set_shared(options_.share_memory && count == 1 && !transfer);
       }
     }
+  }
+
+  // The device of the recv a send feeds (it comes right after the send).
+  int consumer_device_of_send(int send) const {
+    CHECK(physical_.nodes[send + 1].kind == Kind::recv && physical_.nodes[send + 1].inputs[0].node == send);
+    return physical_.nodes[send + 1].device;
   }
 
   const TensorType& type_of(const TensorRef& ref) const { return physical_.nodes[ref.node].outputs[ref.output]; }
@@ -215,19 +253,22 @@ class Compiler {
     }
   }
 
-  void split_into_devices(proto::RankPlan& rank, const std::vector<plan_builder::ArenaSize>& arenas) {
-    rank.set_rank(0);
-    std::vector<int> local(all_.actors_size());
-    std::vector<int> count(physical_.devices.size(), 0);
-    for (int a = 0; a < all_.actors_size(); ++a) local[a] = count[device_of_[a]]++;
-    for (size_t d = 0; d < physical_.devices.size(); ++d) {
+  // Each rank's devices (local indices in ascending global order) and actors; endpoints name
+  // (rank, local device, local actor).
+  void split_into_ranks(proto::Plan& plan, const std::vector<plan_builder::ArenaSize>& arenas) {
+    const int device_count = static_cast<int>(physical_.devices.size());
+    std::vector<int> local_device(device_count);
+    for (int r = 0; r < options_.ranks; ++r) plan.add_ranks()->set_rank(r);
+    for (int d = 0; d < device_count; ++d) {
+      proto::RankPlan& rank = *plan.mutable_ranks(rank_of_[d]);
+      local_device[d] = rank.devices_size();
       proto::DevicePlan* device = rank.add_devices();
       device->set_device(concat("cpu:", physical_.devices[d]));
       device->set_arena_bytes(arenas[d].arena_bytes);
       device->set_register_bytes(arenas[d].register_bytes);
       device->set_variable_arena_bytes(variable_arena_[d]);
       for (const physical::PhysicalVariable& variable : physical_.variables) {
-        if (variable.device != static_cast<int>(d)) continue;
+        if (variable.device != d) continue;
         const Node& node = graph_.node(variable.logical);
         proto::VariableDef* def = device->add_variables();
         def->set_name(node.attrs.get_string("name"));
@@ -239,21 +280,23 @@ class Compiler {
         def->set_layout(variable.layout);
       }
     }
+    std::vector<int> local(all_.actors_size());
+    std::vector<int> count(device_count, 0);
+    for (int a = 0; a < all_.actors_size(); ++a) local[a] = count[device_of_[a]]++;
+    const auto rename = [&](proto::Endpoint& endpoint) {
+      const int global = endpoint.actor(), device = device_of_[global];
+      endpoint.set_actor(local[global]);
+      endpoint.set_device(local_device[device]);
+      endpoint.set_rank(rank_of_[device]);
+    };
     for (int a = 0; a < all_.actors_size(); ++a) {
-      proto::ActorDef* actor = rank.mutable_devices(device_of_[a])->add_actors();
+      const int d = device_of_[a];
+      proto::ActorDef* actor = plan.mutable_ranks(rank_of_[d])->mutable_devices(local_device[d])->add_actors();
       *actor = all_.actors(a);
       actor->set_id(local[a]);
-      for (proto::InputDef& input : *actor->mutable_inputs()) {
-        const int producer = input.producer().actor();
-        input.mutable_producer()->set_actor(local[producer]);
-        input.mutable_producer()->set_device(device_of_[producer]);
-      }
+      for (proto::InputDef& input : *actor->mutable_inputs()) rename(*input.mutable_producer());
       for (proto::OutputDef& output : *actor->mutable_outputs()) {
-        for (proto::Endpoint& consumer : *output.mutable_consumers()) {
-          const int global = consumer.actor();
-          consumer.set_actor(local[global]);
-          consumer.set_device(device_of_[global]);
-        }
+        for (proto::Endpoint& consumer : *output.mutable_consumers()) rename(consumer);
       }
     }
   }
@@ -283,6 +326,7 @@ class Compiler {
   PhysicalGraph physical_;
   proto::DevicePlan all_;       // every actor of the rank, ids in schedule order
   std::vector<int> device_of_;  // actor -> index in physical_.devices
+  std::vector<int> rank_of_;    // index in physical_.devices -> rank
   std::vector<int64_t> variable_arena_;
   std::map<std::pair<int, int>, int64_t> variable_offsets_;  // (logical variable, device) -> offset
 };
@@ -297,13 +341,21 @@ void check(bool condition, const proto::ActorDef& actor, const std::string& what
 proto::Plan compile_plan(const Graph& graph, const PlanOptions& options) { return Compiler(graph, options).compile(); }
 
 void validate_plan(const proto::Plan& plan) {
+  std::map<int, const proto::RankPlan*> ranks;
   for (const proto::RankPlan& rank : plan.ranks()) {
-    const auto actor_at = [&](const proto::Endpoint& endpoint) -> const proto::ActorDef* {
-      if (endpoint.device() < 0 || endpoint.device() >= rank.devices_size()) return nullptr;
-      const proto::DevicePlan& device = rank.devices(endpoint.device());
-      if (endpoint.actor() < 0 || endpoint.actor() >= device.actors_size()) return nullptr;
-      return &device.actors(endpoint.actor());
-    };
+    if (!ranks.emplace(rank.rank(), &rank).second)
+      throw Error::InvalidArgument(concat("invalid plan: rank ", rank.rank(), " has two shares"));
+  }
+  const auto actor_at = [&](const proto::Endpoint& endpoint) -> const proto::ActorDef* {
+    auto it = ranks.find(endpoint.rank());
+    if (it == ranks.end()) return nullptr;
+    const proto::RankPlan& rank = *it->second;
+    if (endpoint.device() < 0 || endpoint.device() >= rank.devices_size()) return nullptr;
+    const proto::DevicePlan& device = rank.devices(endpoint.device());
+    if (endpoint.actor() < 0 || endpoint.actor() >= device.actors_size()) return nullptr;
+    return &device.actors(endpoint.actor());
+  };
+  for (const proto::RankPlan& rank : plan.ranks()) {
     for (int d = 0; d < rank.devices_size(); ++d) {
       const proto::DevicePlan& device = rank.devices(d);
       const int count = device.actors_size();
@@ -311,16 +363,23 @@ void validate_plan(const proto::Plan& plan) {
         const proto::ActorDef& actor = device.actors(a);
         check(actor.id() == a, actor, concat("has id ", actor.id(), " at position ", a));
         check(actor.kind() != proto::ACTOR_KIND_UNSPECIFIED, actor, "has no kind");
+        const bool transfer = actor.kind() == proto::SEND || actor.kind() == proto::RECV;
+        check(!transfer || (actor.peer_rank() != rank.rank() && ranks.count(actor.peer_rank())), actor,
+              concat("is a transfer to rank ", actor.peer_rank(), ", which is not another rank of the plan"));
         for (int i = 0; i < actor.inputs_size(); ++i) {
           const proto::Endpoint& from = actor.inputs(i).producer();
           const proto::ActorDef* producer = actor_at(from);
           check(producer != nullptr, actor,
-                concat("input ", i, " names actor ", from.actor(), " of device ", from.device()));
+                concat("input ", i, " names actor ", from.actor(), " of device ", from.device(), " of rank ",
+                       from.rank()));
+          check(from.rank() == rank.rank() || (actor.kind() == proto::RECV && producer->kind() == proto::SEND &&
+                                               producer->channel() == actor.channel()),
+                actor, concat("input ", i, " comes from rank ", from.rank(), " but is not the RECV of a SEND"));
           check(from.port() >= 0 && from.port() < producer->outputs_size(), actor,
                 concat("input ", i, " names output ", from.port(), " of '", producer->name(), "'"));
           const auto& consumers = producer->outputs(from.port()).consumers();
           const bool listed = std::any_of(consumers.begin(), consumers.end(), [&](const proto::Endpoint& c) {
-            return c.actor() == a && c.port() == i && c.device() == d;
+            return c.actor() == a && c.port() == i && c.device() == d && c.rank() == rank.rank();
           });
           check(listed, actor, concat("input ", i, " is not among the consumers of '", producer->name(), "'"));
           check(actor.inputs(i).initial_tokens() == producer->outputs(from.port()).initial_tokens(), actor,
@@ -335,6 +394,14 @@ void validate_plan(const proto::Plan& plan) {
             const proto::ActorDef* consumer = actor_at(c);
             check(consumer != nullptr && c.port() >= 0 && c.port() < consumer->inputs_size(), actor,
                   concat("output ", o, " names a consumer that does not exist"));
+            check(c.rank() == rank.rank() || actor.kind() == proto::SEND, actor,
+                  concat("output ", o, " goes to rank ", c.rank(), " but only a SEND's output may"));
+          }
+          if (actor.kind() == proto::SEND && o == 0) {
+            check(output.consumers_size() == 1 && actor_at(output.consumers(0))->kind() == proto::RECV &&
+                      actor_at(output.consumers(0))->outputs(0).register_count() == output.register_count(),
+                  actor, "must feed exactly one RECV with as many registers as it has");
+            continue;  // its registers are the RECV's
           }
           if (output.control()) continue;
           check(output.offsets_size() == output.register_count(), actor,

@@ -43,6 +43,10 @@ struct PlanOptions {
   // Where tensors that nothing pins live (SBP inference, sbp/inference.h): one CPU device by
   // default; Placement::cpu(4) lays an unpinned graph over four.
   Placement placement = Placement::cpu(1);
+  // Processes the devices are spread over: the plan's devices, in ascending order, fall into
+  // `ranks` equal consecutive groups (4 devices over 2 ranks: cpu:0,1 on rank 0, cpu:2,3 on
+  // rank 1). Every edge between ranks becomes a SEND and a RECV actor (comm/transport.h).
+  int ranks = 1;
 };
 
 // Throws Error for a fetch of another graph, a register count below 1, an op with no CPU

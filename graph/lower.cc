@@ -281,4 +281,61 @@ PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std:
   return Lowering(graph, layouts, fetches, training).run();
 }
 
+void insert_transfers(PhysicalGraph& graph, const std::vector<int>& rank_of) {
+  std::vector<PhysicalNode> nodes;
+  std::vector<int> moved(graph.nodes.size());          // old index -> new index
+  std::map<std::pair<TensorRef, int>, int> recv_of;  // (new producer output, consumer device) -> recv
+  int channels = 0;
+  const auto add_send = [&](const TensorRef& source, int target_device) {
+    const PhysicalNode& producer = nodes[source.node];
+    PhysicalNode send{.kind = Kind::send,
+                      .op = "send",
+                      .name = concat("send/", producer.name, ":", source.output, "@dev#", target_device),
+                      .location = producer.location,
+                      .device = producer.device,
+                      .inputs = {source},
+                      .outputs = {producer.outputs[source.output]},
+                      .channel = channels};
+    if (source.output < static_cast<int>(producer.layouts.size()))
+      send.layouts = {producer.layouts[source.output]};
+    nodes.push_back(std::move(send));
+    return TensorRef{static_cast<int>(nodes.size()) - 1, 0};
+  };
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    PhysicalNode node = std::move(graph.nodes[i]);
+    for (TensorRef& in : node.inputs) in.node = moved[in.node];
+    // A boxing copy from another rank is itself the receiving end.
+    if (node.kind == Kind::kernel && node.op == "copy" &&
+        rank_of[nodes[node.inputs[0].node].device] != rank_of[node.device]) {
+      node.inputs = {add_send(node.inputs[0], node.device)};
+      node.kind = Kind::recv;
+      node.op = "recv";
+      node.attrs = {};
+      node.channel = channels++;
+    }
+    for (TensorRef& in : node.inputs) {
+      if (node.kind == Kind::recv || rank_of[nodes[in.node].device] == rank_of[node.device]) continue;
+      auto it = recv_of.find({in, node.device});
+      if (it == recv_of.end()) {
+        const TensorRef send = add_send(in, node.device);
+        PhysicalNode recv{.kind = Kind::recv,
+                          .op = "recv",
+                          .name = concat("recv/", nodes[in.node].name, ":", in.output, "@dev#", node.device),
+                          .location = nodes[in.node].location,
+                          .device = node.device,
+                          .inputs = {send},
+                          .outputs = nodes[send.node].outputs,
+                          .layouts = nodes[send.node].layouts,
+                          .channel = channels++};
+        nodes.push_back(std::move(recv));
+        it = recv_of.emplace(std::make_pair(in, node.device), static_cast<int>(nodes.size()) - 1).first;
+      }
+      in = TensorRef{it->second, 0};
+    }
+    moved[i] = static_cast<int>(nodes.size());
+    nodes.push_back(std::move(node));
+  }
+  graph.nodes = std::move(nodes);
+}
+
 }  // namespace tessel::physical

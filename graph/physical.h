@@ -13,7 +13,7 @@
 
 namespace tessel::physical {
 
-enum class Kind { input, variable, kernel, update, fetch };
+enum class Kind { input, variable, kernel, update, fetch, send, recv };
 
 struct PhysicalNode {
   Kind kind = Kind::kernel;
@@ -29,6 +29,7 @@ struct PhysicalNode {
   std::vector<int64_t> starts{};       // input: where its shard starts in the feed
   std::string variable{};              // variable: the variable's name
   int fetch_index = -1;
+  int channel = -1;  // send and recv: the transfer between two ranks they are the ends of
 };
 
 // One device's shard of a variable: every variable of the graph has one per device of its
@@ -51,5 +52,10 @@ struct PhysicalGraph {
 
 PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches,
                     bool training);
+
+// Every edge whose producer and consumer are on different ranks (rank_of[device index])
+// becomes producer -> send (on the producer's device) -> recv (on the consumer's device) ->
+// consumer; consumers of one output on one device share the pair. Keeps schedule order.
+void insert_transfers(PhysicalGraph& graph, const std::vector<int>& rank_of);
 
 }  // namespace tessel::physical

@@ -76,6 +76,7 @@ std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, const std::ve
   for (const proto::ActorDef& actor : device.actors()) {
     if (device_of[actor.id()] != device_index) continue;
     if (actor.kind() == proto::VARIABLE) continue;  // variables live in their own arena
+    if (actor.kind() == proto::SEND) continue;      // its output is the RECV's registers
     for (int o = 0; o < actor.outputs_size(); ++o) {
       const proto::OutputDef& output = actor.outputs(o);
       if (output.control()) continue;

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "actors/executor.h"
 #include "devices/arena.h"
@@ -23,20 +24,33 @@ struct VariableShard {
 
 struct VariableSlot {
   TensorType type;  // the whole variable
-  std::vector<VariableShard> shards;
+  std::vector<VariableShard> shards;  // on this rank
+  std::set<int> other_ranks;          // ranks that hold the rest
 };
+
+const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
+  for (const proto::RankPlan& share : plan.ranks()) {
+    if (share.rank() == rank) return share;
+  }
+  throw Error::InvalidArgument(concat("rank ", rank, " is outside the plan's ", plan.ranks_size(), " ranks"));
+}
+
+PlanOptions with_ranks(PlanOptions options, const SessionOptions& session) {
+  if (options.ranks == 1) options.ranks = session.ranks;
+  return options;
+}
 
 }  // namespace
 
 struct Session::Impl {
   Impl(Graph& graph, const PlanOptions& plan_options, const SessionOptions& options)
-      : graph(graph), options(options), fetches(plan_options.fetches), plan_options(plan_options) {
+      : graph(graph), options(options), fetches(plan_options.fetches), plan_options(with_ranks(plan_options, options)) {
     if (options.use_interpreter) {
       interpreter = std::make_unique<Interpreter>(graph);
       return;
     }
-    plan = compile_plan(graph, plan_options);
-    const proto::RankPlan& rank = plan.ranks(0);
+    plan = compile_plan(graph, this->plan_options);
+    const proto::RankPlan& rank = share_of(plan, options.rank);
     std::map<std::string, Attributes> attrs;  // each variable's node attributes (its initializer)
     for (int d = 0; d < rank.devices_size(); ++d) {
       const proto::DevicePlan& device = rank.devices(d);
@@ -51,20 +65,29 @@ struct Session::Impl {
         if (slot.shards.size() == 1) attrs[def.name()] = attributes_from_proto(def.attrs());
       }
     }
+    for (const proto::RankPlan& other : plan.ranks()) {
+      if (other.rank() == options.rank) continue;
+      for (const proto::DevicePlan& device : other.devices()) {
+        for (const proto::VariableDef& def : device.variables()) slots[def.name()].other_ranks.insert(other.rank());
+      }
+    }
     for (const auto& [name, slot] : slots) {
+      if (slot.shards.empty()) continue;
       Node node{.op = "variable", .name = name, .attrs = attrs.at(name), .outputs = {slot.type}};
       write_shards(slot, initial_value(node, graph.seed()));
     }
-    executor = make_executor(plan);
+    executor = make_executor(plan, 0);
   }
 
-  std::unique_ptr<Executor> make_executor(const proto::Plan& for_plan) const {
+  std::unique_ptr<Executor> make_executor(const proto::Plan& for_plan, int tag_space) const {
     std::vector<std::byte*> arenas;
     for (const auto& arena : variables) arenas.push_back(arena->data());
-    return std::make_unique<Executor>(for_plan, 0, std::move(arenas),
+    return std::make_unique<Executor>(for_plan, options.rank, std::move(arenas),
                                       ExecutorOptions{.worker_threads = options.worker_threads,
                                                       .kernel_threads_per_device = options.kernel_threads_per_device,
-                                                      .steps_in_flight = options.steps_in_flight});
+                                                      .steps_in_flight = options.steps_in_flight,
+                                                      .transport = options.transport,
+                                                      .tag_space = tag_space});
   }
 
   // Each shard takes its box of `value` (a whole variable).
@@ -91,6 +114,18 @@ struct Session::Impl {
     auto it = slots.find(name);
     if (it == slots.end()) throw Error::NotFound(concat("the graph has no variable named '", name, "'"));
     return it->second;
+  }
+
+  // A slot whose every shard is on this rank.
+  const VariableSlot& whole_slot(const std::string& name) const {
+    const VariableSlot& found = slot(name);
+    if (!found.other_ranks.empty()) {
+      std::string ranks;
+      for (int r : found.other_ranks) ranks += concat(ranks.empty() ? "" : ", ", r);
+      throw Error::FailedPrecondition(concat("variable '", name, "' has shards on rank(s) ", ranks, ", not only on rank ",
+                                             options.rank, "; read this rank's part with local_shards()"));
+    }
+    return found;
   }
 
   struct EvaluationPlan {
@@ -162,7 +197,10 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
       CHECK_EQ(trained.devices(d).variable_arena_bytes(), evaluated.devices(d).variable_arena_bytes())
           << "training and evaluation plans lay variables out differently";
     }
-    evaluation.executor = impl.make_executor(evaluation.plan);
+    const int tag_space = static_cast<int>(impl.evaluation.size()) + 1;
+    if (tag_space > 63 && impl.plan_options.ranks > 1)
+      throw Error::OutOfRange("a session over several ranks keeps at most 62 evaluation plans");
+    evaluation.executor = impl.make_executor(evaluation.plan, tag_space % 64);
     it = impl.evaluation.emplace(fetches, std::move(evaluation)).first;
   }
   std::vector<std::vector<HostTensor>> outputs =
@@ -172,12 +210,29 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
 
 HostTensor Session::variable(const std::string& name) const {
   if (impl_->interpreter) return impl_->interpreter->variable(name);
-  return impl_->read_shards(impl_->slot(name));
+  return impl_->read_shards(impl_->whole_slot(name));
+}
+
+std::vector<VariableShardValue> Session::local_shards(const std::string& name) const {
+  if (impl_->interpreter) {
+    HostTensor value = impl_->interpreter->variable(name);
+    std::vector<int64_t> starts(value.shape().rank(), 0);
+    return {{"cpu:0", std::move(starts), std::move(value)}};
+  }
+  const VariableSlot& slot = impl_->slot(name);
+  const proto::RankPlan& share = share_of(impl_->plan, impl_->options.rank);
+  std::vector<VariableShardValue> shards;
+  for (const VariableShard& shard : slot.shards) {
+    HostTensor value(shard.type.shape, shard.type.dtype);
+    std::memcpy(value.raw(), impl_->variables[shard.device]->data() + shard.offset, value.nbytes());
+    shards.push_back({share.devices(shard.device).device(), shard.starts, std::move(value)});
+  }
+  return shards;
 }
 
 void Session::set_variable(const std::string& name, const HostTensor& value) {
   if (impl_->interpreter) return impl_->interpreter->set_variable(name, value);
-  const VariableSlot& slot = impl_->slot(name);
+  const VariableSlot& slot = impl_->whole_slot(name);
   if (value.shape() != slot.type.shape || value.dtype() != slot.type.dtype) {
     throw Error::ShapeMismatch(concat("variable '", name, "' is ", slot.type.shape, " ", slot.type.dtype,
                                       ", cannot set it to ", value.shape(), " ", value.dtype()));

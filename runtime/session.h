@@ -32,6 +32,19 @@ struct SessionOptions {
   // graph over cpu:0 ... cpu:3 in this process.
   Placement placement = Placement::cpu(1);
   int kernel_threads_per_device = 1;  // with several devices: each one's kernel threads
+  // A job of several processes (comm/job.h): the plan's devices spread over `ranks` ranks
+  // (PlanOptions::ranks), this process runs rank `rank`'s share, and bytes between ranks move
+  // through `transport`. Every rank makes the same calls in the same order.
+  int ranks = 1;
+  int rank = 0;
+  comm::Transport* transport = nullptr;
+};
+
+// One shard of a variable held by this rank, and where it starts in the whole variable.
+struct VariableShardValue {
+  std::string device;  // "cpu:2"
+  std::vector<int64_t> starts;
+  HostTensor value;
 };
 
 class Session {
@@ -65,8 +78,11 @@ class Session {
   // variables. Evaluation plans are compiled once per list of fetches and kept.
   std::vector<HostTensor> evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches);
 
-  // A copy of a variable's current value; Error::NotFound for an unknown name.
+  // A copy of a variable's current value; Error::NotFound for an unknown name, and
+  // Error::FailedPrecondition when part of it lives on another rank.
   HostTensor variable(const std::string& name) const;
+  // This rank's shards of a variable (every device's copy of a broadcast one).
+  std::vector<VariableShardValue> local_shards(const std::string& name) const;
   void set_variable(const std::string& name, const HostTensor& value);
 
   int64_t steps_done() const;

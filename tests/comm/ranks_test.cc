@@ -1,0 +1,179 @@
+// Several ranks in one process, each with its own transport (UCX) and its own executor: the
+// plan's edges between ranks become SEND and RECV actors, and every layout must train to the
+// same parameters as the one-device interpreter. (tests/launch/ runs them as processes.)
+#include <cmath>
+#include <future>
+#include <thread>
+
+#include "apps/models/parallel.h"
+#include "comm/transport.h"
+#include "proto/plan.pb.h"
+#include "runtime/interpreter.h"
+#include "runtime/session.h"
+#include "tests/test_support.h"
+
+namespace tessel {
+namespace {
+
+// Runs `work(rank)` for every rank at once and waits for all.
+void on_every_rank(int ranks, const std::function<void(int)>& work) {
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(ranks);
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        work(r);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+}
+
+std::vector<std::unique_ptr<comm::Transport>> connected_transports(int ranks) {
+  std::vector<std::unique_ptr<comm::Transport>> transports;
+  std::vector<std::vector<uint8_t>> addresses;
+  for (int r = 0; r < ranks; ++r) {
+    transports.push_back(std::make_unique<comm::Transport>());
+    addresses.push_back(transports.back()->address());
+  }
+  for (int r = 0; r < ranks; ++r) transports[r]->connect(addresses, r);
+  return transports;
+}
+
+TEST(Transport, MovesTaggedBytesBetweenRanksAndReportsArrivals) {
+  auto transports = connected_transports(2);
+  std::vector<float> source(1 << 20), target(source.size(), 0);
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<float>(i);
+  std::promise<comm::Completion> received, sent;
+  transports[1]->receive(0x1200, ~uint64_t{0xff}, target.data(), target.size() * 4,
+                         [&](const comm::Completion& done) { received.set_value(done); });
+  transports[0]->send(1, 0x1234, source.data(), source.size() * 4,
+                      [&](const comm::Completion& done) { sent.set_value(done); });
+  const comm::Completion arrival = received.get_future().get();
+  EXPECT_TRUE(sent.get_future().get().ok);
+  EXPECT_TRUE(arrival.ok) << arrival.error;
+  EXPECT_EQ(arrival.tag, 0x1234u);  // the mask let any low byte match; the sender's tag comes back
+  EXPECT_EQ(arrival.bytes, source.size() * 4);
+  EXPECT_EQ(target, source);
+  EXPECT_EQ(transports[0]->bytes_sent(), source.size() * 4);
+  EXPECT_EQ(transports[1]->bytes_received(), source.size() * 4);
+
+  // A cancelled receive never completes, and a later message goes to the next receive.
+  int64_t first = 0, second = 0;
+  bool cancelled_completed = false;
+  const uint64_t id = transports[1]->receive(7, ~uint64_t{0}, &first, 8,
+                                             [&](const comm::Completion&) { cancelled_completed = true; });
+  transports[1]->cancel(id);
+  std::promise<void> got;
+  transports[1]->receive(7, ~uint64_t{0}, &second, 8, [&](const comm::Completion&) { got.set_value(); });
+  transports[1]->describe();  // runs on its progress thread after the posts and the cancel above
+  transports[0]->send_value(1, 7, 42);
+  got.get_future().get();
+  EXPECT_EQ(second, 42);
+  EXPECT_EQ(first, 0);
+  EXPECT_FALSE(cancelled_completed);
+}
+
+HostTensor block_of(const HostTensor& whole, const std::vector<int64_t>& starts, const Shape& shape) {
+  HostTensor block(shape, whole.dtype());
+  copy_block(static_cast<const std::byte*>(whole.raw()), whole.shape(), starts, static_cast<std::byte*>(block.raw()),
+             shape, std::vector<int64_t>(shape.rank(), 0), shape.dims(), size_of(whole.dtype()));
+  return block;
+}
+
+struct RankResult {
+  std::vector<float> losses;  // from the rank holding the fetch
+  std::map<std::string, std::vector<VariableShardValue>> shards;
+  int sends = 0, recvs = 0;
+};
+
+// Trains `name` over `ranks` ranks of one process and checks every rank's shards against the
+// interpreter.
+void expect_ranks_match_one_device(const std::string& name, int ranks, int steps) {
+  SCOPED_TRACE(concat(name, " over ", ranks, " ranks"));
+  std::vector<models::ParallelExample> examples;
+  for (int r = 0; r < ranks; ++r) examples.push_back(models::build_parallel_example(name));
+  auto transports = connected_transports(ranks);
+  std::vector<RankResult> results(ranks);
+  on_every_rank(ranks, [&](int r) {
+    models::ParallelExample& example = examples[r];
+    Session session(*example.graph, {example.loss},
+                    {.placement = example.placement, .ranks = ranks, .rank = r, .transport = transports[r].get()});
+    for (const proto::DevicePlan& device : session.plan().ranks(r).devices()) {
+      for (const proto::ActorDef& actor : device.actors()) {
+        results[r].sends += actor.kind() == proto::SEND;
+        results[r].recvs += actor.kind() == proto::RECV;
+      }
+    }
+    session.run(steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
+                [&](int64_t, const std::vector<HostTensor>& fetched) {
+                  if (fetched[0].defined()) results[r].losses.push_back(fetched[0].get(0));
+                });
+    for (const Tensor& param : example.graph->params()) {
+      const std::string variable = example.graph->node(param.node()).attrs.get_string("name");
+      results[r].shards[variable] = session.local_shards(variable);
+    }
+  });
+  models::ParallelExample reference_example = models::build_parallel_example(name);
+  Interpreter reference(*reference_example.graph);
+  std::vector<float> expected_losses;
+  for (int step = 0; step < steps; ++step) {
+    expected_losses.push_back(reference.train_step(reference_example.feeds(step), {reference_example.loss})[0].get(0));
+  }
+  int ranks_with_loss = 0, transfers = 0;
+  for (int r = 0; r < ranks; ++r) {
+    transfers += results[r].sends + results[r].recvs;
+    if (results[r].losses.empty()) continue;
+    ++ranks_with_loss;
+    ASSERT_EQ(results[r].losses.size(), expected_losses.size());
+    for (int step = 0; step < steps; ++step) EXPECT_NEAR(results[r].losses[step], expected_losses[step], 1e-5);
+  }
+  EXPECT_EQ(ranks_with_loss, 1);
+  EXPECT_GT(transfers, 0);
+  for (const auto& [variable, unused] : results[0].shards) {
+    const HostTensor whole = reference.variable(variable);
+    int64_t covered = 0;
+    for (int r = 0; r < ranks; ++r) {
+      for (const VariableShardValue& shard : results[r].shards.at(variable)) {
+        const HostTensor expected = block_of(whole, shard.starts, shard.value.shape());
+        for (int64_t i = 0; i < expected.numel(); ++i) {
+          ASSERT_NEAR(shard.value.get(i), expected.get(i), 1e-5 * std::max(1.0, std::abs(expected.get(i))))
+              << variable << " on " << shard.device << ", element " << i;
+        }
+        covered += shard.value.numel();
+      }
+    }
+    EXPECT_GE(covered, whole.numel()) << variable << ": the ranks' shards do not cover it";
+  }
+}
+
+class RanksInOneProcess : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+
+TEST_P(RanksInOneProcess, TrainToTheOneDeviceParameters) {
+  expect_ranks_match_one_device(std::get<0>(GetParam()), std::get<1>(GetParam()), 6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, RanksInOneProcess,
+                         ::testing::Combine(::testing::Values("data-parallel", "tensor-parallel", "pipeline",
+                                                              "hybrid"),
+                                            ::testing::Values(2, 4)),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param));
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
+
+TEST(RanksInOneProcess, DevicesThatDoNotSplitEvenlyAreRefused) {
+  models::ParallelExample example = models::build_parallel_example("data-parallel");
+  EXPECT_TESSEL_ERROR(compile_plan(*example.graph, {.fetches = {example.loss}, .placement = example.placement,
+                                                    .ranks = 3}),
+                      ErrorCode::kInvalidArgument, "do not split evenly over 3 ranks");
+}
+
+}  // namespace
+}  // namespace tessel
