@@ -2,51 +2,140 @@
 
 #include <glog/logging.h>
 
-#include <algorithm>
-#include <caf/all.hpp>
-#include <caf/io/all.hpp>
+#include <chrono>
+#include <map>
 #include <mutex>
 #include <set>
 
+#include "comm/control_messages.h"
 #include "core/error.h"
 
 namespace tessel {
+namespace comm {
+
+std::string encode_addresses(const std::vector<std::string>& addresses) {
+  static const char* digits = "0123456789abcdef";
+  std::string text;
+  for (size_t r = 0; r < addresses.size(); ++r) {
+    if (r > 0) text += ',';
+    for (unsigned char c : addresses[r]) text += {digits[c >> 4], digits[c & 15]};
+  }
+  return text;
+}
+
+std::vector<std::string> decode_addresses(const std::string& text) {
+  std::vector<std::string> addresses(1);
+  const auto value = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i < text.size();) {
+    if (text[i] == ',') {
+      addresses.emplace_back();
+      ++i;
+      continue;
+    }
+    addresses.back() += static_cast<char>(value(text[i]) << 4 | value(text[i + 1]));
+    i += 2;
+  }
+  return addresses;
+}
+
+}  // namespace comm
+
 namespace {
 
-using join_atom = caf::atom_constant<caf::atom("join")>;
+using namespace comm;
+using Clock = std::chrono::steady_clock;
 
 struct Membership {
   std::mutex mutex;
-  std::set<int> members;
+  std::map<int, std::string> members;  // rank -> UCX address
+  std::map<int, Clock::time_point> last_heard;
+  std::set<int> left;
   int refused = 0;
+  std::string failure;
+  std::vector<caf::response_promise> rosters, leaves;
 };
 
-caf::actor_system_config& with_middleman(caf::actor_system_config& config) {
-  config.load<caf::io::middleman>();
-  return config;
-}
-
-// Replies "accepted" or "refused: <reason>".
-caf::behavior coordinator_behavior(caf::event_based_actor*, std::string token, int world_size,
-                                   std::shared_ptr<Membership> membership) {
-  return {[=](join_atom, const std::string& presented, int rank) -> std::string {
-    std::lock_guard<std::mutex> lock(membership->mutex);
-    std::string reason;
-    if (presented != token)
-      reason = "wrong job token";
-    else if (rank < 0 || rank >= world_size)
-      reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
-    else if (membership->members.count(rank))
-      reason = concat("rank ", rank, " has already joined");
-    if (!reason.empty()) {
-      ++membership->refused;
-      LOG(WARNING) << "coordinator: refused a join as rank " << rank << ": " << reason;
-      return "refused: " + reason;
+caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string token, int world_size,
+                                   std::chrono::milliseconds deadline, std::shared_ptr<Membership> m) {
+  const auto interval = std::max(std::chrono::milliseconds(20), deadline / 5);
+  self->delayed_send(self, interval, check_atom::value);
+  // Answers every waiting roster or leave once it can; called with the mutex held.
+  const auto settle = [=] {
+    if (!m->failure.empty()) {
+      for (auto& promise : m->rosters) promise.deliver(std::string("failed: ") + m->failure);
+      for (auto& promise : m->leaves) promise.deliver(std::string("failed: ") + m->failure);
+      m->rosters.clear();
+      m->leaves.clear();
+      return;
     }
-    membership->members.insert(rank);
-    LOG(INFO) << "coordinator: rank " << rank << " joined (" << membership->members.size() << "/" << world_size << ")";
-    return "accepted";
-  }};
+    if (static_cast<int>(m->members.size()) == world_size && !m->rosters.empty()) {
+      std::vector<std::string> addresses;
+      for (const auto& [rank, address] : m->members) addresses.push_back(address);
+      const std::string roster = "accepted " + encode_addresses(addresses);
+      for (auto& promise : m->rosters) promise.deliver(roster);
+      m->rosters.clear();
+    }
+    if (static_cast<int>(m->left.size()) == world_size) {
+      for (auto& promise : m->leaves) promise.deliver(std::string("done"));
+      m->leaves.clear();
+    }
+  };
+  return {
+      [=](join_atom, const std::string& presented, int rank, const std::string& address) -> std::string {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        std::string reason;
+        if (presented != token)
+          reason = "wrong job token";
+        else if (rank < 0 || rank >= world_size)
+          reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
+        else if (m->members.count(rank))
+          reason = concat("rank ", rank, " has already joined");
+        if (!reason.empty()) {
+          ++m->refused;
+          LOG(WARNING) << "coordinator: refused a join as rank " << rank << ": " << reason;
+          return "refused: " + reason;
+        }
+        m->members[rank] = address;
+        m->last_heard[rank] = Clock::now();
+        LOG(INFO) << "coordinator: rank " << rank << " joined (" << m->members.size() << "/" << world_size << ")";
+        return "accepted";
+      },
+      [=](roster_atom, int) -> caf::result<std::string> {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        auto promise = self->make_response_promise<std::string>();
+        m->rosters.push_back(promise);
+        settle();
+        return promise;
+      },
+      [=](heartbeat_atom, int rank) -> std::string {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        if (m->members.count(rank)) m->last_heard[rank] = Clock::now();
+        return m->failure.empty() ? "ok" : "failed: " + m->failure;
+      },
+      [=](leave_atom, int rank) -> caf::result<std::string> {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        m->left.insert(rank);
+        auto promise = self->make_response_promise<std::string>();
+        m->leaves.push_back(promise);
+        settle();
+        return promise;
+      },
+      [=](check_atom) {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        const auto now = Clock::now();
+        for (const auto& [rank, heard] : m->last_heard) {
+          if (!m->failure.empty() || m->left.count(rank)) continue;
+          const auto silent = std::chrono::duration<double>(now - heard).count();
+          if (silent > std::chrono::duration<double>(deadline).count()) {
+            m->failure = concat("rank ", rank, " sent no heartbeat for ", silent, " s (the deadline is ",
+                                std::chrono::duration<double>(deadline).count(), " s)");
+            LOG(ERROR) << "coordinator: " << m->failure;
+          }
+        }
+        settle();
+        self->delayed_send(self, interval, check_atom::value);
+      },
+  };
 }
 
 }  // namespace
@@ -60,12 +149,17 @@ struct Coordinator::State {
   int world_size = 0;
 };
 
-Coordinator::Coordinator(std::string token, int world_size, const std::string& host, uint16_t port)
+Coordinator::Coordinator(std::string token, int world_size, const std::string& host, uint16_t port,
+                         double heartbeat_deadline_seconds)
     : state_(std::make_unique<State>()) {
   if (token.empty()) throw Error::InvalidArgument("the job token must not be empty");
   if (world_size < 1) throw Error::InvalidArgument(concat("world size must be at least 1, got ", world_size));
+  if (!(heartbeat_deadline_seconds > 0)) {
+    throw Error::InvalidArgument(concat("the heartbeat deadline must be positive, got ", heartbeat_deadline_seconds));
+  }
   state_->world_size = world_size;
-  state_->actor = state_->system.spawn(coordinator_behavior, std::move(token), world_size, state_->membership);
+  const auto deadline = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_deadline_seconds * 1000));
+  state_->actor = state_->system.spawn(coordinator_behavior, std::move(token), world_size, deadline, state_->membership);
   auto published = state_->system.middleman().publish(state_->actor, port, host.c_str(), /*reuse_addr=*/true);
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);
@@ -81,7 +175,9 @@ uint16_t Coordinator::port() const { return state_->port; }
 
 std::vector<int> Coordinator::members() const {
   std::lock_guard<std::mutex> lock(state_->membership->mutex);
-  return {state_->membership->members.begin(), state_->membership->members.end()};
+  std::vector<int> ranks;
+  for (const auto& [rank, address] : state_->membership->members) ranks.push_back(rank);
+  return ranks;
 }
 
 int Coordinator::refused() const {
@@ -90,6 +186,11 @@ int Coordinator::refused() const {
 }
 
 bool Coordinator::complete() const { return static_cast<int>(members().size()) == state_->world_size; }
+
+std::string Coordinator::failure() const {
+  std::lock_guard<std::mutex> lock(state_->membership->mutex);
+  return state_->membership->failure;
+}
 
 JoinReply join_coordinator(const std::string& host, uint16_t port, const std::string& token, int rank,
                            int timeout_seconds) {
@@ -102,7 +203,7 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   }
   JoinReply reply;
   caf::scoped_actor self{system};
-  self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank)
+  self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string())
       .receive(
           [&](const std::string& answer) {
             reply.accepted = answer == "accepted";

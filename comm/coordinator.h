@@ -14,7 +14,10 @@ namespace tessel {
 class Coordinator {
  public:
   // Listens on `host`:`port` (port 0: any free port) for `world_size` ranks showing `token`.
-  Coordinator(std::string token, int world_size, const std::string& host = "127.0.0.1", uint16_t port = 0);
+  // A rank that has joined and sends no heartbeat for `heartbeat_deadline_seconds` fails the
+  // job: every rank learns it from its next heartbeat's answer.
+  Coordinator(std::string token, int world_size, const std::string& host = "127.0.0.1", uint16_t port = 0,
+              double heartbeat_deadline_seconds = 10);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
@@ -23,6 +26,7 @@ class Coordinator {
   std::vector<int> members() const;  // ranks admitted so far, ascending
   int refused() const;               // joins refused so far
   bool complete() const;             // every rank of the world has joined
+  std::string failure() const;       // why the job failed; empty while it has not
 
  private:
   struct State;

@@ -5,12 +5,19 @@
 //   tessel-example tensor-parallel [--steps 100] [--every 10] [--workers 1] [--plan]
 //
 // Exits 0 when every parameter matches the one-device run within 1e-4 relative, 1 otherwise.
+//
+// Started by tessel-launch (TESSEL_RANK set), each process is one rank of a job: the example's
+// devices are spread over the ranks, and each rank checks its own shards against the
+// interpreter (which every rank runs on its own).
+//
+//   tessel-launch --nproc-per-node 2 -- tessel-example data-parallel
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include "apps/models/parallel.h"
+#include "comm/job.h"
 #include "core/logging.h"
 #include "graph/plan_inspect.h"
 #include "proto/plan.pb.h"
@@ -68,44 +75,72 @@ int main(int argc, char** argv) {
   }
   if (name.empty()) usage("which example?");
   try {
+    std::optional<comm::JobConfig> config = comm::job_config_from_environment();
+    std::unique_ptr<comm::Job> job = config ? std::make_unique<comm::Job>(*config) : nullptr;
+    const int ranks = job ? job->world_size() : 1, rank = job ? job->rank() : 0;
     models::ParallelExample example = models::build_parallel_example(name);
     Graph& g = *example.graph;
-    Session session(g, {example.loss},
-                    SessionOptions{.worker_threads = static_cast<int>(workers), .placement = example.placement});
+    auto session = std::make_unique<Session>(g, std::vector<Tensor>{example.loss},
+                    SessionOptions{.worker_threads = static_cast<int>(workers),
+                                   .placement = example.placement,
+                                   .ranks = ranks,
+                                   .rank = rank,
+                                   .transport = job ? &job->transport() : nullptr});
     Interpreter reference(g);
-    const proto::Plan& plan = session.plan();
-    if (show_plan) std::fputs(describe_plan(plan).c_str(), stdout);
-    int actors = 0;
-    for (const proto::DevicePlan& device : plan.ranks(0).devices()) actors += device.actors_size();
-    std::printf("%s: %s\n", example.name.c_str(), example.summary.c_str());
-    std::printf("plan: %d devices, %d actors; boxing moves %lld bytes per step (table lower bound %lld)\n",
-                plan.ranks(0).devices_size(), actors, static_cast<long long>(plan.boxing_bytes()),
+    const proto::Plan& plan = session->plan();
+    if (show_plan && rank == 0) std::fputs(describe_plan(plan).c_str(), stdout);
+    int actors = 0, transfers = 0;
+    const proto::RankPlan& share = plan.ranks(rank);
+    for (const proto::DevicePlan& device : share.devices()) {
+      actors += device.actors_size();
+      for (const proto::ActorDef& actor : device.actors()) transfers += actor.kind() == proto::SEND;
+    }
+    std::string devices;
+    for (const proto::DevicePlan& device : share.devices()) devices += " " + device.device();
+    if (rank == 0) std::printf("%s: %s\n", example.name.c_str(), example.summary.c_str());
+    std::printf("plan: rank %d of %d runs%s: %d actors, %d sends to other ranks; boxing moves %lld bytes per step "
+                "(table lower bound %lld)\n",
+                rank, ranks, devices.c_str(), actors, transfers, static_cast<long long>(plan.boxing_bytes()),
                 static_cast<long long>(plan.boxing_lower_bound()));
-    std::printf("%6s  %14s  %14s\n", "step", "loss (devices)", "loss (1 device)");
-    session.run(
+    bool header = false;
+    session->run(
         steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
         [&](int64_t step, const std::vector<HostTensor>& fetched) {
           const std::vector<HostTensor> expected = reference.train_step(example.feeds(step), {example.loss});
+          if (!fetched[0].defined()) return;  // another rank holds the loss
+          if (!header) std::printf("%6s  %14s  %14s\n", "step", "loss (devices)", "loss (1 device)"), header = true;
           if (step % every == 0 || step + 1 == steps) {
             std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0), expected[0].get(0));
           }
         });
     double worst = 0;
     std::string worst_name;
+    int shards = 0;
     for (const Tensor& param : g.params()) {
       const std::string variable = g.node(param.node()).attrs.get_string("name");
-      const HostTensor a = session.variable(variable), b = reference.variable(variable);
+      const HostTensor b = reference.variable(variable);
       double scale = 1e-3;
       for (int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(b.get(i)));
-      for (int64_t i = 0; i < b.numel(); ++i) {
-        const double error = std::abs(a.get(i) - b.get(i)) / scale;
-        if (error > worst) worst = error, worst_name = variable;
+      for (const VariableShardValue& shard : session->local_shards(variable)) {
+        ++shards;
+        HostTensor expected(shard.value.shape(), b.dtype());
+        copy_block(static_cast<const std::byte*>(b.raw()), b.shape(), shard.starts,
+                   static_cast<std::byte*>(expected.raw()), expected.shape(),
+                   std::vector<int64_t>(expected.shape().rank(), 0), expected.shape().dims(), size_of(b.dtype()));
+        for (int64_t i = 0; i < expected.numel(); ++i) {
+          const double error = std::abs(shard.value.get(i) - expected.get(i)) / scale;
+          if (error > worst) worst = error, worst_name = variable + " on " + shard.device;
+        }
       }
     }
     const bool same = worst <= 1e-4;
-    std::printf("parameters after %lld steps: largest difference from one device %.2e (relative, in %s): %s\n",
-                static_cast<long long>(steps), worst, worst_name.empty() ? "-" : worst_name.c_str(),
+    std::printf("parameters after %lld steps (%d shards on rank %d): largest difference from one device %.2e "
+                "(relative, in %s): %s\n",
+                static_cast<long long>(steps), shards, rank, worst, worst_name.empty() ? "-" : worst_name.c_str(),
                 same ? "the same numbers" : "DIFFERENT");
+    std::fflush(stdout);
+    session.reset();  // drains: its transfers end on every rank before the job does
+    if (job) job->finish();
     return same ? 0 : 1;
   } catch (const Error& error) {
     std::fprintf(stderr, "tessel-example: %s\n", error.what());
