@@ -1,0 +1,34 @@
+// Where a launcher's ranks come from: its flags, or the environment another launcher set
+// (Slurm's srun, Open MPI's mpirun, torchrun). Flags beat the environment. Kept apart from
+// tessel-launch's process handling so tests can check it directly.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tessel::launch {
+
+struct LaunchConfig {
+  int world_size = 1;
+  std::vector<int> ranks;        // the global ranks this launcher starts, one process each
+  int first_local_rank = 0;      // local rank of ranks[0]
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29400;
+  bool port_given = false;       // by a flag or the environment; else a launcher starting every rank picks a free one
+  std::string token;             // empty: generate one
+  std::string source = "flags";  // "flags", "slurm", "open mpi" or "torchrun"
+  double heartbeat_deadline = 5;
+  std::vector<std::string> command;
+};
+
+// Parses argv (after the program name) against `environment`. Throws std::invalid_argument
+// with a message naming the flag or variable at fault.
+LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
+                            const std::map<std::string, std::string>& environment);
+
+// "node[01-03,07],login5" -> {"node01","node02","node03","node07","login5"}: Slurm's
+// compressed host lists. Throws std::invalid_argument for a malformed list.
+std::vector<std::string> expand_hostlist(const std::string& list);
+
+}  // namespace tessel::launch

@@ -1,0 +1,227 @@
+// tessel-launch: starts the ranks of a job on this node, like torchrun, and watches them.
+//
+//   tessel-launch --nproc-per-node 4 -- tessel-example data-parallel          # 4 ranks here
+//   tessel-launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-addr 10.0.0.1 \
+//                 --token SECRET -- tessel-example hybrid                        # node 0 of 2
+//   srun -n 4 tessel-launch -- tessel-example data-parallel                      # one rank per task
+//   mpirun -n 4 tessel-launch --master-addr node01 -- tessel-example pipeline
+//
+// Each rank gets TESSEL_RANK, TESSEL_WORLD_SIZE, TESSEL_LOCAL_RANK, TESSEL_MASTER_ADDR,
+// TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN and TESSEL_HEARTBEAT_DEADLINE (comm/job.h reads them).
+// Its output lines are prefixed "[rank R] ". When a rank fails, the others are stopped
+// (SIGTERM, then SIGKILL after 5 s) and the launcher exits 1 naming the rank and how it ended;
+// when every rank exits 0, so does the launcher.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "apps/launch/launch_config.h"
+
+extern char** environ;
+
+namespace {
+
+struct Child {
+  int rank = 0;
+  pid_t pid = -1;
+  int output = -1;       // read end of the pipe its stdout and stderr go to
+  std::string partial;   // a line not yet ended
+  bool running = true;
+};
+
+volatile std::sig_atomic_t interrupted = 0;
+void on_signal(int) { interrupted = 1; }
+
+std::string generated_token() {
+  std::random_device device;
+  std::string token;
+  static const char* digits = "0123456789abcdef";
+  for (int i = 0; i < 32; ++i) token += digits[device() % 16];
+  return token;
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  int port = 29400;
+  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+void flush_lines(Child& child, bool all) {
+  size_t newline;
+  while ((newline = child.partial.find('\n')) != std::string::npos) {
+    std::printf("[rank %d] %s\n", child.rank, child.partial.substr(0, newline).c_str());
+    child.partial.erase(0, newline + 1);
+  }
+  if (all && !child.partial.empty()) {
+    std::printf("[rank %d] %s\n", child.rank, child.partial.c_str());
+    child.partial.clear();
+  }
+  std::fflush(stdout);
+}
+
+// Reads whatever the children wrote, for up to `timeout_ms`.
+void pump(std::vector<Child>& children, int timeout_ms) {
+  std::vector<pollfd> fds;
+  for (const Child& child : children) {
+    if (child.output >= 0) fds.push_back({child.output, POLLIN, 0});
+  }
+  if (fds.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+    return;
+  }
+  if (poll(fds.data(), fds.size(), timeout_ms) <= 0) return;
+  for (Child& child : children) {
+    if (child.output < 0) continue;
+    char buffer[65536];
+    const ssize_t got = read(child.output, buffer, sizeof buffer);
+    if (got > 0) {
+      child.partial.append(buffer, static_cast<size_t>(got));
+      flush_lines(child, false);
+    } else if (got == 0) {
+      flush_lines(child, true);
+      close(child.output);
+      child.output = -1;
+    }
+  }
+}
+
+std::string how_it_ended(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  }
+  return "ended with wait status " + std::to_string(status);
+}
+
+Child start(const tessel::launch::LaunchConfig& config, int index) {
+  Child child;
+  child.rank = config.ranks[index];
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  const pid_t parent = getpid();
+  child.pid = fork();
+  if (child.pid < 0) throw std::runtime_error("fork failed");
+  if (child.pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the launcher
+    if (getppid() != parent) _exit(127);
+    dup2(pipe_fds[1], STDOUT_FILENO);
+    dup2(pipe_fds[1], STDERR_FILENO);
+    setenv("TESSEL_RANK", std::to_string(child.rank).c_str(), 1);
+    setenv("TESSEL_WORLD_SIZE", std::to_string(config.world_size).c_str(), 1);
+    setenv("TESSEL_LOCAL_RANK", std::to_string(config.first_local_rank + index).c_str(), 1);
+    setenv("TESSEL_MASTER_ADDR", config.master_addr.c_str(), 1);
+    setenv("TESSEL_MASTER_PORT", std::to_string(config.master_port).c_str(), 1);
+    setenv("TESSEL_JOB_TOKEN", config.token.c_str(), 1);
+    setenv("TESSEL_HEARTBEAT_DEADLINE", std::to_string(config.heartbeat_deadline).c_str(), 1);
+    setenv("GLOG_logtostderr", "1", 0);
+    std::vector<char*> argv;
+    for (const std::string& word : config.command) argv.push_back(const_cast<char*>(word.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    std::fprintf(stderr, "tessel-launch: cannot run '%s': %s\n", argv[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(pipe_fds[1]);
+  child.output = pipe_fds[0];
+  return child;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tessel::launch::LaunchConfig config;
+  try {
+    std::map<std::string, std::string> environment;
+    for (char** entry = environ; *entry != nullptr; ++entry) {
+      const std::string text = *entry;
+      const size_t equals = text.find('=');
+      if (equals != std::string::npos) environment[text.substr(0, equals)] = text.substr(equals + 1);
+    }
+    config = tessel::launch::resolve_launch(std::vector<std::string>(argv + 1, argv + argc), environment);
+  } catch (const std::invalid_argument& error) {
+    std::fprintf(stderr,
+                 "tessel-launch: %s\nusage: tessel-launch [--nnodes N] [--nproc-per-node P] [--node-rank K] "
+                 "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S] -- PROGRAM [ARGS]\n",
+                 error.what());
+    return 2;
+  }
+  if (config.token.empty()) config.token = generated_token();
+  if (!config.port_given && static_cast<int>(config.ranks.size()) == config.world_size) {
+    config.master_port = free_port();  // every rank is here: any free port will do
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::fprintf(stderr, "tessel-launch: ranks %d..%d of %d (from %s), coordinator at %s:%d\n", config.ranks.front(),
+               config.ranks.back(), config.world_size, config.source.c_str(), config.master_addr.c_str(),
+               config.master_port);
+  std::vector<Child> children;
+  for (size_t i = 0; i < config.ranks.size(); ++i) children.push_back(start(config, static_cast<int>(i)));
+
+  std::string failure;
+  int running = static_cast<int>(children.size());
+  while (running > 0 && failure.empty()) {
+    pump(children, 50);
+    if (interrupted) failure = "tessel-launch was interrupted";
+    for (Child& child : children) {
+      int status = 0;
+      if (!child.running || waitpid(child.pid, &status, WNOHANG) != child.pid) continue;
+      child.running = false;
+      --running;
+      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && failure.empty()) {
+        failure = "rank " + std::to_string(child.rank) + " (pid " + std::to_string(child.pid) + ") " +
+                  how_it_ended(status);
+      }
+    }
+  }
+  if (!failure.empty()) {
+    for (Child& child : children) {
+      if (child.running) kill(child.pid, SIGTERM);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (running > 0) {
+      pump(children, 20);
+      for (Child& child : children) {
+        int status = 0;
+        if (child.running && waitpid(child.pid, &status, WNOHANG) == child.pid) child.running = false, --running;
+      }
+      if (running > 0 && std::chrono::steady_clock::now() > deadline) {
+        for (Child& child : children) {
+          if (child.running) kill(child.pid, SIGKILL);
+        }
+      }
+    }
+  }
+  for (Child& child : children) {
+    while (child.output >= 0) pump(children, 100);
+  }
+  if (!failure.empty()) {
+    std::fprintf(stderr, "tessel-launch: %s; stopped the other ranks\n", failure.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "tessel-launch: all %zu ranks exited 0\n", children.size());
+  return 0;
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Multi-process tests of tessel-launch with real processes (ctest runs each mode):
+#   launch_test.sh BIN examples NAME N     N ranks on loopback equal the one-device run
+#   launch_test.sh BIN wrong-token         a join with the wrong token is refused; the job goes on
+#   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN namespaces          two "nodes" in network namespaces joined by a veth pair
+# BIN is the build folder. Every wait is bounded; processes started here are killed on exit.
+set -uo pipefail
+bin=$1 mode=$2
+launch=$bin/apps/launch/tessel-launch
+example=$bin/apps/parallel/tessel-example
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  [ -n "${namespaces:-}" ] && for ns in $namespaces; do ip netns del "$ns" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }; done; exit 1; }
+# Waits up to $2 seconds for pid $1 to end; returns its status (124: still running).
+wait_for() {
+  local pid=$1 seconds=$2
+  for _ in $(seq $((seconds * 10))); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid"; return $?; }
+    sleep 0.1
+  done
+  return 124
+}
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+case $mode in
+examples)
+  name=$3 n=$4
+  timeout 120 "$launch" --nproc-per-node "$n" -- "$example" "$name" --steps 10 --every 3 > "$work/job.log" 2>&1 ||
+    fail "the launcher exited $?"
+  cat "$work/job.log"
+  [ "$(grep -c 'the same numbers' "$work/job.log")" = "$n" ] || fail "not every one of $n ranks matched one device"
+  grep -q "all $n ranks exited 0" "$work/job.log" || fail "the launcher did not report success"
+  # The rank holding the loss prints it beside the one-device loss: every line must agree
+  # (within float tolerance: the shards sum in another order).
+  awk '/^\[rank [0-9]+\] +[0-9]+ +[0-9.]+ +[0-9.]+$/ { d = $4 - $5; if (d < 0) d = -d; if (d > 1e-5 * $5) bad = 1; rows++ }
+       END { exit !(rows >= 3 && !bad) }' \
+    "$work/job.log" || fail "the multi-process losses differ from the one-process losses"
+  echo "PASS: $name over $n processes equals one device"
+  ;;
+wrong-token)
+  port=$(free_port)
+  "$launch" --nnodes 2 --node-rank 0 --master-port "$port" --token right-token -- \
+    "$example" data-parallel --steps 20 > "$work/node0.log" 2>&1 &
+  node0=$!; pids+=($node0)
+  timeout 60 "$launch" --nnodes 2 --node-rank 1 --master-port "$port" --token wrong-token -- \
+    "$example" data-parallel --steps 20 > "$work/intruder.log" 2>&1
+  status=$?
+  cat "$work/intruder.log"
+  [ $status = 1 ] || fail "the intruder's launcher exited $status, expected 1"
+  grep -q "refused rank 1: refused: wrong job token" "$work/intruder.log" || fail "the refusal does not say why"
+  timeout 60 "$launch" --nnodes 2 --node-rank 1 --master-port "$port" --token right-token -- \
+    "$example" data-parallel --steps 20 > "$work/node1.log" 2>&1 || fail "the real rank 1 failed"
+  wait_for $node0 60 || fail "node 0 exited $?"
+  cat "$work/node0.log"
+  grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/node0.log" || fail "the refusal was not logged"
+  grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
+  echo "PASS: a wrong token is refused and logged, and the job goes on"
+  ;;
+killed-rank)
+  port=$(free_port) deadline=2
+  for node in 0 1; do
+    "$launch" --nnodes 2 --node-rank $node --master-port "$port" --token t --heartbeat-deadline $deadline -- \
+      "$example" data-parallel --steps 100000000 --every 1000 > "$work/node$node.log" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 300); do grep -q "joined the job" "$work/node1.log" 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  victim=$(pgrep -P "${pids[1]}" | head -1)
+  [ -n "$victim" ] || fail "rank 1's process was not found"
+  kill -9 "$victim"
+  killed=$(date +%s.%N)
+  wait_for "${pids[1]}" 10; status1=$?
+  wait_for "${pids[0]}" $((deadline + 8)); status0=$?
+  ended=$(date +%s.%N)
+  cat "$work/node0.log" "$work/node1.log" | grep -v "^\[rank [0-9]\] *[0-9]"
+  [ $status1 = 1 ] || fail "node 1's launcher exited $status1, expected 1"
+  [ $status0 = 1 ] || fail "node 0's launcher exited $status0, expected 1 (124: it hung)"
+  grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/node1.log" || fail "node 1 does not name the killed rank"
+  grep -q "tessel rank 0: the job failed: " "$work/node0.log" || fail "rank 0 does not say why it stopped"
+  grep -q "tessel-launch: rank 0 (pid [0-9]*) exited with status 3" "$work/node0.log" || fail "node 0 does not name rank 0"
+  seconds=$(echo "$ended - $killed" | bc)
+  echo "the job ended $seconds s after the kill (heartbeat deadline $deadline s)"
+  [ "$(echo "$seconds < $deadline + 3" | bc)" = 1 ] || fail "ending took longer than the deadline allows"
+  left=$(pgrep -f "$example data-parallel --steps 100000000" || true)
+  [ -z "$left" ] || fail "processes left behind: $left"
+  echo "PASS: a killed rank ends the job in $seconds s, nothing left behind"
+  ;;
+namespaces)
+  if ! ip netns add tessel-probe-$$ 2>/dev/null; then
+    echo "SKIP: cannot make network namespaces here (needs root and iproute2)"; exit 0
+  fi
+  ip netns del tessel-probe-$$
+  a=tessel-a-$$ b=tessel-b-$$ namespaces="$a $b"
+  ip netns add $a && ip netns add $b || fail "ip netns add"
+  ip link add veth-a-$$ netns $a type veth peer name veth-b-$$ netns $b || fail "ip link add veth"
+  ip -n $a addr add 10.77.0.1/24 dev veth-a-$$ && ip -n $b addr add 10.77.0.2/24 dev veth-b-$$
+  for ns in $a $b; do ip -n $ns link set lo up; done
+  ip -n $a link set veth-a-$$ up && ip -n $b link set veth-b-$$ up
+  bytes() { ip netns exec $a cat /sys/class/net/veth-a-$$/statistics/$1_bytes; }
+  tx0=$(bytes tx) rx0=$(bytes rx)
+  # Both namespaces share this machine's memory, so UCX would pick shared memory between them;
+  # real nodes have none, so the test holds UCX to tcp as it would be between two hosts.
+  for node in 0 1; do
+    ns=$([ $node = 0 ] && echo $a || echo $b) dev=$([ $node = 0 ] && echo veth-a-$$ || echo veth-b-$$)
+    ip netns exec $ns env UCX_TLS=tcp,self UCX_NET_DEVICES=$dev timeout 120 "$launch" --nnodes 2 --node-rank $node \
+      --nproc-per-node 1 --master-addr 10.77.0.1 --master-port 29500 --token netns -- \
+      "$example" data-parallel --steps 20 --every 5 > "$work/node$node.log" 2>&1 &
+    pids+=($!)
+  done
+  wait_for "${pids[0]}" 120 || fail "node 0 exited $?"
+  wait_for "${pids[1]}" 120 || fail "node 1 exited $?"
+  cat "$work/node0.log" "$work/node1.log"
+  tx=$(( $(bytes tx) - tx0 )) rx=$(( $(bytes rx) - rx0 ))
+  echo "veth-a counters over the job: $tx bytes sent, $rx bytes received"
+  [ "$(grep -c 'the same numbers' "$work"/node*.log | awk -F: '{s+=$2} END {print s}')" = 2 ] || fail "a rank differs"
+  # 20 steps of data parallelism all-reduce about 150 kB of gradients per step between the nodes.
+  [ $tx -gt 1000000 ] && [ $rx -gt 1000000 ] || fail "too few bytes crossed the veth pair"
+  echo "PASS: two nodes in namespaces over tcp, $tx + $rx bytes over the veth pair"
+  ;;
+*) echo "unknown mode $mode"; exit 2 ;;
+esac
