@@ -71,6 +71,7 @@ struct Executor::Impl {
       }
     }
     shared->nanoseconds.assign(total, 0);
+    stopped.assign(total, false);
     for (int d = 0; d < share.devices_size(); ++d) {
       for (int id = 0; id < share.devices(d).actors_size(); ++id) {
         shared->specs.push_back(spec_of(share, d, id, layout));
@@ -163,7 +164,6 @@ Executor::Executor(const proto::Plan& plan, int rank, std::vector<std::byte*> va
 Executor::~Executor() {
   Impl& impl = *impl_;
   std::vector<bool>& stopped = impl.stopped;
-  stopped.resize(impl.shared->actors.size(), false);
   int running = static_cast<int>(std::count(stopped.begin(), stopped.end(), false));
   if (impl.broken_reason.empty()) {
     for (int id : impl.sources) {
@@ -256,7 +256,6 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
         [&](stopped_atom, int32_t id) {
           // A RECV stops once its SEND on another rank has ended; that rank may finish first.
           if (impl.shared->specs[id].kind == proto::RECV) {
-            impl.stopped.resize(impl.shared->actors.size(), false);
             impl.stopped[id] = true;
             return;
           }

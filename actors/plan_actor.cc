@@ -60,7 +60,6 @@ class PlanActor : public caf::event_based_actor {
         [this](sent_atom, bool ok, const std::string& error) {
           if (!ok) return fail(ErrorCode::kFailedPrecondition, concat(spec_.description, ": sending to rank ",
                                                                      spec_.peer_rank, " failed: ", error));
-          if (trace_) LOG(INFO) << spec_.description << " sent step " << sending_activation_.step;
           sending_ = false;
           complete(sending_activation_);
           if (early_credit_) {
@@ -70,7 +69,6 @@ class PlanActor : public caf::event_based_actor {
           advance();
         },
         [this](credit_atom, int32_t index) {
-          if (trace_) LOG(INFO) << spec_.description << " credit " << index;
           post_credit_receive();
           // The RECV may free a register before this SEND heard that its bytes left.
           if (sending_ && sending_activation_.output_registers[0] == index) {
@@ -82,7 +80,6 @@ class PlanActor : public caf::event_based_actor {
         },
         [this](arrived_atom, int32_t index, int64_t step) { on_arrived(index, step); },
         [this](ended_atom, int64_t steps) {
-          if (trace_) LOG(INFO) << spec_.description << " ended after " << steps << " at " << next_step_;
           end_after_ = steps;
           maybe_end_recv();
         },
@@ -123,7 +120,6 @@ class PlanActor : public caf::event_based_actor {
     }
     if (state_.take_end_of_stream()) {
       if (spec_.kind == proto::SEND) {
-        if (trace_) LOG(INFO) << spec_.description << " ends after " << state_.steps_done();
         cancel_receives();
         shared_->transport->send_value(spec_.peer_rank, tag_of(Message::end, shared_->tag_space, spec_.channel),
                                        static_cast<uint64_t>(state_.steps_done()));
@@ -158,7 +154,6 @@ class PlanActor : public caf::event_based_actor {
   // SEND: its input register's bytes go into the RECV's register the activation names, which
   // the RECV freed (its credit) before this SEND could take it.
   void start_send(const ActorState::Activation& activation) {
-    if (trace_) LOG(INFO) << spec_.description << " sends step " << activation.step << " into register " << activation.output_registers[0];
     sending_ = true;
     sending_activation_ = activation;
     const int out = activation.output_registers[0];
@@ -202,7 +197,7 @@ class PlanActor : public caf::event_based_actor {
         tag_of(Message::data, shared_->tag_space, spec_.channel, index), kRegisterMask,
         spec_.output_registers[0][index], bytes, [self, index, bytes](const comm::Completion& done) {
           if (!done.ok) return;
-          if (done.bytes != bytes) LOG(FATAL) << "a transfer brought " << done.bytes << " bytes, not " << bytes << " tag " << std::hex << done.tag;
+          if (done.bytes != bytes) LOG(FATAL) << "a transfer brought " << done.bytes << " bytes, not " << bytes;
           caf::anon_send(caf::actor_cast<caf::actor>(self), arrived_atom::value, static_cast<int32_t>(index), static_cast<int64_t>(step_of(done.tag)));
         },
         shared_->transport_group));
@@ -210,7 +205,6 @@ class PlanActor : public caf::event_based_actor {
 
   // Registers reach the consumers in step order, whatever order their bytes completed in.
   void on_arrived(int index, int64_t step32) {
-    if (trace_) LOG(INFO) << spec_.description << " got register " << index << " step " << step32;
     // The tag carries the step modulo 2^32; steps arrive within a few of the next one.
     const int64_t step = next_step_ + static_cast<int64_t>(static_cast<uint32_t>(step32 - next_step_));
     arrived_[step] = index;
@@ -235,7 +229,6 @@ class PlanActor : public caf::event_based_actor {
 
   // Every consumer is done with register `index`: it may receive again, and the SEND may use it.
   void free_register(int index) {
-    if (trace_) LOG(INFO) << spec_.description << " frees register " << index;
     if (ended_) return;
     post_data_receive(index);
     shared_->transport->send_value(spec_.peer_rank,
@@ -317,7 +310,6 @@ class PlanActor : public caf::event_based_actor {
   int id_;
   const ActorSpec& spec_;
   ActorState state_;
-  bool trace_ = std::getenv("TESSEL_TRACE_TRANSFERS") != nullptr;
   // SEND
   bool sending_ = false;
   bool early_credit_ = false;  // the RECV freed the register being sent before `sent` came

@@ -154,6 +154,21 @@ struct Transport::State {
     peer->first->fail(peer->second, concat("its UCX endpoint failed: ", ucs_status_string(status)));
   }
 
+  // Cancels the posted receives that `which` picks and progresses until their callbacks ran
+  // (bounded): their `done` may hold things that must go before the caller's next step.
+  template <typename Which>
+  void cancel_receives(Which which) {
+    std::vector<void*> requests;
+    for (auto& [id, pending] : receives) {
+      if (which(*pending)) requests.push_back(pending->request);
+    }
+    for (void* request : requests) ucp_request_cancel(worker, request);
+    const auto left = [&] {
+      return std::any_of(receives.begin(), receives.end(), [&](const auto& r) { return which(*r.second); });
+    };
+    for (int spin = 0; spin < 100000 && left(); ++spin) ucp_worker_progress(worker);
+  }
+
   void start_send(int peer, uint64_t tag, const void* data, size_t bytes, Pending* pending) {
     if (peer < 0 || peer >= static_cast<int>(endpoints.size()) || endpoints[peer] == nullptr) {
       Completion failed{.ok = false, .error = concat("no endpoint to rank ", peer)};
@@ -218,11 +233,7 @@ Transport::Transport() : state_(std::make_unique<State>()) {
 Transport::~Transport() {
   State& s = *state_;
   s.call<int>([&s] {
-    std::vector<void*> requests;
-    for (auto& [id, pending] : s.receives) requests.push_back(pending->request);
-    for (void* request : requests) ucp_request_cancel(s.worker, request);
-    while (ucp_worker_progress(s.worker) != 0) {
-    }
+    s.cancel_receives([](const State::Pending&) { return true; });
     return 0;
   });
   s.stopping = true;
@@ -278,8 +289,6 @@ void Transport::connect(const std::vector<std::vector<uint8_t>>& addresses, int 
   });
 }
 
-int Transport::world_size() const { return static_cast<int>(state_->peers.size()); }
-
 void Transport::send(int peer, uint64_t tag, const void* data, size_t bytes, Done done, uint64_t group) {
   State& s = *state_;
   auto* pending = new State::Pending{.state = &s, .done = std::move(done), .peer = peer, .group = group};
@@ -331,15 +340,7 @@ void Transport::cancel(uint64_t receive_id) {
 void Transport::forget_group(uint64_t group) {
   State& s = *state_;
   s.call<int>([&s, group] {
-    std::vector<void*> requests;
-    for (auto& [id, pending] : s.receives) {
-      if (pending->group == group) requests.push_back(pending->request);
-    }
-    for (void* request : requests) ucp_request_cancel(s.worker, request);
-    const auto left = [&] {
-      return std::any_of(s.receives.begin(), s.receives.end(), [&](const auto& r) { return r.second->group == group; });
-    };
-    for (int spin = 0; spin < 100000 && left(); ++spin) ucp_worker_progress(s.worker);  // their callbacks run
+    s.cancel_receives([group](const State::Pending& pending) { return pending.group == group; });
     for (auto& [pending, unused] : s.sends) {
       if (pending->group == group) pending->done = nullptr;
     }

@@ -41,7 +41,6 @@ class Transport {
   std::vector<uint8_t> address() const;
   // Endpoints to every rank; `addresses[rank]` is that rank's address() (its own is skipped).
   void connect(const std::vector<std::vector<uint8_t>>& addresses, int self);
-  int world_size() const;
 
   using Done = std::function<void(const Completion&)>;
   // `group` names the owner (an executor) for forget_group().

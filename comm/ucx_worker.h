@@ -1,7 +1,8 @@
 // Moving bytes between processes (or within one) with UCX tag messages: tcp between nodes,
 // shared memory within one, RDMA where there is hardware for it. Tensor bytes travel here,
-// never through the control plane. The send and receive actors of cross-rank edges (issue
-// "many processes") are built on this class.
+// never through the control plane. A single-threaded worker that the caller drives, for raw
+// point-to-point transfers; the SEND and RECV actors use comm/transport.h, which runs its own
+// progress thread.
 #pragma once
 
 #include <chrono>

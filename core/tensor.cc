@@ -124,4 +124,11 @@ void copy_block(const std::byte* source, const Shape& source_shape, const std::v
   }
 }
 
+HostTensor block_of(const HostTensor& whole, const std::vector<int64_t>& starts, const Shape& shape) {
+  HostTensor block(shape, whole.dtype());
+  copy_block(static_cast<const std::byte*>(whole.raw()), whole.shape(), starts, static_cast<std::byte*>(block.raw()),
+             shape, std::vector<int64_t>(shape.rank(), 0), shape.dims(), size_of(whole.dtype()));
+  return block;
+}
+
 }  // namespace tessel

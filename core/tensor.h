@@ -104,6 +104,9 @@ void copy_block(const std::byte* source, const Shape& source_shape, const std::v
                 std::byte* target, const Shape& target_shape, const std::vector<int64_t>& target_start,
                 const std::vector<int64_t>& extent, size_t element_size);
 
+// A new tensor holding the block of `shape` that starts at `starts` in `whole`.
+HostTensor block_of(const HostTensor& whole, const std::vector<int64_t>& starts, const Shape& shape);
+
 // A step's input values, by input name.
 using Feeds = std::map<std::string, HostTensor>;
 

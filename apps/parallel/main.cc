@@ -123,10 +123,7 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(b.get(i)));
       for (const VariableShardValue& shard : session->local_shards(variable)) {
         ++shards;
-        HostTensor expected(shard.value.shape(), b.dtype());
-        copy_block(static_cast<const std::byte*>(b.raw()), b.shape(), shard.starts,
-                   static_cast<std::byte*>(expected.raw()), expected.shape(),
-                   std::vector<int64_t>(expected.shape().rank(), 0), expected.shape().dims(), size_of(b.dtype()));
+        const HostTensor expected = block_of(b, shard.starts, shard.value.shape());
         for (int64_t i = 0; i < expected.numel(); ++i) {
           const double error = std::abs(shard.value.get(i) - expected.get(i)) / scale;
           if (error > worst) worst = error, worst_name = variable + " on " + shard.device;

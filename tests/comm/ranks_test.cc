@@ -79,13 +79,6 @@ TEST(Transport, MovesTaggedBytesBetweenRanksAndReportsArrivals) {
   EXPECT_FALSE(cancelled_completed);
 }
 
-HostTensor block_of(const HostTensor& whole, const std::vector<int64_t>& starts, const Shape& shape) {
-  HostTensor block(shape, whole.dtype());
-  copy_block(static_cast<const std::byte*>(whole.raw()), whole.shape(), starts, static_cast<std::byte*>(block.raw()),
-             shape, std::vector<int64_t>(shape.rank(), 0), shape.dims(), size_of(whole.dtype()));
-  return block;
-}
-
 struct RankResult {
   std::vector<float> losses;  // from the rank holding the fetch
   std::map<std::string, std::vector<VariableShardValue>> shards;

@@ -3,6 +3,7 @@
 #   launch_test.sh BIN examples NAME N     N ranks on loopback equal the one-device run
 #   launch_test.sh BIN wrong-token         a join with the wrong token is refused; the job goes on
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
 #   launch_test.sh BIN namespaces          two "nodes" in network namespaces joined by a veth pair
 # BIN is the build folder. Every wait is bounded; processes started here are killed on exit.
 set -uo pipefail
@@ -63,7 +64,7 @@ wrong-token)
   grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
   echo "PASS: a wrong token is refused and logged, and the job goes on"
   ;;
-killed-rank)
+killed-rank | frozen-rank)
   port=$(free_port) deadline=2
   for node in 0 1; do
     "$launch" --nnodes 2 --node-rank $node --master-port "$port" --token t --heartbeat-deadline $deadline -- \
@@ -74,23 +75,37 @@ killed-rank)
   sleep 1
   victim=$(pgrep -P "${pids[1]}" | head -1)
   [ -n "$victim" ] || fail "rank 1's process was not found"
-  kill -9 "$victim"
+  if [ $mode = killed-rank ]; then
+    kill -9 "$victim"
+  else
+    kill -STOP "$victim"  # alive, its sockets open: nothing but the missing heartbeats shows it
+  fi
   killed=$(date +%s.%N)
-  wait_for "${pids[1]}" 10; status1=$?
   wait_for "${pids[0]}" $((deadline + 8)); status0=$?
   ended=$(date +%s.%N)
+  if [ $mode = killed-rank ]; then
+    wait_for "${pids[1]}" 10; status1=$?
+  else
+    kill "${pids[1]}"  # node 1's launcher stops its frozen rank (SIGKILL reaches a stopped process)
+    wait_for "${pids[1]}" 10; status1=$?
+  fi
   cat "$work/node0.log" "$work/node1.log" | grep -v "^\[rank [0-9]\] *[0-9]"
   [ $status1 = 1 ] || fail "node 1's launcher exited $status1, expected 1"
   [ $status0 = 1 ] || fail "node 0's launcher exited $status0, expected 1 (124: it hung)"
-  grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/node1.log" || fail "node 1 does not name the killed rank"
-  grep -q "tessel rank 0: the job failed: " "$work/node0.log" || fail "rank 0 does not say why it stopped"
+  if [ $mode = killed-rank ]; then
+    grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/node1.log" || fail "node 1 does not name the killed rank"
+    grep -q "tessel rank 0: the job failed: " "$work/node0.log" || fail "rank 0 does not say why it stopped"
+  else
+    grep -q "tessel rank 0: the job failed: rank 1 sent no heartbeat for" "$work/node0.log" ||
+      fail "rank 0 does not name the silent rank"
+  fi
   grep -q "tessel-launch: rank 0 (pid [0-9]*) exited with status 3" "$work/node0.log" || fail "node 0 does not name rank 0"
   seconds=$(echo "$ended - $killed" | bc)
   echo "the job ended $seconds s after the kill (heartbeat deadline $deadline s)"
   [ "$(echo "$seconds < $deadline + 3" | bc)" = 1 ] || fail "ending took longer than the deadline allows"
   left=$(pgrep -f "$example data-parallel --steps 100000000" || true)
   [ -z "$left" ] || fail "processes left behind: $left"
-  echo "PASS: a killed rank ends the job in $seconds s, nothing left behind"
+  echo "PASS: a $mode ends the job in $seconds s, nothing left behind"
   ;;
 namespaces)
   if ! ip netns add tessel-probe-$$ 2>/dev/null; then

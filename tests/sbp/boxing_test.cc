@@ -21,13 +21,7 @@ namespace {
 
 using Shards = std::vector<HostTensor>;  // by index in the placement
 
-HostTensor box_of(const HostTensor& whole, const Region& region) {
-  HostTensor part(region.shape(), DType::f32);
-  copy_block(static_cast<const std::byte*>(whole.raw()), whole.shape(), region.starts,
-             static_cast<std::byte*>(part.raw()), part.shape(), std::vector<int64_t>(region.starts.size(), 0),
-             region.extents, sizeof(float));
-  return part;
-}
+HostTensor box_of(const HostTensor& whole, const Region& region) { return block_of(whole, region.starts, region.shape()); }
 
 // Devices that hold parts of the same partial value: equal coordinates on every non-P axis.
 std::vector<int> group_key(const Layout& layout, int index) {
