@@ -12,6 +12,8 @@ packages=(
   libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev zlib1g-dev
   python3-sklearn
+  iproute2 procps bc
+  munge slurmctld slurmd slurm-client
 )
 for argument in "$@"; do
   case "$argument" in

@@ -5,6 +5,7 @@
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
 #   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
 #   launch_test.sh BIN namespaces          two "nodes" in network namespaces joined by a veth pair
+#   launch_test.sh BIN slurm               srun -n 2 under slurmctld, slurmd and munged started here
 # BIN is the build folder. Every wait is bounded; processes started here are killed on exit.
 set -uo pipefail
 bin=$1 mode=$2
@@ -120,6 +121,12 @@ namespaces)
   ip -n $a addr add 10.77.0.1/24 dev veth-a-$$ && ip -n $b addr add 10.77.0.2/24 dev veth-b-$$
   for ns in $a $b; do ip -n $ns link set lo up; done
   ip -n $a link set veth-a-$$ up && ip -n $b link set veth-b-$$ up
+  # UCX lists only running devices: wait for both ends to report a carrier.
+  for _ in $(seq 50); do
+    [ "$(ip netns exec $a cat /sys/class/net/veth-a-$$/operstate)" = up ] &&
+      [ "$(ip netns exec $b cat /sys/class/net/veth-b-$$/operstate)" = up ] && break
+    sleep 0.1
+  done
   bytes() { ip netns exec $a cat /sys/class/net/veth-a-$$/statistics/$1_bytes; }
   tx0=$(bytes tx) rx0=$(bytes rx)
   # Both namespaces share this machine's memory, so UCX would pick shared memory between them;
@@ -140,6 +147,66 @@ namespaces)
   # 20 steps of data parallelism all-reduce about 150 kB of gradients per step between the nodes.
   [ $tx -gt 1000000 ] && [ $rx -gt 1000000 ] || fail "too few bytes crossed the veth pair"
   echo "PASS: two nodes in namespaces over tcp, $tx + $rx bytes over the veth pair"
+  ;;
+slurm)
+  for tool in munged mungekey slurmctld slurmd srun; do
+    command -v $tool > /dev/null || [ -x /usr/sbin/$tool ] ||
+      { echo "SKIP: Slurm is not installed ($tool is missing; scripts/setup.sh installs it)"; exit 0; }
+  done
+  [ "$(id -u)" = 0 ] || { echo "SKIP: the Slurm daemons need root"; exit 0; }
+  export PATH=$PATH:/usr/sbin
+  # munged refuses a key or socket in a folder others may write to: keep them under $work (0700).
+  chmod 700 "$work"; mkdir -p "$work"/{munge,spool,state}; chmod 700 "$work/munge"
+  mungekey --create --keyfile "$work/munge/munge.key" > /dev/null 2>&1 ||
+    dd if=/dev/urandom of="$work/munge/munge.key" bs=1024 count=1 2> /dev/null
+  chmod 400 "$work/munge/munge.key"
+  munged --force --key-file "$work/munge/munge.key" --socket "$work/munge/socket" \
+    --pid-file "$work/munge/pid" --log-file "$work/munge/log" --seed-file "$work/munge/seed" ||
+    fail "munged did not start"
+  pids+=($(cat "$work/munge/pid"))
+  host=$(hostname -s) ctld_port=$(free_port) slurmd_port=$(free_port)
+  cat > "$work/slurm.conf" <<CONF
+ClusterName=tessel-test
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$work/munge/socket
+CredType=cred/munge
+StateSaveLocation=$work/state
+SlurmdSpoolDir=$work/spool
+SlurmctldPidFile=$work/slurmctld.pid
+SlurmdPidFile=$work/slurmd.pid
+SlurmctldLogFile=$work/slurmctld.log
+SlurmdLogFile=$work/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+SlurmdParameters=config_overrides
+NodeName=$host NodeAddr=127.0.0.1 CPUs=4 State=UNKNOWN
+PartitionName=test Nodes=$host Default=YES MaxTime=10 State=UP OverSubscribe=YES
+CONF
+  export SLURM_CONF=$work/slurm.conf
+  slurmctld -D -i > "$work/slurmctld.out" 2>&1 & pids+=($!)
+  slurmd -D -N "$host" > "$work/slurmd.out" 2>&1 & pids+=($!)
+  for _ in $(seq 150); do sinfo -h -o %T 2> /dev/null | grep -q idle && break; sleep 0.2; done
+  sinfo -h -o %T | grep -q idle || fail "the Slurm node did not become idle: $(sinfo 2>&1)"
+  # srun starts two tasks; tessel-launch reads SLURM_PROCID, SLURM_NTASKS, SLURM_STEP_NODELIST...
+  # and runs one rank in each. No flag tells it the job's shape.
+  timeout 120 srun -n 2 --time 5 --kill-on-bad-exit=1 "$launch" -- "$example" data-parallel --steps 20 --every 5 \
+    > "$work/job.log" 2>&1; status=$?
+  cat "$work/job.log"
+  [ $status = 0 ] || fail "srun exited $status"
+  grep -q "ranks 0..0 of 2 (from slurm)" "$work/job.log" && grep -q "ranks 1..1 of 2 (from slurm)" "$work/job.log" ||
+    fail "tessel-launch did not take its rank from Slurm"
+  [ "$(grep -c 'the same numbers' "$work/job.log")" = 2 ] || fail "a rank differs from one device"
+  echo "PASS: srun -n 2 under a real slurmctld and slurmd runs a 2-rank job equal to one device"
   ;;
 *) echo "unknown mode $mode"; exit 2 ;;
 esac
