@@ -110,7 +110,12 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     rank = to_int("SLURM_PROCID", *env("SLURM_PROCID"), 0, config.world_size - 1);
     if (env("SLURM_LOCALID")) local = to_int("SLURM_LOCALID", *env("SLURM_LOCALID"), 0, 1 << 20);
     const std::string* nodes = env("SLURM_STEP_NODELIST") ? env("SLURM_STEP_NODELIST") : env("SLURM_NODELIST");
-    if (nodes) config.master_addr = expand_hostlist(*nodes).at(0);
+    const std::vector<std::string> hosts = nodes ? expand_hostlist(*nodes) : std::vector<std::string>{};
+    if (!hosts.empty()) config.master_addr = hosts.front();  // Slurm's node 0 runs task 0
+    if (env("SLURM_NODEID")) {
+      config.node = to_int("SLURM_NODEID", *env("SLURM_NODEID"), 0,
+                           hosts.empty() ? 1 << 16 : static_cast<int>(hosts.size()) - 1);
+    }
     if (env("SLURM_JOB_ID")) {
       config.token = "slurm-" + *env("SLURM_JOB_ID") + "." + (env("SLURM_STEP_ID") ? *env("SLURM_STEP_ID") : "0");
     }
@@ -126,6 +131,7 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     config.world_size = to_int("WORLD_SIZE", *env("WORLD_SIZE"), 1, 1 << 20);
     rank = to_int("RANK", *env("RANK"), 0, config.world_size - 1);
     if (env("LOCAL_RANK")) local = to_int("LOCAL_RANK", *env("LOCAL_RANK"), 0, 1 << 20);
+    if (env("GROUP_RANK")) config.node = to_int("GROUP_RANK", *env("GROUP_RANK"), 0, 1 << 16);
     if (env("MASTER_ADDR")) config.master_addr = *env("MASTER_ADDR");
     if (env("MASTER_PORT")) {
       config.master_port = to_int("MASTER_PORT", *env("MASTER_PORT"), 1, 65535);
@@ -146,6 +152,7 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     config.ranks.clear();
     for (int i = 0; i < nproc; ++i) config.ranks.push_back(node * nproc + i);
     config.first_local_rank = 0;
+    config.node = node;
     if (rank < 0) config.source = "flags";
   } else {
     config.ranks = {rank};

@@ -1,12 +1,12 @@
 // tessel-launch: starts the ranks of a job on this node, like torchrun, and watches them.
 //
 //   tessel-launch --nproc-per-node 4 -- tessel-example data-parallel          # 4 ranks here
-//   tessel-launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-addr 10.0.0.1 \
-//                 --token SECRET -- tessel-example hybrid                        # node 0 of 2
+//   tessel-launch --nnodes 2 --node-rank 0 --nproc-per-node 2 --master-addr 10.0.0.1 --token SECRET --
+//                 tessel-example hybrid                                          # node 0 of 2
 //   srun -n 4 tessel-launch -- tessel-example data-parallel                      # one rank per task
 //   mpirun -n 4 tessel-launch --master-addr node01 -- tessel-example pipeline
 //
-// Each rank gets TESSEL_RANK, TESSEL_WORLD_SIZE, TESSEL_LOCAL_RANK, TESSEL_MASTER_ADDR,
+// Each rank gets TESSEL_RANK, TESSEL_WORLD_SIZE, TESSEL_LOCAL_RANK, TESSEL_NODE_RANK, TESSEL_MASTER_ADDR,
 // TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN and TESSEL_HEARTBEAT_DEADLINE (comm/job.h reads them).
 // Its output lines are prefixed "[rank R] ". When a rank fails, the others are stopped
 // (SIGTERM, then SIGKILL after 5 s) and the launcher exits 1 naming the rank and how it ended;
@@ -133,6 +133,7 @@ Child start(const tessel::launch::LaunchConfig& config, int index) {
     setenv("TESSEL_RANK", std::to_string(child.rank).c_str(), 1);
     setenv("TESSEL_WORLD_SIZE", std::to_string(config.world_size).c_str(), 1);
     setenv("TESSEL_LOCAL_RANK", std::to_string(config.first_local_rank + index).c_str(), 1);
+    setenv("TESSEL_NODE_RANK", std::to_string(config.node).c_str(), 1);
     setenv("TESSEL_MASTER_ADDR", config.master_addr.c_str(), 1);
     setenv("TESSEL_MASTER_PORT", std::to_string(config.master_port).c_str(), 1);
     setenv("TESSEL_JOB_TOKEN", config.token.c_str(), 1);
@@ -175,9 +176,9 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  std::fprintf(stderr, "tessel-launch: ranks %d..%d of %d (from %s), coordinator at %s:%d\n", config.ranks.front(),
-               config.ranks.back(), config.world_size, config.source.c_str(), config.master_addr.c_str(),
-               config.master_port);
+  std::fprintf(stderr, "tessel-launch: ranks %d..%d of %d on node %d (from %s), coordinator at %s:%d\n",
+               config.ranks.front(), config.ranks.back(), config.world_size, config.node, config.source.c_str(),
+               config.master_addr.c_str(), config.master_port);
   std::vector<Child> children;
   for (size_t i = 0; i < config.ranks.size(); ++i) children.push_back(start(config, static_cast<int>(i)));
 

@@ -203,7 +203,7 @@ CONF
     > "$work/job.log" 2>&1; status=$?
   cat "$work/job.log"
   [ $status = 0 ] || fail "srun exited $status"
-  grep -q "ranks 0..0 of 2 (from slurm)" "$work/job.log" && grep -q "ranks 1..1 of 2 (from slurm)" "$work/job.log" ||
+  grep -q "ranks 0..0 of 2 on node 0 (from slurm)" "$work/job.log" && grep -q "ranks 1..1 of 2 on node 0 (from slurm)" "$work/job.log" ||
     fail "tessel-launch did not take its rank from Slurm"
   [ "$(grep -c 'the same numbers' "$work/job.log")" = 2 ] || fail "a rank differs from one device"
   echo "PASS: srun -n 2 under a real slurmctld and slurmd runs a 2-rank job equal to one device"
