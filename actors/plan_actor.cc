@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -76,6 +77,7 @@ class PlanActor : public caf::event_based_actor {
             return;
           }
           state_.on_ack(0, index);
+          if (send_ended_) return maybe_stop_send();
           advance();
         },
         [this](arrived_atom, int32_t index, int64_t step) { on_arrived(index, step); },
@@ -119,18 +121,28 @@ class PlanActor : public caf::event_based_actor {
       complete(activation);
     }
     if (state_.take_end_of_stream()) {
-      if (spec_.kind == proto::SEND) {
-        cancel_receives();
-        shared_->transport->send_value(spec_.peer_rank, tag_of(Message::end, shared_->tag_space, spec_.channel),
-                                       static_cast<uint64_t>(state_.steps_done()));
-      }
       for (const auto& consumers : spec_.consumers) {
         for (const Endpoint& consumer : consumers)
           send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
       }
+      if (spec_.kind == proto::SEND) {
+        shared_->transport->send_value(spec_.peer_rank, tag_of(Message::end, shared_->tag_space, spec_.channel),
+                                       static_cast<uint64_t>(state_.steps_done()));
+        send_ended_ = true;
+        return maybe_stop_send();
+      }
       send(shared_->executor, stopped_atom::value, id_);
       quit();
     }
+  }
+
+  // A SEND stops once the RECV has freed every register it sent into: no credit is left on its
+  // way, where the next plan on these tags would take it for its own.
+  void maybe_stop_send() {
+    if (state_.output(0).in_use() > 0) return;
+    cancel_receives();
+    send(shared_->executor, stopped_atom::value, id_);
+    quit();
   }
 
   // The activation's work is done: tell consumers, producers and the executor.
@@ -225,21 +237,29 @@ class PlanActor : public caf::event_based_actor {
   void on_recv_ack(int index) {
     CHECK_GT(outstanding_[index], 0) << spec_.description << ": an ack of a register no consumer holds";
     if (--outstanding_[index] == 0) free_register(index);
+    if (ended_) maybe_stop_recv();
   }
 
-  // Every consumer is done with register `index`: it may receive again, and the SEND may use it.
+  // Every consumer is done with register `index`: the SEND may use it again (after the end it
+  // waits for exactly these credits), and it may receive again.
   void free_register(int index) {
-    if (ended_) return;
-    post_data_receive(index);
     shared_->transport->send_value(spec_.peer_rank,
                                    tag_of(Message::credit, shared_->tag_space, spec_.channel, index), 0);
+    if (!ended_) post_data_receive(index);
   }
 
+  // After the SEND's last step: end of stream to the consumers at once, and the RECV stops once
+  // they freed every register (so that their credits went out).
   void maybe_end_recv() {
     if (ended_ || end_after_ < 0 || next_step_ < end_after_) return;
     ended_ = true;
     cancel_receives();
     for (const Endpoint& consumer : spec_.consumers[0]) send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
+    maybe_stop_recv();
+  }
+
+  void maybe_stop_recv() {
+    if (std::any_of(outstanding_.begin(), outstanding_.end(), [](int readers) { return readers > 0; })) return;
     send(shared_->executor, stopped_atom::value, id_);
     quit();
   }
@@ -313,6 +333,7 @@ class PlanActor : public caf::event_based_actor {
   // SEND
   bool sending_ = false;
   bool early_credit_ = false;  // the RECV freed the register being sent before `sent` came
+  bool send_ended_ = false;    // END went out; waiting for the last credits
   ActorState::Activation sending_activation_;
   // RECV
   std::vector<int> outstanding_;   // per register: consumers still reading it

@@ -8,7 +8,7 @@
 
 namespace tessel::comm {
 
-using join_atom = caf::atom_constant<caf::atom("join")>;            // (token, rank, UCX address)
+using join_atom = caf::atom_constant<caf::atom("join")>;            // (token, rank, UCX address, presence actor)
 using roster_atom = caf::atom_constant<caf::atom("roster")>;        // (rank) -> every rank's address, once all joined
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;  // (rank) -> "ok" or "failed: ..."
 using leave_atom = caf::atom_constant<caf::atom("leave")>;          // (rank) -> "done" once every rank left

@@ -50,6 +50,7 @@ struct Membership {
   std::map<int, std::string> members;  // rank -> UCX address
   std::map<int, Clock::time_point> last_heard;
   std::set<int> left;
+  std::map<caf::actor_addr, int> presences;  // each joined rank's presence actor -> rank
   int refused = 0;
   std::string failure;
   std::vector<caf::response_promise> rosters, leaves;
@@ -80,8 +81,24 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       m->leaves.clear();
     }
   };
+  // A rank's presence actor lives as long as its job: when it goes down before the rank left,
+  // the rank's process (or its connection) ended. A killed rank fails the job at once; the
+  // heartbeat deadline remains for ranks that are alive but stuck.
+  self->set_down_handler([=](caf::down_msg& down) {
+    std::lock_guard<std::mutex> lock(m->mutex);
+    auto it = m->presences.find(down.source);
+    if (it == m->presences.end()) return;
+    const int rank = it->second;
+    m->presences.erase(it);
+    if (!m->failure.empty() || m->left.count(rank)) return;
+    m->failure = concat("rank ", rank, "'s control connection closed before it finished (",
+                        self->system().render(down.reason), "): its process ended or its node is unreachable");
+    LOG(ERROR) << "coordinator: " << m->failure;
+    settle();
+  });
   return {
-      [=](join_atom, const std::string& presented, int rank, const std::string& address) -> std::string {
+      [=](join_atom, const std::string& presented, int rank, const std::string& address,
+          const caf::actor& presence) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
         std::string reason;
         if (presented != token)
@@ -96,6 +113,10 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           return "refused: " + reason;
         }
         m->members[rank] = address;
+        if (presence) {
+          m->presences[presence.address()] = rank;
+          self->monitor(presence);
+        }
         m->last_heard[rank] = Clock::now();
         LOG(INFO) << "coordinator: rank " << rank << " joined (" << m->members.size() << "/" << world_size << ")";
         return "accepted";
@@ -203,7 +224,8 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   }
   JoinReply reply;
   caf::scoped_actor self{system};
-  self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string())
+  self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string(),
+                caf::actor{})
       .receive(
           [&](const std::string& answer) {
             reply.accepted = answer == "accepted";

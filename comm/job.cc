@@ -63,6 +63,7 @@ struct Job::State {
   caf::actor_system_config caf_config;
   caf::actor_system system{with_middleman(caf_config)};
   caf::actor remote;  // the coordinator
+  caf::actor presence;  // monitored by the coordinator: it goes down with this process
   std::unique_ptr<Transport> transport;
   std::thread heartbeats;
   std::mutex mutex;
@@ -70,6 +71,10 @@ struct Job::State {
   bool stopping = false;
   std::atomic<bool> finishing{false};
   bool finished = false;
+
+  ~State() {
+    if (presence) caf::anon_send_exit(presence, caf::exit_reason::user_shutdown);  // else `system` waits for it
+  }
 
   [[noreturn]] void fail(const std::string& reason) {
     std::fprintf(stderr, "tessel rank %d: the job failed: %s\n", config.rank, reason.c_str());
@@ -145,9 +150,11 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
                                                   c.heartbeat_deadline_seconds);
   }
   s.connect_to_coordinator();
+  s.presence = s.system.spawn([]() -> caf::behavior { return {[](int) {}}; });
   const std::vector<uint8_t> address = s.transport->address();
   const std::string joined =
-      s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank, std::string(address.begin(), address.end()));
+      s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank, std::string(address.begin(), address.end()),
+            s.presence);
   if (joined != "accepted") {
     throw Error::FailedPrecondition(concat("the coordinator at ", c.master_addr, ":", c.master_port,
                                            " refused rank ", c.rank, ": ", joined));

@@ -25,6 +25,32 @@ void check(ucs_status_t status, const char* what) {
   if (status != UCS_OK) throw Error::FailedPrecondition(concat(what, " failed: ", ucs_status_string(status)));
 }
 
+// What two processes must share for UCX's shared-memory transports to reach each other: one
+// kernel (its boot id), one mount namespace (/dev/shm) and one network namespace (so two
+// "nodes" in separate namespaces of one machine stay two nodes, as tcp sees them).
+std::string machine_identity() {
+  std::string identity;
+  char buffer[128] = {};
+  if (FILE* boot = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    if (std::fgets(buffer, sizeof buffer, boot) != nullptr) identity = buffer;
+    std::fclose(boot);
+  }
+  for (const char* ns : {"/proc/self/ns/mnt", "/proc/self/ns/net"}) {
+    const ssize_t n = readlink(ns, buffer, sizeof buffer - 1);
+    identity += n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string("?");
+  }
+  return identity;
+}
+
+// A rank's published address: a byte with the identity's length, the identity, then UCX's
+// worker address.
+std::vector<uint8_t> published_address(const std::string& identity, const uint8_t* ucx, size_t length) {
+  std::vector<uint8_t> address{static_cast<uint8_t>(identity.size())};
+  address.insert(address.end(), identity.begin(), identity.end());
+  address.insert(address.end(), ucx, ucx + length);
+  return address;
+}
+
 }  // namespace
 
 struct Transport::State {
@@ -41,8 +67,10 @@ struct Transport::State {
 
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::vector<uint8_t> address;
+  std::string identity;              // machine_identity()
+  std::vector<uint8_t> address;       // published_address()
   std::vector<ucp_ep_h> endpoints;  // per rank; nullptr for this rank
+  std::vector<bool> same_machine;   // per rank
   std::vector<std::pair<State*, int>> peers;  // the error handlers' arguments
   int self = -1;
   int epoll = -1, wake = -1;
@@ -214,7 +242,8 @@ Transport::Transport() : state_(std::make_unique<State>()) {
   ucp_address_t* address = nullptr;
   size_t length = 0;
   check(ucp_worker_get_address(s.worker, &address, &length), "ucp_worker_get_address");
-  s.address.assign(reinterpret_cast<uint8_t*>(address), reinterpret_cast<uint8_t*>(address) + length);
+  s.identity = machine_identity().substr(0, 255);
+  s.address = published_address(s.identity, reinterpret_cast<const uint8_t*>(address), length);
   ucp_worker_release_address(s.worker, address);
   int worker_fd = -1;
   check(ucp_worker_get_efd(s.worker, &worker_fd), "ucp_worker_get_efd");
@@ -270,7 +299,16 @@ void Transport::connect(const std::vector<std::vector<uint8_t>>& addresses, int 
     throw Error::InvalidArgument(concat("transport: rank ", self, " is outside a job of ", addresses.size()));
   }
   s.peers.clear();
-  for (size_t r = 0; r < addresses.size(); ++r) s.peers.emplace_back(&s, static_cast<int>(r));
+  s.same_machine.assign(addresses.size(), false);
+  for (size_t r = 0; r < addresses.size(); ++r) {
+    s.peers.emplace_back(&s, static_cast<int>(r));
+    const std::vector<uint8_t>& a = addresses[r];
+    if (static_cast<int>(r) != self && (a.empty() || a.size() <= size_t{1} + a[0])) {
+      throw Error::InvalidArgument(concat("transport: the address of rank ", r, " has ", a.size(),
+                                          " bytes, expected one made by Transport::address()"));
+    }
+    if (!a.empty()) s.same_machine[r] = std::string(a.begin() + 1, a.begin() + 1 + a[0]) == s.identity;
+  }
   s.call<int>([&] {
     s.self = self;
     s.endpoints.assign(addresses.size(), nullptr);
@@ -279,8 +317,11 @@ void Transport::connect(const std::vector<std::vector<uint8_t>>& addresses, int 
       ucp_ep_params_t params{};
       params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                           UCP_EP_PARAM_FIELD_ERR_HANDLER;
-      params.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
-      params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      params.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data() + 1 + addresses[r][0]);
+      // UCX 1.13's shared-memory transports cannot report a failed peer, and with peer error
+      // handling on, UCX leaves them out. Within one machine the job takes shared memory, and a
+      // dead peer shows as missed heartbeats (comm/job.h) instead of an endpoint error.
+      params.err_mode = s.same_machine[r] ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
       params.err_handler.cb = &State::on_endpoint_error;
       params.err_handler.arg = &s.peers[r];
       check(ucp_ep_create(s.worker, &params, &s.endpoints[r]), concat("ucp_ep_create to rank ", r).c_str());

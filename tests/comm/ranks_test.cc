@@ -1,12 +1,15 @@
 // Several ranks in one process, each with its own transport (UCX) and its own executor: the
 // plan's edges between ranks become SEND and RECV actors, and every layout must train to the
 // same parameters as the one-device interpreter. (tests/launch/ runs them as processes.)
+#include <gmock/gmock.h>
+
 #include <cmath>
 #include <future>
 #include <thread>
 
 #include "apps/models/parallel.h"
 #include "comm/transport.h"
+#include "ops/ops.h"
 #include "proto/plan.pb.h"
 #include "runtime/interpreter.h"
 #include "runtime/session.h"
@@ -77,6 +80,47 @@ TEST(Transport, MovesTaggedBytesBetweenRanksAndReportsArrivals) {
   EXPECT_EQ(second, 42);
   EXPECT_EQ(first, 0);
   EXPECT_FALSE(cancelled_completed);
+}
+
+TEST(Transport, TakesSharedMemoryWithinOneMachineAndRefusesForeignAddresses) {
+  auto transports = connected_transports(2);
+  const std::string chosen = transports[0]->describe();
+  // Both transports live in this process, so on one machine: UCX's shared-memory transports
+  // carry the bytes, not loopback tcp.
+  EXPECT_THAT(chosen, ::testing::ContainsRegex("(sysv|posix|cma|xpmem)/memory"));
+  EXPECT_THAT(chosen, ::testing::Not(::testing::HasSubstr("tcp/")));
+  comm::Transport other;
+  EXPECT_TESSEL_ERROR(other.connect({other.address(), {1, 2}}, 0), ErrorCode::kInvalidArgument,
+                      "the address of rank 1 has 2 bytes, expected one made by Transport::address()");
+}
+
+// All-reduces a [2, n] sum over 2 ranks, with the P(sum) -> B conversion or without it (then
+// only the final scalar crosses), one session after another on the same transports: each
+// session's SEND and RECV actors use the same tags as the last one's, so no credit or end
+// message of one may be left for the next to take.
+TEST(RanksInOneProcess, SessionsOneAfterAnotherShareTheTransport) {
+  auto transports = connected_transports(2);
+  const int64_t n = 1 << 16;
+  on_every_rank(2, [&](int r) {
+    for (int round = 0; round < 12; ++round) {
+      const bool convert = round % 2 == 0;
+      Graph g;
+      Tensor x = g.input("x", Shape{2, 1});
+      pin(x, Placement::cpu(2), {S(0)});
+      Tensor partial = sum(broadcast_to(x, Shape{2, n}), {0});
+      Tensor total = sum(convert ? to(partial, {B}) : partial);
+      Session session(g, {total}, {.register_count = 1 + round % 3, .placement = Placement::cpu(2), .ranks = 2,
+                                   .rank = r, .transport = transports[r].get()});
+      for (int step = 0; step < 1 + round % 4; ++step) {
+        const float a = static_cast<float>(round), b = static_cast<float>(step + 1);
+        const std::vector<HostTensor> fetched =
+            session.step({{"x", HostTensor::of(Shape{2, 1}, std::vector<float>{a, b})}});
+        if (fetched[0].defined()) {
+          EXPECT_NEAR(fetched[0].get(0), (a + b) * n, 1e-4 * (a + b) * n) << "round " << round << ", step " << step;
+        }
+      }
+    }
+  });
 }
 
 struct RankResult {
