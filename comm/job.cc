@@ -198,13 +198,20 @@ void Job::finish() {
   if (s.finished) return;
   s.finished = true;
   s.finishing = true;
-  const std::string answer = s.ask(millis(s.config.join_timeout_seconds), leave_atom::value, s.config.rank);
+  std::string answer;
+  std::optional<Error> unanswered;
+  try {
+    answer = s.ask(millis(s.config.join_timeout_seconds), leave_atom::value, s.config.rank);
+  } catch (const Error& error) {
+    unanswered = error;
+  }
   {
     std::lock_guard<std::mutex> lock(s.mutex);
     s.stopping = true;
   }
   s.wake.notify_all();
-  s.heartbeats.join();
+  if (s.heartbeats.joinable()) s.heartbeats.join();
+  if (unanswered) throw *unanswered;
   if (answer != "done") s.fail(answer.rfind("failed: ", 0) == 0 ? answer.substr(8) : answer);
   // Rank 0's coordinator answers the other ranks' leave; give those answers time to go out.
   if (s.coordinator) std::this_thread::sleep_for(std::chrono::milliseconds(200));

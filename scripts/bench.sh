@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need (python3-torch for the PyTorch comparison), builds, and
-# runs both benchmark programs. Figures are printed; nothing is asserted about time.
+# runs every benchmark program. Figures are printed; nothing is asserted about time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
@@ -8,3 +8,4 @@ scripts/build.sh
 build/bench/tessel-bench-runtime
 build/bench/tessel-bench-boxing
 build/bench/tessel-bench-kernels --benchmark_min_time=1
+build/bench/tessel-bench-allreduce

@@ -81,6 +81,17 @@ TEST(Forward, Reductions) {
   EXPECT_EQ(sum(x).shape(), Shape{});
 }
 
+// 3 * 2^21 threes add up to 3 * 2^22 + 3 * 2^21, past 2^24: a float running total would stop
+// growing by 3 there (its spacing becomes 2, then 4) and end well short.
+TEST(Forward, LongSumsStayExact) {
+  Graph g;
+  const int64_t n = 3 << 21;
+  Tensor x = g.input("x", {n});
+  Feeds feeds{{"x", HostTensor::of(Shape{n}, std::vector<float>(n, 3.0f))}};
+  expect_floats(run1(g, sum(x), feeds), {static_cast<float>(3 * n)});
+  expect_floats(run1(g, mean(x), feeds), {3.0f});
+}
+
 TEST(Forward, ShapeOps) {
   Graph g;
   Tensor x = g.input("x", {2, 3});

@@ -145,9 +145,11 @@ void sum_into(const TensorView& big, const Shape& small, float* out) {
   for_each_broadcast_row<1>(big.shape, {small}, [&](int64_t o, const auto& offsets, const auto& strides, int64_t n) {
     float* y = out + offsets[0];
     if (strides[0] == 0) {
-      float total = 0;
+      // A float total stops growing by small terms past 2^24 times their size; a double one
+      // keeps long rows (millions of elements) exact to float precision.
+      double total = 0;
       for (int64_t i = 0; i < n; ++i) total += x[o + i];
-      *y += total;
+      *y += static_cast<float>(total);
     } else {
       for (int64_t i = 0; i < n; ++i) y[i] += x[o + i];
     }
