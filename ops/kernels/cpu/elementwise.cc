@@ -147,8 +147,16 @@ void sum_into(const TensorView& big, const Shape& small, float* out) {
     if (strides[0] == 0) {
       // A float total stops growing by small terms past 2^24 times their size; a double one
       // keeps long rows (millions of elements) exact to float precision.
+      // Eight running totals: no chain of dependent adds, so the compiler can vectorize.
+      double lanes[8] = {};
+      const float* row = x + o;
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8) {
+        for (int k = 0; k < 8; ++k) lanes[k] += row[i + k];
+      }
       double total = 0;
-      for (int64_t i = 0; i < n; ++i) total += x[o + i];
+      for (; i < n; ++i) total += row[i];
+      for (double lane : lanes) total += lane;
       *y += static_cast<float>(total);
     } else {
       for (int64_t i = 0; i < n; ++i) y[i] += x[o + i];
