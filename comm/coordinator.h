@@ -1,7 +1,10 @@
 // The control plane's coordinator: rank 0 hosts it on CAF and publishes it over the CAF
-// middleman; every rank joins it with the job's token. A join without the right token is
-// refused and logged, and the job goes on. Heartbeats and plan distribution build on this.
-// Only control messages travel here; tensor bytes go over UCX (comm/ucx_worker.h).
+// middleman; every rank joins it with the job's token (comm/job.h). A join without the right
+// token is refused and logged, and the job goes on. Once every rank joined, each gets the
+// roster of UCX addresses (every rank derives its share of the plan itself). The job fails
+// when a rank misses the heartbeat deadline or its presence actor goes down (its process or
+// connection ended) before it left. Only control messages travel here; tensor bytes go over
+// UCX (comm/transport.h).
 #pragma once
 
 #include <cstdint>

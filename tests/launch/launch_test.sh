@@ -95,7 +95,8 @@ killed-rank | frozen-rank)
   [ $status0 = 1 ] || fail "node 0's launcher exited $status0, expected 1 (124: it hung)"
   if [ $mode = killed-rank ]; then
     grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/node1.log" || fail "node 1 does not name the killed rank"
-    grep -q "tessel rank 0: the job failed: " "$work/node0.log" || fail "rank 0 does not say why it stopped"
+    grep -q "tessel rank 0: the job failed: rank 1's control connection closed before it finished" "$work/node0.log" ||
+      fail "rank 0 does not say why it stopped"
   else
     grep -q "tessel rank 0: the job failed: rank 1 sent no heartbeat for" "$work/node0.log" ||
       fail "rank 0 does not name the silent rank"
