@@ -101,7 +101,9 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           const caf::actor& presence) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
         std::string reason;
-        if (presented != token)
+        if (presented.empty())
+          reason = "no job token";
+        else if (presented != token)
           reason = "wrong job token";
         else if (rank < 0 || rank >= world_size)
           reason = concat("rank ", rank, " is outside [0, ", world_size, ")");

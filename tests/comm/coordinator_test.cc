@@ -14,6 +14,10 @@ TEST(Coordinator, AdmitsRanksWithTheTokenAndRefusesOthers) {
   EXPECT_FALSE(intruder.accepted);
   EXPECT_NE(intruder.message.find("wrong job token"), std::string::npos) << intruder.message;
   EXPECT_EQ(coordinator.refused(), 1);
+  const JoinReply tokenless = join_coordinator("127.0.0.1", coordinator.port(), "", 0);
+  EXPECT_FALSE(tokenless.accepted);
+  EXPECT_NE(tokenless.message.find("no job token"), std::string::npos) << tokenless.message;
+  EXPECT_EQ(coordinator.refused(), 2);
   EXPECT_TRUE(coordinator.members().empty());
 
   // The job goes on: real ranks still join.
@@ -27,7 +31,7 @@ TEST(Coordinator, AdmitsRanksWithTheTokenAndRefusesOthers) {
   EXPECT_FALSE(twice.accepted);
   EXPECT_NE(twice.message.find("already joined"), std::string::npos) << twice.message;
   EXPECT_FALSE(join_coordinator("127.0.0.1", coordinator.port(), "secret-token", 5).accepted);
-  EXPECT_EQ(coordinator.refused(), 3);
+  EXPECT_EQ(coordinator.refused(), 4);
 }
 
 TEST(Coordinator, UnreachableCoordinatorIsAClearError) {
