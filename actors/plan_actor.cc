@@ -14,7 +14,13 @@ namespace {
 
 // Tags of the messages between a SEND and its RECV: kind (2 bits), the plan's tag space (6),
 // the channel (16), the register (8) and the step (32, modulo).
-enum class Message : uint64_t { data = 0, credit = 1, end = 2 };
+//
+// The end of a channel is a handshake, so that nothing of it is left when the next plan on this
+// transport uses the same tags: the SEND sends `end` (its step count) after its last data; the
+// RECV, once it passed on that many steps and its consumers freed every register, has cancelled
+// its receives and sent its last credits, and then sends `closed`. The SEND stops on `closed`
+// with every register credited back; nothing of the channel is in flight any more.
+enum class Message : uint64_t { data = 0, credit = 1, end = 2, closed = 3 };
 uint64_t tag_of(Message kind, int space, int channel, int register_index = 0, int64_t step = 0) {
   return static_cast<uint64_t>(kind) << 62 | static_cast<uint64_t>(space & 0x3f) << 56 |
          static_cast<uint64_t>(channel & 0xffff) << 40 | static_cast<uint64_t>(register_index & 0xff) << 32 |
@@ -80,6 +86,10 @@ class PlanActor : public caf::event_based_actor {
           if (send_ended_) return maybe_stop_send();
           advance();
         },
+        [this](closed_atom) {
+          peer_closed_ = true;
+          maybe_stop_send();
+        },
         [this](arrived_atom, int32_t index, int64_t step) { on_arrived(index, step); },
         [this](ended_atom, int64_t steps) {
           end_after_ = steps;
@@ -126,6 +136,7 @@ class PlanActor : public caf::event_based_actor {
           send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
       }
       if (spec_.kind == proto::SEND) {
+        post_closed_receive();
         shared_->transport->send_value(spec_.peer_rank, tag_of(Message::end, shared_->tag_space, spec_.channel),
                                        static_cast<uint64_t>(state_.steps_done()));
         send_ended_ = true;
@@ -136,10 +147,10 @@ class PlanActor : public caf::event_based_actor {
     }
   }
 
-  // A SEND stops once the RECV has freed every register it sent into: no credit is left on its
+  // A SEND stops once the RECV closed the channel and every credit is in: nothing is left on its
   // way, where the next plan on these tags would take it for its own.
   void maybe_stop_send() {
-    if (state_.output(0).in_use() > 0) return;
+    if (!peer_closed_ || state_.output(0).in_use() > 0) return;
     cancel_receives();
     send(shared_->executor, stopped_atom::value, id_);
     quit();
@@ -174,6 +185,17 @@ class PlanActor : public caf::event_based_actor {
         spec_.peer_rank, tag_of(Message::data, shared_->tag_space, spec_.channel, out, activation.step),
         spec_.input_registers[0][activation.input_registers[0]], bytes_of(spec_.input_types[0]),
         [self](const comm::Completion& done) { caf::anon_send(caf::actor_cast<caf::actor>(self), sent_atom::value, done.ok, done.error); },
+        shared_->transport_group);
+  }
+
+  void post_closed_receive() {
+    caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
+    auto word = std::make_shared<Word>();
+    receives_[kClosedSlot] = shared_->transport->receive(
+        tag_of(Message::closed, shared_->tag_space, spec_.channel), kChannelMask, &word->value, sizeof word->value,
+        [self, word](const comm::Completion& done) {
+          if (done.ok) caf::anon_send(caf::actor_cast<caf::actor>(self), closed_atom::value);
+        },
         shared_->transport_group);
   }
 
@@ -260,6 +282,8 @@ class PlanActor : public caf::event_based_actor {
 
   void maybe_stop_recv() {
     if (std::any_of(outstanding_.begin(), outstanding_.end(), [](int readers) { return readers > 0; })) return;
+    // After the cancels and the credits on the transport's queue, so the SEND hears it last.
+    shared_->transport->send_value(spec_.peer_rank, tag_of(Message::closed, shared_->tag_space, spec_.channel), 0);
     send(shared_->executor, stopped_atom::value, id_);
     quit();
   }
@@ -333,7 +357,8 @@ class PlanActor : public caf::event_based_actor {
   // SEND
   bool sending_ = false;
   bool early_credit_ = false;  // the RECV freed the register being sent before `sent` came
-  bool send_ended_ = false;    // END went out; waiting for the last credits
+  bool send_ended_ = false;    // END went out; waiting for `closed` and the last credits
+  bool peer_closed_ = false;
   ActorState::Activation sending_activation_;
   // RECV
   std::vector<int> outstanding_;   // per register: consumers still reading it
@@ -343,7 +368,7 @@ class PlanActor : public caf::event_based_actor {
   bool ended_ = false;
   // The receive last posted per slot: a register, kEndSlot or kCreditSlot (cancelling one that
   // completed does nothing).
-  static constexpr int kEndSlot = -1, kCreditSlot = -2;
+  static constexpr int kEndSlot = -1, kCreditSlot = -2, kClosedSlot = -3;
   std::map<int, uint64_t> receives_;
 };
 

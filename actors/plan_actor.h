@@ -38,6 +38,7 @@ using sent_atom = caf::atom_constant<caf::atom("sent")>;        // (ok, error): 
 using credit_atom = caf::atom_constant<caf::atom("credit")>;    // (register): the RECV freed it
 using arrived_atom = caf::atom_constant<caf::atom("arrived")>;  // (register, step): bytes are in it
 using ended_atom = caf::atom_constant<caf::atom("ended")>;      // (steps): the SEND sent that many and ended
+using closed_atom = caf::atom_constant<caf::atom("closed")>;    // the RECV took its last bytes and sent its last credit
 
 // `actor` is the actor's index over the whole rank (its devices' actors one after another).
 struct Endpoint {

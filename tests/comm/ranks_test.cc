@@ -102,7 +102,7 @@ TEST(RanksInOneProcess, SessionsOneAfterAnotherShareTheTransport) {
   auto transports = connected_transports(2);
   const int64_t n = 1 << 16;
   on_every_rank(2, [&](int r) {
-    for (int round = 0; round < 12; ++round) {
+    for (int round = 0; round < 40; ++round) {
       const bool convert = round % 2 == 0;
       Graph g;
       Tensor x = g.input("x", Shape{2, 1});
