@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
 
@@ -79,7 +80,7 @@ struct Transport::State {
   std::mutex mutex;
   std::deque<std::function<void()>> commands;  // run on the progress thread
   std::unordered_map<uint64_t, Pending*> receives;  // progress thread only
-  std::unordered_map<Pending*, bool> sends;          // progress thread only: sends in flight
+  std::unordered_set<Pending*> sends;                // progress thread only: sends in flight
   std::atomic<uint64_t> next_id{1};
   std::mutex failure_mutex;
   std::function<void(int, const std::string&)> failure;
@@ -208,7 +209,7 @@ struct Transport::State {
     params.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     params.cb.send = &State::on_send;
     params.user_data = pending;
-    sends[pending] = true;  // before the call: its callback may run inside it, and erases it
+    sends.insert(pending);
     void* request = ucp_tag_send_nbx(endpoints[peer], data, bytes, tag, &params);
     sent += bytes;
     if (request == nullptr) {  // done already
@@ -319,8 +320,9 @@ void Transport::connect(const std::vector<std::vector<uint8_t>>& addresses, int 
                           UCP_EP_PARAM_FIELD_ERR_HANDLER;
       params.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data() + 1 + addresses[r][0]);
       // UCX 1.13's shared-memory transports cannot report a failed peer, and with peer error
-      // handling on, UCX leaves them out. Within one machine the job takes shared memory, and a
-      // dead peer shows as missed heartbeats (comm/job.h) instead of an endpoint error.
+      // handling on, UCX leaves them out. Within one machine the job takes shared memory, and
+      // the control plane notices a dead peer instead (comm/job.h: its connection to the
+      // coordinator closes, or its heartbeats stop).
       params.err_mode = s.same_machine[r] ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
       params.err_handler.cb = &State::on_endpoint_error;
       params.err_handler.arg = &s.peers[r];
@@ -382,7 +384,7 @@ void Transport::forget_group(uint64_t group) {
   State& s = *state_;
   s.call<int>([&s, group] {
     s.cancel_receives([group](const State::Pending& pending) { return pending.group == group; });
-    for (auto& [pending, unused] : s.sends) {
+    for (State::Pending* pending : s.sends) {
       if (pending->group == group) pending->done = nullptr;
     }
     return 0;
