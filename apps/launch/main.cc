@@ -86,16 +86,20 @@ void flush_lines(Child& child, bool all) {
 // Reads whatever the children wrote, for up to `timeout_ms`.
 void pump(std::vector<Child>& children, int timeout_ms) {
   std::vector<pollfd> fds;
-  for (const Child& child : children) {
-    if (child.output >= 0) fds.push_back({child.output, POLLIN, 0});
+  std::vector<Child*> owners;  // per fd
+  for (Child& child : children) {
+    if (child.output < 0) continue;
+    fds.push_back({child.output, POLLIN, 0});
+    owners.push_back(&child);
   }
   if (fds.empty()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
     return;
   }
   if (poll(fds.data(), fds.size(), timeout_ms) <= 0) return;
-  for (Child& child : children) {
-    if (child.output < 0) continue;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    if (fds[i].revents == 0) continue;  // a read would wait for a rank that has nothing to say
+    Child& child = *owners[i];
     char buffer[65536];
     const ssize_t got = read(child.output, buffer, sizeof buffer);
     if (got > 0) {
@@ -127,6 +131,7 @@ Child start(const tessel::launch::LaunchConfig& config, int index) {
   if (child.pid < 0) throw std::runtime_error("fork failed");
   if (child.pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the launcher
+    setpgid(0, 0);                     // a group of its own: stopping the rank stops what it started
     if (getppid() != parent) _exit(127);
     dup2(pipe_fds[1], STDOUT_FILENO);
     dup2(pipe_fds[1], STDERR_FILENO);
@@ -200,7 +205,7 @@ int main(int argc, char** argv) {
   }
   if (!failure.empty()) {
     for (Child& child : children) {
-      if (child.running) kill(child.pid, SIGTERM);
+      if (child.running) kill(-child.pid, SIGTERM);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (running > 0) {
@@ -211,13 +216,15 @@ int main(int argc, char** argv) {
       }
       if (running > 0 && std::chrono::steady_clock::now() > deadline) {
         for (Child& child : children) {
-          if (child.running) kill(child.pid, SIGKILL);
+          if (child.running) kill(-child.pid, SIGKILL);
         }
       }
     }
   }
+  // The last lines; a process a rank left behind may hold its pipe open, so not forever.
+  const auto drained = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   for (Child& child : children) {
-    while (child.output >= 0) pump(children, 100);
+    while (child.output >= 0 && std::chrono::steady_clock::now() < drained) pump(children, 100);
   }
   if (!failure.empty()) {
     std::fprintf(stderr, "tessel-launch: %s; stopped the other ranks\n", failure.c_str());

@@ -3,6 +3,7 @@
 #   launch_test.sh BIN examples NAME N     N ranks on loopback equal the one-device run
 #   launch_test.sh BIN wrong-token         a join with the wrong token is refused; the job goes on
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN quiet-rank          a rank fails while another prints nothing and runs a child
 #   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
 #   launch_test.sh BIN namespaces          two "nodes" in network namespaces joined by a veth pair
 #   launch_test.sh BIN slurm               srun -n 2 under slurmctld, slurmd and munged started here
@@ -64,6 +65,24 @@ wrong-token)
   grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/node0.log" || fail "the refusal was not logged"
   grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
   echo "PASS: a wrong token is refused and logged, and the job goes on"
+  ;;
+quiet-rank)
+  # Rank 0 fails while rank 1 prints nothing and has started a process of its own: the launcher
+  # must not wait on rank 1's silent output, and stopping rank 1 stops what it started.
+  marker="sleep 47.$$"
+  start=$(date +%s.%N)
+  timeout 30 "$launch" --nproc-per-node 2 -- bash -c \
+    "if [ \$TESSEL_RANK = 0 ]; then echo ready; sleep 1; exit 4; else $marker; fi" > "$work/job.log" 2>&1
+  status=$?
+  seconds=$(echo "$(date +%s.%N) - $start" | bc)
+  cat "$work/job.log"
+  [ $status = 1 ] || fail "the launcher exited $status, expected 1 (124: it hung)"
+  grep -q "rank 0 (pid [0-9]*) exited with status 4; stopped the other ranks" "$work/job.log" ||
+    fail "the launcher does not name rank 0 and its status"
+  [ "$(echo "$seconds < 5" | bc)" = 1 ] || fail "the launcher took $seconds s to end the job"
+  sleep 0.2
+  ! pgrep -f "$marker" > /dev/null || fail "rank 1's own process was left behind"
+  echo "PASS: a failed rank ends the job in $seconds s while another stays silent; nothing left behind"
   ;;
 killed-rank | frozen-rank)
   port=$(free_port) deadline=2
