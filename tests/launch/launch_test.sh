@@ -5,6 +5,7 @@
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
 #   launch_test.sh BIN quiet-rank          a rank fails while another prints nothing and runs a child
 #   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
+#   launch_test.sh BIN frozen-coordinator  rank 0, which hosts the coordinator, stopped: the others' heartbeats go unanswered
 #   launch_test.sh BIN namespaces          two "nodes" in network namespaces joined by a veth pair
 #   launch_test.sh BIN slurm               srun -n 2 under slurmctld, slurmd and munged started here
 # BIN is the build folder. Every wait is bounded; processes started here are killed on exit.
@@ -84,7 +85,9 @@ quiet-rank)
   ! pgrep -f "$marker" > /dev/null || fail "rank 1's own process was left behind"
   echo "PASS: a failed rank ends the job in $seconds s while another stays silent; nothing left behind"
   ;;
-killed-rank | frozen-rank)
+killed-rank | frozen-rank | frozen-coordinator)
+  # Two launchers stand for nodes 0 and 1, one rank each. The victim is rank 1, or rank 0 (and
+  # the coordinator in it) for frozen-coordinator; the survivor is the other one.
   port=$(free_port) deadline=2
   for node in 0 1; do
     "$launch" --nnodes 2 --node-rank $node --master-port "$port" --token t --heartbeat-deadline $deadline -- \
@@ -93,7 +96,8 @@ killed-rank | frozen-rank)
   done
   for _ in $(seq 300); do grep -q "joined the job" "$work/node1.log" 2>/dev/null && break; sleep 0.1; done
   sleep 1
-  survivor=$(pgrep -P "${pids[0]}" | head -1) victim=$(pgrep -P "${pids[1]}" | head -1)
+  v=$([ $mode = frozen-coordinator ] && echo 0 || echo 1) && s=$((1 - v))
+  survivor=$(pgrep -P "${pids[$s]}" | head -1) victim=$(pgrep -P "${pids[$v]}" | head -1)
   [ -n "$survivor" ] && [ -n "$victim" ] || fail "the ranks' processes were not found"
   if [ $mode = killed-rank ]; then
     kill -9 "$victim"
@@ -101,26 +105,24 @@ killed-rank | frozen-rank)
     kill -STOP "$victim"  # alive, its sockets open: nothing but the missing heartbeats shows it
   fi
   killed=$(date +%s.%N)
-  wait_for "${pids[0]}" $((deadline + 8)); status0=$?
+  wait_for "${pids[$s]}" $((deadline + 8)); status_s=$?
   ended=$(date +%s.%N)
-  if [ $mode = killed-rank ]; then
-    wait_for "${pids[1]}" 10; status1=$?
-  else
-    kill "${pids[1]}"  # node 1's launcher stops its frozen rank (SIGKILL reaches a stopped process)
-    wait_for "${pids[1]}" 10; status1=$?
-  fi
+  # A frozen rank's launcher is stopped by hand; it stops its rank (SIGKILL reaches a stopped process).
+  [ $mode = killed-rank ] || kill "${pids[$v]}"
+  wait_for "${pids[$v]}" 10; status_v=$?
   cat "$work/node0.log" "$work/node1.log" | grep -v "^\[rank [0-9]\] *[0-9]"
-  [ $status1 = 1 ] || fail "node 1's launcher exited $status1, expected 1"
-  [ $status0 = 1 ] || fail "node 0's launcher exited $status0, expected 1 (124: it hung)"
-  if [ $mode = killed-rank ]; then
+  [ $status_v = 1 ] || fail "node $v's launcher exited $status_v, expected 1"
+  [ $status_s = 1 ] || fail "node $s's launcher exited $status_s, expected 1 (124: it hung)"
+  case $mode in
+  killed-rank)
     grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/node1.log" || fail "node 1 does not name the killed rank"
-    grep -q "tessel rank 0: the job failed: rank 1's control connection closed before it finished" "$work/node0.log" ||
-      fail "rank 0 does not say why it stopped"
-  else
-    grep -q "tessel rank 0: the job failed: rank 1 sent no heartbeat for" "$work/node0.log" ||
-      fail "rank 0 does not name the silent rank"
-  fi
-  grep -q "tessel-launch: rank 0 (pid [0-9]*) exited with status 3" "$work/node0.log" || fail "node 0 does not name rank 0"
+    why="rank 1's control connection closed before it finished" ;;
+  frozen-rank) why="rank 1 sent no heartbeat for" ;;
+  frozen-coordinator) why="lost the coordinator (rank 0)" ;;
+  esac
+  grep -q "tessel rank $s: the job failed: $why" "$work/node$s.log" || fail "rank $s does not say why it stopped"
+  grep -q "tessel-launch: rank $s (pid [0-9]*) exited with status 3" "$work/node$s.log" ||
+    fail "node $s does not name rank $s"
   seconds=$(echo "$ended - $killed" | bc)
   echo "the job ended $seconds s after the kill (heartbeat deadline $deadline s)"
   # A killed rank's control connection closes, which ends the job within the deadline; a frozen
