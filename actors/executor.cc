@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "actors/plan_actor.h"
+#include "comm/communicator.h"
 #include "comm/transport.h"
 #include "devices/arena.h"
 #include "graph/feeds.h"
@@ -89,6 +90,7 @@ struct Executor::Impl {
     if (terminals == 0) {
       throw Error::InvalidArgument("the plan fetches nothing and updates nothing, so a step would do no work");
     }
+    make_communicators(rank, share.devices_size());
     shared->executor = caf::actor_cast<caf::actor>(self);
     for (int id = 0; id < total; ++id) {
       shared->actors.push_back(spawn_plan_actor(system, shared, id));
@@ -97,6 +99,47 @@ struct Executor::Impl {
     for (int id = 0; id < total; ++id) {
       const proto::ActorKind kind = shared->specs[id].kind;
       if (kind == proto::SEND || kind == proto::RECV) self->send(shared->actors[id], start_atom::value);
+    }
+  }
+
+  // One communicator per group of the rank's COLLECTIVE actors; every member the group has on
+  // this rank must be one of its actors, once.
+  void make_communicators(int rank, int devices) {
+    std::map<int, std::vector<int>> members_here;  // group -> its members' actors on this rank
+    for (size_t id = 0; id < shared->specs.size(); ++id) {
+      ActorSpec& spec = shared->specs[id];
+      if (spec.kind != proto::COLLECTIVE) continue;
+      if (!workers) workers = std::make_unique<comm::CollectiveWorkers>(devices);
+      std::shared_ptr<comm::Communicator>& communicator = communicators[spec.group];
+      if (!communicator) {
+        communicator =
+            std::make_shared<comm::Communicator>(comm::CommunicatorOptions{.group = spec.group,
+                                                                           .member_ranks = spec.member_ranks,
+                                                                           .rank = rank,
+                                                                           .transport = options.transport,
+                                                                           .tag_space = options.tag_space,
+                                                                           .transport_group = shared->transport_group,
+                                                                           .workers = workers.get()});
+        members_here[spec.group].assign(spec.member_ranks.size(), -1);
+      }
+      std::vector<int>& here = members_here[spec.group];
+      if (here.size() != spec.member_ranks.size() || spec.member_ranks[spec.member] != rank ||
+          here[spec.member] != -1) {
+        throw Error::InvalidArgument(concat("invalid plan: ", spec.description, " is member ", spec.member,
+                                            " of collective group ", spec.group,
+                                            ", which disagrees with the group's other actors on rank ", rank));
+      }
+      here[spec.member] = static_cast<int>(id);
+      spec.communicator = communicator;
+    }
+    for (const auto& [group, here] : members_here) {
+      const std::vector<int>& ranks = shared->specs[*std::max_element(here.begin(), here.end())].member_ranks;
+      for (size_t m = 0; m < here.size(); ++m) {
+        if (ranks[m] == rank && here[m] < 0) {
+          throw Error::InvalidArgument(concat("invalid plan: collective group ", group, " has member ", m, " on rank ",
+                                              rank, " but no actor for it"));
+        }
+      }
     }
   }
 
@@ -146,6 +189,8 @@ struct Executor::Impl {
   std::vector<std::unique_ptr<HostArena>> arenas;   // per device
   std::vector<std::unique_ptr<CpuDevice>> devices;  // per device, when there are several
   std::shared_ptr<Shared> shared;
+  std::unique_ptr<comm::CollectiveWorkers> workers;                  // when the rank has collectives
+  std::map<int, std::shared_ptr<comm::Communicator>> communicators;  // by group
   std::vector<int> sources;
   std::map<std::string, std::vector<int>> inputs;  // feed name -> its INPUT actors (one per shard)
   std::vector<FeedSpec> feeds;
@@ -192,6 +237,9 @@ Executor::~Executor() {
   impl.shared->actors.clear();
   // The transport's callbacks hold actors of this system: let them go before it does.
   if (impl.shared->transport != nullptr) impl.shared->transport->forget_group(impl.shared->transport_group);
+  // Nothing may copy into the arenas once the executor is gone.
+  for (const auto& [group, communicator] : impl.communicators) communicator->abort("the executor stopped");
+  impl.workers.reset();
   if (impl.shared->profile) impl.print_profile();
   impl.shared->executor = nullptr;
 }
@@ -259,8 +307,8 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
             impl.stopped[id] = true;
             return;
           }
-          error = Error::FailedPrecondition(
-              concat(impl.shared->specs[id].description, " stopped in the middle of a run"));
+          error =
+              Error::FailedPrecondition(concat(impl.shared->specs[id].description, " stopped in the middle of a run"));
         },
         [&](const caf::down_msg& down) {
           if (!down.reason) return;  // a normal exit follows its stopped message, handled above

@@ -5,28 +5,32 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <limits>
+#include <optional>
 
+#include "actors/collective_layout.h"
+#include "comm/communicator.h"
+#include "comm/tags.h"
 #include "comm/transport.h"
 #include "graph/proto_conversion.h"
 
 namespace tessel::hosting {
 namespace {
 
-// Tags of the messages between a SEND and its RECV: kind (2 bits), the plan's tag space (6),
-// the channel (16), the register (8) and the step (32, modulo).
+// Tags of the messages between a SEND and its RECV (comm/tags.h): kind, the plan's tag space,
+// the channel, then the register (8 bits) and the step (32, modulo).
 //
 // The end of a channel is a handshake, so that nothing of it is left when the next plan on this
 // transport uses the same tags: the SEND sends `end` (its step count) after its last data; the
 // RECV, once it passed on that many steps and its consumers freed every register, has cancelled
 // its receives and sent its last credits, and then sends `closed`. The SEND stops on `closed`
 // with every register credited back; nothing of the channel is in flight any more.
-enum class Message : uint64_t { data = 0, credit = 1, end = 2, closed = 3 };
+using Message = comm::TagKind;
 uint64_t tag_of(Message kind, int space, int channel, int register_index = 0, int64_t step = 0) {
-  return static_cast<uint64_t>(kind) << 62 | static_cast<uint64_t>(space & 0x3f) << 56 |
-         static_cast<uint64_t>(channel & 0xffff) << 40 | static_cast<uint64_t>(register_index & 0xff) << 32 |
+  return comm::tag_prefix(kind, space, channel) | static_cast<uint64_t>(register_index & 0xff) << 32 |
          static_cast<uint64_t>(step & 0xffffffff);
 }
-constexpr uint64_t kChannelMask = ~uint64_t{0} << 40;  // kind, space and channel
+constexpr uint64_t kChannelMask = comm::kTagPrefixMask;  // kind, space and channel
 constexpr uint64_t kRegisterMask = ~uint64_t{0} << 32;
 int register_of(uint64_t tag) { return static_cast<int>(tag >> 32 & 0xff); }
 uint32_t step_of(uint64_t tag) { return static_cast<uint32_t>(tag); }
@@ -65,8 +69,9 @@ class PlanActor : public caf::event_based_actor {
           advance();
         },
         [this](sent_atom, bool ok, const std::string& error) {
-          if (!ok) return fail(ErrorCode::kFailedPrecondition, concat(spec_.description, ": sending to rank ",
-                                                                     spec_.peer_rank, " failed: ", error));
+          if (!ok)
+            return fail(ErrorCode::kFailedPrecondition,
+                        concat(spec_.description, ": sending to rank ", spec_.peer_rank, " failed: ", error));
           sending_ = false;
           complete(sending_activation_);
           if (early_credit_) {
@@ -91,6 +96,12 @@ class PlanActor : public caf::event_based_actor {
           maybe_stop_send();
         },
         [this](arrived_atom, int32_t index, int64_t step) { on_arrived(index, step); },
+        [this](collected_atom, const std::string& error) {
+          if (!error.empty()) return fail(ErrorCode::kFailedPrecondition, concat(spec_.description, ": ", error));
+          collecting_ = false;
+          complete(collecting_activation_);
+          advance();
+        },
         [this](ended_atom, int64_t steps) {
           end_after_ = steps;
           maybe_end_recv();
@@ -110,11 +121,15 @@ class PlanActor : public caf::event_based_actor {
  private:
   // Acts as long as the protocol allows, then passes end of stream on once drained.
   void advance() {
-    while (!sending_ && state_.can_act()) {
+    while (!sending_ && !collecting_ && state_.can_act()) {
       const ActorState::Activation activation = state_.begin();
       if (spec_.kind == proto::SEND) {
         start_send(activation);
         return;  // one transfer at a time; its sent message continues
+      }
+      if (spec_.kind == proto::COLLECTIVE) {
+        start_collective(activation);
+        return;  // one collective at a time; its collected message continues
       }
       const auto started =
           shared_->profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
@@ -184,8 +199,24 @@ class PlanActor : public caf::event_based_actor {
     shared_->transport->send(
         spec_.peer_rank, tag_of(Message::data, shared_->tag_space, spec_.channel, out, activation.step),
         spec_.input_registers[0][activation.input_registers[0]], bytes_of(spec_.input_types[0]),
-        [self](const comm::Completion& done) { caf::anon_send(caf::actor_cast<caf::actor>(self), sent_atom::value, done.ok, done.error); },
+        [self](const comm::Completion& done) {
+          caf::anon_send(caf::actor_cast<caf::actor>(self), sent_atom::value, done.ok, done.error);
+        },
         shared_->transport_group);
+  }
+
+  // COLLECTIVE: issued on the communicator, which reads the input register and writes the output
+  // register until its worker posts `collected`.
+  void start_collective(const ActorState::Activation& activation) {
+    collecting_ = true;
+    collecting_activation_ = activation;
+    caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
+    spec_.collective->issue(*spec_.communicator, spec_.reduce_max ? comm::ReduceOp::max : comm::ReduceOp::sum,
+                            spec_.input_registers[0][activation.input_registers[0]],
+                            spec_.output_registers[0][activation.output_registers[0]],
+                            [self](const std::string& error) {
+                              caf::anon_send(caf::actor_cast<caf::actor>(self), collected_atom::value, error);
+                            });
   }
 
   void post_closed_receive() {
@@ -205,7 +236,9 @@ class PlanActor : public caf::event_based_actor {
     receives_[kCreditSlot] = (shared_->transport->receive(
         tag_of(Message::credit, shared_->tag_space, spec_.channel), kChannelMask, &word->value, sizeof word->value,
         [self, word](const comm::Completion& done) {
-          if (done.ok) caf::anon_send(caf::actor_cast<caf::actor>(self), credit_atom::value, static_cast<int32_t>(register_of(done.tag)));
+          if (done.ok)
+            caf::anon_send(caf::actor_cast<caf::actor>(self), credit_atom::value,
+                           static_cast<int32_t>(register_of(done.tag)));
         },
         shared_->transport_group));
   }
@@ -219,7 +252,8 @@ class PlanActor : public caf::event_based_actor {
     receives_[kEndSlot] = (shared_->transport->receive(
         tag_of(Message::end, shared_->tag_space, spec_.channel), kChannelMask, &word->value, sizeof word->value,
         [self, word](const comm::Completion& done) {
-          if (done.ok) caf::anon_send(caf::actor_cast<caf::actor>(self), ended_atom::value, static_cast<int64_t>(word->value));
+          if (done.ok)
+            caf::anon_send(caf::actor_cast<caf::actor>(self), ended_atom::value, static_cast<int64_t>(word->value));
         },
         shared_->transport_group));
   }
@@ -229,10 +263,12 @@ class PlanActor : public caf::event_based_actor {
     const size_t bytes = bytes_of(spec_.output_types[0]);
     receives_[index] = (shared_->transport->receive(
         tag_of(Message::data, shared_->tag_space, spec_.channel, index), kRegisterMask,
-        spec_.output_registers[0][index], bytes, [self, index, bytes](const comm::Completion& done) {
+        spec_.output_registers[0][index], bytes,
+        [self, index, bytes](const comm::Completion& done) {
           if (!done.ok) return;
           if (done.bytes != bytes) LOG(FATAL) << "a transfer brought " << done.bytes << " bytes, not " << bytes;
-          caf::anon_send(caf::actor_cast<caf::actor>(self), arrived_atom::value, static_cast<int32_t>(index), static_cast<int64_t>(step_of(done.tag)));
+          caf::anon_send(caf::actor_cast<caf::actor>(self), arrived_atom::value, static_cast<int32_t>(index),
+                         static_cast<int64_t>(step_of(done.tag)));
         },
         shared_->transport_group));
   }
@@ -265,8 +301,8 @@ class PlanActor : public caf::event_based_actor {
   // Every consumer is done with register `index`: the SEND may use it again (after the end it
   // waits for exactly these credits), and it may receive again.
   void free_register(int index) {
-    shared_->transport->send_value(spec_.peer_rank,
-                                   tag_of(Message::credit, shared_->tag_space, spec_.channel, index), 0);
+    shared_->transport->send_value(spec_.peer_rank, tag_of(Message::credit, shared_->tag_space, spec_.channel, index),
+                                   0);
     if (!ended_) post_data_receive(index);
   }
 
@@ -276,7 +312,8 @@ class PlanActor : public caf::event_based_actor {
     if (ended_ || end_after_ < 0 || next_step_ < end_after_) return;
     ended_ = true;
     cancel_receives();
-    for (const Endpoint& consumer : spec_.consumers[0]) send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
+    for (const Endpoint& consumer : spec_.consumers[0])
+      send(shared_->actors[consumer.actor], end_atom::value, consumer.port);
     maybe_stop_recv();
   }
 
@@ -360,11 +397,14 @@ class PlanActor : public caf::event_based_actor {
   bool send_ended_ = false;    // END went out; waiting for `closed` and the last credits
   bool peer_closed_ = false;
   ActorState::Activation sending_activation_;
+  // COLLECTIVE
+  bool collecting_ = false;
+  ActorState::Activation collecting_activation_;
   // RECV
-  std::vector<int> outstanding_;   // per register: consumers still reading it
+  std::vector<int> outstanding_;    // per register: consumers still reading it
   std::map<int64_t, int> arrived_;  // step -> register, not yet handed on
   int64_t next_step_ = 0;
-  int64_t end_after_ = -1;          // steps the SEND sent before it ended
+  int64_t end_after_ = -1;  // steps the SEND sent before it ended
   bool ended_ = false;
   // The receive last posted per slot: a register, kEndSlot or kCreditSlot (cancelling one that
   // completed does nothing).
@@ -375,6 +415,44 @@ class PlanActor : public caf::event_based_actor {
 std::string describe(const proto::ActorDef& actor) {
   const std::string what = actor.op().empty() ? proto::ActorKind_Name(actor.kind()) : actor.op();
   return concat(what, " '", actor.name(), "' (created at ", actor.location(), ")");
+}
+
+// A collective's attributes, checked: a plan's bytes may come from a file.
+void set_collective(const proto::ActorDef& actor, ActorSpec& spec) {
+  try {
+    const std::optional<CollectiveKind> kind = parse_collective(actor.op());
+    if (!kind) throw Error::InvalidArgument(concat("'", actor.op(), "' is not a collective"));
+    if (spec.input_types.size() != 1 || spec.output_types.size() != 1)
+      throw Error::InvalidArgument("a collective has one data input and one data output");
+    const std::vector<int64_t>& ranks = spec.attrs.get_ints("member_ranks");
+    const int64_t member = spec.attrs.get_int("member"), group = spec.attrs.get_int("group");
+    if (spec.attrs.get_ints("members").size() != ranks.size())
+      throw Error::InvalidArgument("members and member_ranks differ in length");
+    if (group < 0 || group > std::numeric_limits<int>::max()) throw Error::InvalidArgument(concat("group ", group));
+    spec.group = static_cast<int>(group);
+    if (member < 0 || member >= static_cast<int64_t>(ranks.size()))
+      throw Error::InvalidArgument(concat("member ", member, " of ", ranks.size()));
+    spec.member = static_cast<int>(member);
+    for (int64_t rank : ranks) {
+      if (rank < 0 || rank > std::numeric_limits<int>::max())
+        throw Error::InvalidArgument(concat("member rank ", rank));
+      spec.member_ranks.push_back(static_cast<int>(rank));
+    }
+    const std::string& reduce = spec.attrs.get_string("reduce");
+    const bool reduces = *kind == CollectiveKind::all_reduce || *kind == CollectiveKind::reduce_scatter;
+    if (reduces ? reduce != "sum" && reduce != "max" : reduce != "none")
+      throw Error::InvalidArgument(concat("reduce '", reduce, "' for ", actor.op()));
+    spec.reduce_max = reduce == "max";
+    if (spec.input_types[0].dtype != spec.output_types[0].dtype)
+      throw Error::InvalidArgument("its input and output dtypes differ");
+    const auto small = [](int64_t value) { return static_cast<int>(std::clamp<int64_t>(value, -2, 1 << 20)); };
+    spec.collective = std::make_shared<CollectiveLayout>(
+        *kind, spec.attrs.get_shape("box"), small(spec.attrs.get_int("from_axis")),
+        small(spec.attrs.get_int("to_axis")), static_cast<int>(ranks.size()), small(member), spec.output_types[0].dtype,
+        spec.input_types[0].shape, spec.output_types[0].shape);
+  } catch (const Error& error) {
+    throw error.with_context(concat("invalid plan: ", spec.description));
+  }
 }
 
 }  // namespace
@@ -397,7 +475,8 @@ ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLay
   };
   spec.channel = actor.channel();
   spec.peer_rank = actor.peer_rank();
-  if (actor.kind() == proto::SEND) spec.terminal = true;  // a step of this rank ends when its bytes left
+  // A step of this rank ends when its bytes left, and when its part of each collective is over.
+  if (actor.kind() == proto::SEND || actor.kind() == proto::COLLECTIVE) spec.terminal = true;
   for (const proto::InputDef& input : actor.inputs()) {
     const proto::Endpoint& from = input.producer();
     if (from.rank() != rank.rank()) {  // a RECV's SEND, on another rank: the bytes arrive by themselves
@@ -431,6 +510,7 @@ ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLay
     spec.output_types.push_back(tensor_type_from_proto(output.type()));
     spec.output_registers.push_back(registers_of(device, actor, output));
   }
+  if (actor.kind() == proto::COLLECTIVE) set_collective(actor, spec);
   if (actor.kind() == proto::KERNEL || actor.kind() == proto::UPDATE) {
     const DType dispatch = spec.input_types.empty() ? spec.output_types[0].dtype : spec.input_types[0].dtype;
     try {

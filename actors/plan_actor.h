@@ -18,10 +18,13 @@
 #include "proto/plan.pb.h"
 
 namespace tessel::comm {
+class Communicator;
 class Transport;
 }
 
 namespace tessel::hosting {
+
+class CollectiveLayout;
 
 // Messages between actors.
 using ready_atom = caf::atom_constant<caf::atom("ready")>;  // (input, register, step)
@@ -39,6 +42,8 @@ using credit_atom = caf::atom_constant<caf::atom("credit")>;    // (register): t
 using arrived_atom = caf::atom_constant<caf::atom("arrived")>;  // (register, step): bytes are in it
 using ended_atom = caf::atom_constant<caf::atom("ended")>;      // (steps): the SEND sent that many and ended
 using closed_atom = caf::atom_constant<caf::atom("closed")>;    // the RECV took its last bytes and sent its last credit
+// From a communicator's worker to a COLLECTIVE actor.
+using collected_atom = caf::atom_constant<caf::atom("collected")>;  // (error): the collective is over, "" if it worked
 
 // `actor` is the actor's index over the whole rank (its devices' actors one after another).
 struct Endpoint {
@@ -64,6 +69,13 @@ struct ActorSpec {
   int device = 0;                    // index in the rank's devices
   std::vector<int64_t> feed_starts;  // INPUT: where its shard starts in the feed (empty: all of it)
   int channel = -1, peer_rank = -1;  // SEND and RECV
+  // COLLECTIVE: its group (a communicator of the executor), its place in it, the ranks of the
+  // members, and how its shards map onto the communicator's buffers.
+  int group = -1, member = -1;
+  std::vector<int> member_ranks;
+  bool reduce_max = false;
+  std::shared_ptr<CollectiveLayout> collective;
+  std::shared_ptr<comm::Communicator> communicator;  // set by the executor
 };
 
 // State every actor shares with the executor. Feeds and results cross between the executor's

@@ -1,10 +1,9 @@
 #include "graph/compile.h"
 
+#include <glog/logging.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
-
-#include <glog/logging.h>
 
 #include <fstream>
 #include <map>
@@ -150,6 +149,20 @@ class Compiler {
           actor->set_peer_rank(rank_of_[peer]);
           break;
         }
+        case Kind::collective: {
+          actor->set_kind(proto::COLLECTIVE);
+          actor->set_op(node.op);
+          Attributes attrs = node.attrs;
+          std::vector<int64_t> members, ranks;
+          for (int device : node.members) {
+            members.push_back(device);
+            ranks.push_back(rank_of_[global_device_index(device)]);
+          }
+          attrs.set("members", members);
+          attrs.set("member_ranks", ranks);
+          attributes_to_proto(attrs, *actor->mutable_attrs());
+          break;
+        }
         case Kind::kernel:
         case Kind::update: {
           actor->set_kind(node.kind == Kind::update ? proto::UPDATE : proto::KERNEL);
@@ -188,6 +201,12 @@ class Compiler {
         output->set_shared(options_.share_memory && count == 1 && !transfer);
       }
     }
+  }
+
+  int global_device_index(int device) const {
+    auto it = std::lower_bound(physical_.devices.begin(), physical_.devices.end(), device);
+    CHECK(it != physical_.devices.end() && *it == device) << "cpu:" << device << " is not a device of the plan";
+    return static_cast<int>(it - physical_.devices.begin());
   }
 
   // The device of the recv a send feeds (it comes right after the send).

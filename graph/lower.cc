@@ -1,13 +1,16 @@
 // Lowers a logical graph to its physical graph: an instance of every needed op on each device
-// of its placement, with localized attributes, and the boxing pieces (slice, copy, assemble,
-// fill) that the boxing planner gives for every edge whose layouts differ.
+// of its placement, with localized attributes, and for every edge whose layouts differ either
+// one collective per device and changed mesh axis (on one placement, sbp/collective.h) or the
+// boxing pieces (slice, copy, assemble, fill) that the boxing planner gives.
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "graph/physical.h"
 #include "sbp/boxing.h"
+#include "sbp/collective.h"
 
 namespace tessel::physical {
 namespace {
@@ -199,9 +202,26 @@ class Lowering {
     const TensorType& whole = producer.outputs[ref.output];
     const std::string tensor_name = ref.output == 0 ? producer.name : concat(producer.name, ":", ref.output);
     std::vector<TensorRef> current = physical_.at(ref);
-    const BoxingPlan plan = plan_boxing(whole, from, to);
-    result_.boxing_bytes += plan.bytes;
     result_.boxing_lower_bound += boxing_lower_bound(whole, from, to);
+    if (const std::optional<std::vector<CollectiveStep>> steps = collective_path(whole.shape, from, to)) {
+      for (const CollectiveStep& step : *steps) {
+        if (step.local) {
+          current = lower_pieces(plan_boxing(whole, step.from, step.to), whole, current, tensor_name, location);
+        } else {
+          result_.boxing_bytes += collective_bytes(whole.shape, whole.dtype, step);
+          current = lower_collective(step, whole, current, tensor_name, location);
+        }
+      }
+    } else {
+      current = lower_pieces(plan_boxing(whole, from, to), whole, current, tensor_name, location);
+    }
+    conversions_[key] = current;
+    return current;
+  }
+
+  std::vector<TensorRef> lower_pieces(const BoxingPlan& plan, const TensorType& whole, std::vector<TensorRef> current,
+                                      const std::string& tensor_name, const std::string& location) {
+    result_.boxing_bytes += plan.bytes;
     for (const BoxingStage& stage : plan.stages) {
       std::vector<TensorRef> next;
       for (const BoxingTarget& target : stage.targets) {
@@ -209,8 +229,41 @@ class Lowering {
       }
       current = std::move(next);
     }
-    conversions_[key] = current;
     return current;
+  }
+
+  // One collective per device of the placement; the groups of one step are numbered apart
+  // from every other step's, in the same order on every rank.
+  std::vector<TensorRef> lower_collective(const CollectiveStep& step, const TensorType& whole,
+                                          const std::vector<TensorRef>& sources, const std::string& tensor_name,
+                                          const std::string& location) {
+    const Placement& placement = step.to.placement;
+    const std::string kind = name_of(step.kind);
+    const Sbp& from = step.from.sbp[step.mesh_axis];
+    const std::string reduce = from.kind() == Sbp::Kind::partial_max ? "max" : from.is_partial() ? "sum" : "none";
+    std::vector<TensorRef> result;
+    for (int e = 0; e < placement.size(); ++e) {
+      CollectiveGroup group = collective_group(whole.shape, step, e);
+      PhysicalNode node{
+          .kind = Kind::collective,
+          .op = kind,
+          .name = concat("boxing/", tensor_name, "/", kind, "@", placement.devices[e], "#", ++boxing_count_),
+          .location = location,
+          .device = device_index(placement.devices[e]),
+          .inputs = {sources[e]},
+          .attrs = {{"reduce", reduce},
+                    {"group", static_cast<int64_t>(collective_groups_ + collective_group_index(step, e))},
+                    {"member", static_cast<int64_t>(group.member)},
+                    {"box", group.box.extents},
+                    {"from_axis", static_cast<int64_t>(group.from_axis)},
+                    {"to_axis", static_cast<int64_t>(group.to_axis)}},
+          .outputs = {shard_type(whole, step.to, e)},
+          .layouts = {step.to.to_string()},
+          .members = std::move(group.devices)};
+      result.push_back(add(std::move(node)));
+    }
+    collective_groups_ += placement.size() / static_cast<int>(placement.mesh[step.mesh_axis]);
+    return result;
   }
 
   TensorRef lower_target(const BoxingStage& stage, const BoxingTarget& target, const TensorType& whole,
@@ -272,6 +325,7 @@ class Lowering {
   std::map<TensorRef, std::vector<TensorRef>> physical_;  // logical tensor -> per device of its placement
   std::map<std::string, std::vector<TensorRef>> conversions_;
   int boxing_count_ = 0;
+  int collective_groups_ = 0;
 };
 
 }  // namespace
@@ -283,7 +337,7 @@ PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std:
 
 void insert_transfers(PhysicalGraph& graph, const std::vector<int>& rank_of) {
   std::vector<PhysicalNode> nodes;
-  std::vector<int> moved(graph.nodes.size());          // old index -> new index
+  std::vector<int> moved(graph.nodes.size());        // old index -> new index
   std::map<std::pair<TensorRef, int>, int> recv_of;  // (new producer output, consumer device) -> recv
   int channels = 0;
   const auto add_send = [&](const TensorRef& source, int target_device) {
@@ -296,8 +350,7 @@ void insert_transfers(PhysicalGraph& graph, const std::vector<int>& rank_of) {
                       .inputs = {source},
                       .outputs = {producer.outputs[source.output]},
                       .channel = channels};
-    if (source.output < static_cast<int>(producer.layouts.size()))
-      send.layouts = {producer.layouts[source.output]};
+    if (source.output < static_cast<int>(producer.layouts.size())) send.layouts = {producer.layouts[source.output]};
     nodes.push_back(std::move(send));
     return TensorRef{static_cast<int>(nodes.size()) - 1, 0};
   };

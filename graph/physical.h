@@ -13,7 +13,7 @@
 
 namespace tessel::physical {
 
-enum class Kind { input, variable, kernel, update, fetch, send, recv };
+enum class Kind { input, variable, kernel, update, fetch, send, recv, collective };
 
 struct PhysicalNode {
   Kind kind = Kind::kernel;
@@ -30,6 +30,9 @@ struct PhysicalNode {
   std::string variable{};              // variable: the variable's name
   int fetch_index = -1;
   int channel = -1;  // send and recv: the transfer between two ranks they are the ends of
+  // collective: its group's global devices in member order (attrs hold the rest: the kind, the
+  // group, this member, the group's box and split axes).
+  std::vector<int> members{};
 };
 
 // One device's shard of a variable: every variable of the graph has one per device of its

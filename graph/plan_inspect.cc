@@ -72,7 +72,7 @@ void describe_device(const proto::RankPlan& rank, int here, std::string& out) {
                   variable.layout().empty() ? "" : concat("  ", variable.layout()), "\n");
   }
   out += "\n";
-  out += "  id  kind      name                                op                  inputs <- (actor:output)\n";
+  out += "  id  kind        name                                op                  inputs <- (actor:output)\n";
   out += "                                                                          outputs -> registers\n";
   for (const proto::ActorDef& actor : device.actors()) {
     std::string inputs;
@@ -81,7 +81,7 @@ void describe_device(const proto::RankPlan& rank, int here, std::string& out) {
                        endpoint_text(rank, here, input.producer(), true), input.initial_tokens() ? "(prev)" : "");
     }
     if (actor.driven()) inputs += inputs.empty() ? "driver" : " driver";
-    out += concat("  ", padded(concat(actor.id()), 4), padded(kind_text(actor.kind()), 10), padded(actor.name(), 36),
+    out += concat("  ", padded(concat(actor.id()), 4), padded(kind_text(actor.kind()), 12), padded(actor.name(), 36),
                   padded(actor.op().empty() ? "-" : actor.op(), 20), inputs, "\n");
     for (int o = 0; o < actor.outputs_size(); ++o) {
       const proto::OutputDef& output = actor.outputs(o);

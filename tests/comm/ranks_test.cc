@@ -70,8 +70,8 @@ TEST(Transport, MovesTaggedBytesBetweenRanksAndReportsArrivals) {
   // A cancelled receive never completes, and a later message goes to the next receive.
   int64_t first = 0, second = 0;
   bool cancelled_completed = false;
-  const uint64_t id = transports[1]->receive(7, ~uint64_t{0}, &first, 8,
-                                             [&](const comm::Completion&) { cancelled_completed = true; });
+  const uint64_t id =
+      transports[1]->receive(7, ~uint64_t{0}, &first, 8, [&](const comm::Completion&) { cancelled_completed = true; });
   transports[1]->cancel(id);
   std::promise<void> got;
   transports[1]->receive(7, ~uint64_t{0}, &second, 8, [&](const comm::Completion&) { got.set_value(); });
@@ -101,7 +101,8 @@ TEST(Transport, DeliversEveryByteOfSmallAndLargeMessages) {
   for (size_t bytes : {size_t{8}, size_t{64} << 10, size_t{4} << 20}) {
     std::vector<uint32_t> source(bytes / 4), target(bytes / 4, 0);
     std::iota(source.begin(), source.end(), static_cast<uint32_t>(bytes));
-    const comm::Completion done = transfer(*transports[0], 1, *transports[1], bytes, source.data(), target.data(), bytes);
+    const comm::Completion done =
+        transfer(*transports[0], 1, *transports[1], bytes, source.data(), target.data(), bytes);
     ASSERT_TRUE(done.ok) << bytes << " bytes: " << done.error;
     EXPECT_EQ(target, source) << bytes << " bytes";
   }
@@ -113,8 +114,10 @@ TEST(Transport, TagsKeepMessagesApart) {
   const int64_t one = 1, two = 2;
   std::promise<void> got_first, got_second;
   // Posted in the other order than the messages go out: each finds its own by tag.
-  transports[1]->receive(2, ~uint64_t{0}, &second, sizeof second, [&](const comm::Completion&) { got_second.set_value(); });
-  transports[1]->receive(1, ~uint64_t{0}, &first, sizeof first, [&](const comm::Completion&) { got_first.set_value(); });
+  transports[1]->receive(2, ~uint64_t{0}, &second, sizeof second,
+                         [&](const comm::Completion&) { got_second.set_value(); });
+  transports[1]->receive(1, ~uint64_t{0}, &first, sizeof first,
+                         [&](const comm::Completion&) { got_first.set_value(); });
   transports[0]->send(1, 1, &one, sizeof one, {});
   transports[0]->send(1, 2, &two, sizeof two, {});
   ASSERT_EQ(got_first.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
@@ -150,8 +153,12 @@ TEST(RanksInOneProcess, SessionsOneAfterAnotherShareTheTransport) {
       pin(x, Placement::cpu(2), {S(0)});
       Tensor partial = sum(broadcast_to(x, Shape{2, n}), {0});
       Tensor total = sum(convert ? to(partial, {B}) : partial);
-      Session session(g, {total}, {.register_count = 1 + round % 3, .placement = Placement::cpu(2), .ranks = 2,
-                                   .rank = r, .transport = transports[r].get()});
+      Session session(g, {total},
+                      {.register_count = 1 + round % 3,
+                       .placement = Placement::cpu(2),
+                       .ranks = 2,
+                       .rank = r,
+                       .transport = transports[r].get()});
       for (int step = 0; step < 1 + round % 4; ++step) {
         const float a = static_cast<float>(round), b = static_cast<float>(step + 1);
         const std::vector<HostTensor> fetched =
@@ -168,6 +175,7 @@ struct RankResult {
   std::vector<float> losses;  // from the rank holding the fetch
   std::map<std::string, std::vector<VariableShardValue>> shards;
   int sends = 0, recvs = 0;
+  int collectives_across = 0;  // members of this rank's collectives that live on other ranks
 };
 
 // Trains `name` over `ranks` ranks of one process and checks every rank's shards against the
@@ -186,12 +194,17 @@ void expect_ranks_match_one_device(const std::string& name, int ranks, int steps
       for (const proto::ActorDef& actor : device.actors()) {
         results[r].sends += actor.kind() == proto::SEND;
         results[r].recvs += actor.kind() == proto::RECV;
+        if (actor.kind() == proto::COLLECTIVE) {  // a collective with members on other ranks moves bytes between them
+          for (int64_t rank : actor.attrs().at("member_ranks").ints().values())
+            results[r].collectives_across += rank != r;
+        }
       }
     }
-    session.run(steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
-                [&](int64_t, const std::vector<HostTensor>& fetched) {
-                  if (fetched[0].defined()) results[r].losses.push_back(fetched[0].get(0));
-                });
+    session.run(
+        steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
+        [&](int64_t, const std::vector<HostTensor>& fetched) {
+          if (fetched[0].defined()) results[r].losses.push_back(fetched[0].get(0));
+        });
     for (const Tensor& param : example.graph->params()) {
       const std::string variable = example.graph->node(param.node()).attrs.get_string("name");
       results[r].shards[variable] = session.local_shards(variable);
@@ -205,7 +218,7 @@ void expect_ranks_match_one_device(const std::string& name, int ranks, int steps
   }
   int ranks_with_loss = 0, transfers = 0;
   for (int r = 0; r < ranks; ++r) {
-    transfers += results[r].sends + results[r].recvs;
+    transfers += results[r].sends + results[r].recvs + results[r].collectives_across;
     if (results[r].losses.empty()) continue;
     ++ranks_with_loss;
     ASSERT_EQ(results[r].losses.size(), expected_losses.size());
@@ -237,8 +250,7 @@ TEST_P(RanksInOneProcess, TrainToTheOneDeviceParameters) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, RanksInOneProcess,
-                         ::testing::Combine(::testing::Values("data-parallel", "tensor-parallel", "pipeline",
-                                                              "hybrid"),
+                         ::testing::Combine(::testing::Values("data-parallel", "tensor-parallel", "pipeline", "hybrid"),
                                             ::testing::Values(2, 4)),
                          [](const auto& info) {
                            std::string name = std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param));
@@ -248,9 +260,9 @@ INSTANTIATE_TEST_SUITE_P(Examples, RanksInOneProcess,
 
 TEST(RanksInOneProcess, DevicesThatDoNotSplitEvenlyAreRefused) {
   models::ParallelExample example = models::build_parallel_example("data-parallel");
-  EXPECT_TESSEL_ERROR(compile_plan(*example.graph, {.fetches = {example.loss}, .placement = example.placement,
-                                                    .ranks = 3}),
-                      ErrorCode::kInvalidArgument, "do not split evenly over 3 ranks");
+  EXPECT_TESSEL_ERROR(
+      compile_plan(*example.graph, {.fetches = {example.loss}, .placement = example.placement, .ranks = 3}),
+      ErrorCode::kInvalidArgument, "do not split evenly over 3 ranks");
 }
 
 }  // namespace
