@@ -11,6 +11,7 @@
 #include "comm/communicator.h"
 #include "comm/transport.h"
 #include "devices/arena.h"
+#include "graph/compile.h"
 #include "graph/feeds.h"
 #include "graph/proto_conversion.h"
 
@@ -18,13 +19,6 @@ namespace tessel {
 namespace {
 
 using namespace hosting;
-
-const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
-  for (const proto::RankPlan& candidate : plan.ranks()) {
-    if (candidate.rank() == rank) return candidate;
-  }
-  throw Error::NotFound(concat("the plan has no share for rank ", rank));
-}
 
 caf::actor_system_config& configured(caf::actor_system_config& config, const ExecutorOptions& options, int devices) {
   config.set("scheduler.max-threads", static_cast<size_t>(std::max(1, options.worker_threads) * std::max(1, devices)));
@@ -50,8 +44,9 @@ struct Executor::Impl {
     if (options.transport != nullptr) shared->transport_group = comm::Transport::new_group();
     if (options.tag_space < 0 || options.tag_space > 63)
       throw Error::InvalidArgument(concat("tag_space is ", options.tag_space, ", expected 0 to 63"));
-    if (plan.ranks_size() > 1 && options.transport == nullptr) {
-      throw Error::InvalidArgument(concat("the plan spans ", plan.ranks_size(), " ranks, so rank ", rank,
+    const int rank_count = std::max(plan.rank_count(), plan.ranks_size());
+    if (rank_count > 1 && options.transport == nullptr) {
+      throw Error::InvalidArgument(concat("the plan spans ", rank_count, " ranks, so rank ", rank,
                                           " needs a transport to the others (ExecutorOptions::transport)"));
     }
     const char* profile = std::getenv("TESSEL_PROFILE");

@@ -39,10 +39,13 @@ class Compiler {
   proto::Plan compile() {
     check_options();
     const SbpAssignment layouts = infer_sbp(graph_, options_.placement);
-    physical_ = physical::lower(graph_, layouts, options_.fetches, options_.training);
-    assign_ranks();
+    const std::vector<int> devices = physical::plan_devices(layouts);
+    assign_ranks(devices);
+    physical_ =
+        physical::lower(graph_, layouts, options_.fetches, options_.training, devices, {rank_of_, options_.rank});
     proto::Plan plan;
     plan.set_seed(graph_.seed());
+    plan.set_rank_count(options_.ranks);
     plan.set_training(options_.training);
     plan.set_boxing_bytes(physical_.boxing_bytes);
     plan.set_boxing_lower_bound(physical_.boxing_lower_bound);
@@ -57,6 +60,7 @@ class Compiler {
     set_lifetimes();
     std::vector<plan_builder::ArenaSize> arenas(physical_.devices.size());
     for (size_t d = 0; d < physical_.devices.size(); ++d) {
+      if (!lowered(static_cast<int>(d))) continue;
       for (const ControlEdge& edge :
            plan_builder::lay_out_memory(all_, device_of_, static_cast<int>(d), reach, arenas[d])) {
         edges.push_back(edge);
@@ -75,6 +79,10 @@ class Compiler {
       if (!t.defined() || &t.graph() != &graph_) throw Error::InvalidArgument("a fetched tensor is not of this graph");
     }
     if (options_.ranks < 1) throw Error::InvalidArgument(concat("ranks is ", options_.ranks, ", expected at least 1"));
+    if (options_.rank < -1 || options_.rank >= options_.ranks) {
+      throw Error::InvalidArgument(
+          concat("rank is ", options_.rank, ", expected -1 (every rank) or a rank below ", options_.ranks));
+    }
     if (options_.register_count < 1) {
       throw Error::InvalidArgument(concat("register_count is ", options_.register_count, ", expected at least 1"));
     }
@@ -90,19 +98,21 @@ class Compiler {
   }
 
   // Devices in ascending order fall into equal consecutive groups, one per rank.
-  void assign_ranks() {
-    const int devices = static_cast<int>(physical_.devices.size());
+  void assign_ranks(const std::vector<int>& device_list) {
+    const int devices = static_cast<int>(device_list.size());
     if (devices % options_.ranks != 0) {
       std::string list;
-      for (int d : physical_.devices) list += concat(list.empty() ? "" : ",", d);
+      for (int d : device_list) list += concat(list.empty() ? "" : ",", d);
       throw Error::InvalidArgument(concat("the graph runs on ", devices, " devices (cpu:{", list,
                                           "}), which do not split evenly over ", options_.ranks,
                                           " ranks; expected a number of ranks that divides ", devices));
     }
     const int per_rank = devices / options_.ranks;
     for (int d = 0; d < devices; ++d) rank_of_.push_back(d / per_rank);
-    if (options_.ranks > 1) physical::insert_transfers(physical_, rank_of_);
   }
+
+  // Whether this plan holds device index `d`'s share.
+  bool lowered(int d) const { return options_.rank < 0 || rank_of_[d] == options_.rank; }
 
   // Every variable shard of every device, needed or not: training and evaluation plans of
   // one graph lay variables out alike, so they share storage.
@@ -141,14 +151,11 @@ class Compiler {
           actor->set_fetch_index(node.fetch_index);
           break;
         case Kind::send:
-        case Kind::recv: {
-          const int peer = node.kind == Kind::send ? consumer_device_of_send(all_.actors_size() - 1)
-                                                   : physical_.nodes[node.inputs[0].node].device;
+        case Kind::recv:
           actor->set_kind(node.kind == Kind::send ? proto::SEND : proto::RECV);
           actor->set_channel(node.channel);
-          actor->set_peer_rank(rank_of_[peer]);
+          actor->set_peer_rank(node.peer_rank);
           break;
-        }
         case Kind::collective: {
           actor->set_kind(proto::COLLECTIVE);
           actor->set_op(node.op);
@@ -207,12 +214,6 @@ class Compiler {
     auto it = std::lower_bound(physical_.devices.begin(), physical_.devices.end(), device);
     CHECK(it != physical_.devices.end() && *it == device) << "cpu:" << device << " is not a device of the plan";
     return static_cast<int>(it - physical_.devices.begin());
-  }
-
-  // The device of the recv a send feeds (it comes right after the send).
-  int consumer_device_of_send(int send) const {
-    CHECK(physical_.nodes[send + 1].kind == Kind::recv && physical_.nodes[send + 1].inputs[0].node == send);
-    return physical_.nodes[send + 1].device;
   }
 
   const TensorType& type_of(const TensorRef& ref) const { return physical_.nodes[ref.node].outputs[ref.output]; }
@@ -277,9 +278,15 @@ class Compiler {
   void split_into_ranks(proto::Plan& plan, const std::vector<plan_builder::ArenaSize>& arenas) {
     const int device_count = static_cast<int>(physical_.devices.size());
     std::vector<int> local_device(device_count);
-    for (int r = 0; r < options_.ranks; ++r) plan.add_ranks()->set_rank(r);
+    std::vector<int> share_of_rank(options_.ranks, -1);  // rank -> index in plan.ranks
+    for (int r = 0; r < options_.ranks; ++r) {
+      if (options_.rank >= 0 && r != options_.rank) continue;
+      share_of_rank[r] = plan.ranks_size();
+      plan.add_ranks()->set_rank(r);
+    }
     for (int d = 0; d < device_count; ++d) {
-      proto::RankPlan& rank = *plan.mutable_ranks(rank_of_[d]);
+      if (!lowered(d)) continue;
+      proto::RankPlan& rank = *plan.mutable_ranks(share_of_rank[rank_of_[d]]);
       local_device[d] = rank.devices_size();
       proto::DevicePlan* device = rank.add_devices();
       device->set_device(concat("cpu:", physical_.devices[d]));
@@ -297,6 +304,7 @@ class Compiler {
         tensor_type_to_proto(variable.whole, *def->mutable_logical_type());
         for (int64_t start : variable.starts) def->add_starts(start);
         def->set_layout(variable.layout);
+        def->set_elsewhere(variable.elsewhere);
       }
     }
     std::vector<int> local(all_.actors_size());
@@ -308,15 +316,40 @@ class Compiler {
       endpoint.set_device(local_device[device]);
       endpoint.set_rank(rank_of_[device]);
     };
+    std::map<int, std::pair<int, int>> transfers;  // channel -> (SEND, RECV) over all_, -1 where absent
     for (int a = 0; a < all_.actors_size(); ++a) {
       const int d = device_of_[a];
-      proto::ActorDef* actor = plan.mutable_ranks(rank_of_[d])->mutable_devices(local_device[d])->add_actors();
+      proto::ActorDef* actor =
+          plan.mutable_ranks(share_of_rank[rank_of_[d]])->mutable_devices(local_device[d])->add_actors();
       *actor = all_.actors(a);
       actor->set_id(local[a]);
       for (proto::InputDef& input : *actor->mutable_inputs()) rename(*input.mutable_producer());
       for (proto::OutputDef& output : *actor->mutable_outputs()) {
         for (proto::Endpoint& consumer : *output.mutable_consumers()) rename(consumer);
       }
+      if (actor->kind() == proto::SEND || actor->kind() == proto::RECV) {
+        auto [it, added] = transfers.try_emplace(actor->channel(), -1, -1);
+        (actor->kind() == proto::SEND ? it->second.first : it->second.second) = a;
+      }
+    }
+    // A SEND's output goes to its RECV, which names the SEND as its producer; an end on a rank
+    // this plan lacks is named by its rank alone (device and actor -1).
+    const auto actor_at = [&](int a) {
+      const int d = device_of_[a];
+      return plan.mutable_ranks(share_of_rank[rank_of_[d]])->mutable_devices(local_device[d])->mutable_actors(local[a]);
+    };
+    const auto endpoint_of = [&](int a, int rank) {
+      proto::Endpoint endpoint;
+      endpoint.set_rank(rank);
+      endpoint.set_device(a < 0 ? -1 : local_device[device_of_[a]]);
+      endpoint.set_actor(a < 0 ? -1 : local[a]);
+      return endpoint;
+    };
+    for (const auto& [channel, ends] : transfers) {
+      const auto [send, recv] = ends;
+      if (send >= 0)
+        *actor_at(send)->mutable_outputs(0)->add_consumers() = endpoint_of(recv, actor_at(send)->peer_rank());
+      if (recv >= 0) *actor_at(recv)->add_inputs()->mutable_producer() = endpoint_of(send, actor_at(recv)->peer_rank());
     }
   }
 
@@ -359,11 +392,22 @@ void check(bool condition, const proto::ActorDef& actor, const std::string& what
 
 proto::Plan compile_plan(const Graph& graph, const PlanOptions& options) { return Compiler(graph, options).compile(); }
 
+const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
+  for (const proto::RankPlan& share : plan.ranks()) {
+    if (share.rank() == rank) return share;
+  }
+  throw Error::NotFound(concat("the plan has no share for rank ", rank, " (it holds ", plan.ranks_size(),
+                               " of the job's ", std::max(plan.rank_count(), plan.ranks_size()), " ranks)"));
+}
+
 void validate_plan(const proto::Plan& plan) {
+  const int rank_count = std::max(plan.rank_count(), plan.ranks_size());
   std::map<int, const proto::RankPlan*> ranks;
   for (const proto::RankPlan& rank : plan.ranks()) {
     if (!ranks.emplace(rank.rank(), &rank).second)
       throw Error::InvalidArgument(concat("invalid plan: rank ", rank.rank(), " has two shares"));
+    if (rank.rank() < 0 || rank.rank() >= rank_count)
+      throw Error::InvalidArgument(concat("invalid plan: a share for rank ", rank.rank(), " of ", rank_count));
   }
   const auto actor_at = [&](const proto::Endpoint& endpoint) -> const proto::ActorDef* {
     auto it = ranks.find(endpoint.rank());
@@ -383,10 +427,18 @@ void validate_plan(const proto::Plan& plan) {
         check(actor.id() == a, actor, concat("has id ", actor.id(), " at position ", a));
         check(actor.kind() != proto::ACTOR_KIND_UNSPECIFIED, actor, "has no kind");
         const bool transfer = actor.kind() == proto::SEND || actor.kind() == proto::RECV;
-        check(!transfer || (actor.peer_rank() != rank.rank() && ranks.count(actor.peer_rank())), actor,
-              concat("is a transfer to rank ", actor.peer_rank(), ", which is not another rank of the plan"));
+        check(
+            !transfer || (actor.peer_rank() != rank.rank() && actor.peer_rank() >= 0 && actor.peer_rank() < rank_count),
+            actor, concat("is a transfer to rank ", actor.peer_rank(), ", which is not another rank of the plan"));
+        // The other end of a transfer may be on a rank whose share this plan lacks.
+        const auto elsewhere = [&](const proto::Endpoint& end) {
+          return transfer && end.rank() == actor.peer_rank() && !ranks.count(end.rank()) && end.device() == -1 &&
+                 end.actor() == -1 && end.port() == 0;
+        };
+        check(actor.kind() != proto::RECV || actor.inputs_size() == 1, actor, "is a RECV without its SEND");
         for (int i = 0; i < actor.inputs_size(); ++i) {
           const proto::Endpoint& from = actor.inputs(i).producer();
+          if (actor.kind() == proto::RECV && elsewhere(from)) continue;
           const proto::ActorDef* producer = actor_at(from);
           check(producer != nullptr, actor,
                 concat("input ", i, " names actor ", from.actor(), " of device ", from.device(), " of rank ",
@@ -410,6 +462,7 @@ void validate_plan(const proto::Plan& plan) {
           check(output.initial_tokens() <= output.register_count(), actor,
                 concat("output ", o, " has more initial tokens than registers"));
           for (const proto::Endpoint& c : output.consumers()) {
+            if (actor.kind() == proto::SEND && elsewhere(c)) continue;
             const proto::ActorDef* consumer = actor_at(c);
             check(consumer != nullptr && c.port() >= 0 && c.port() < consumer->inputs_size(), actor,
                   concat("output ", o, " names a consumer that does not exist"));
@@ -417,9 +470,11 @@ void validate_plan(const proto::Plan& plan) {
                   concat("output ", o, " goes to rank ", c.rank(), " but only a SEND's output may"));
           }
           if (actor.kind() == proto::SEND && o == 0) {
-            check(output.consumers_size() == 1 && actor_at(output.consumers(0))->kind() == proto::RECV &&
-                      actor_at(output.consumers(0))->outputs(0).register_count() == output.register_count(),
-                  actor, "must feed exactly one RECV with as many registers as it has");
+            check(output.consumers_size() == 1, actor, "must feed exactly one RECV");
+            const proto::ActorDef* recv = elsewhere(output.consumers(0)) ? nullptr : actor_at(output.consumers(0));
+            check(recv == nullptr || (recv->kind() == proto::RECV && recv->channel() == actor.channel() &&
+                                      recv->outputs(0).register_count() == output.register_count()),
+                  actor, "must feed exactly one RECV of its channel with as many registers as it has");
             continue;  // its registers are the RECV's
           }
           if (output.control()) continue;

@@ -26,7 +26,8 @@
 namespace tessel {
 namespace proto {
 class Plan;
-}
+class RankPlan;
+}  // namespace proto
 
 struct PlanOptions {
   // The tensors every step hands back, in this order.
@@ -47,7 +48,15 @@ struct PlanOptions {
   // `ranks` equal consecutive groups (4 devices over 2 ranks: cpu:0,1 on rank 0, cpu:2,3 on
   // rank 1). Every edge between ranks becomes a SEND and a RECV actor (comm/transport.h).
   int ranks = 1;
+  // -1: the plan holds every rank's share (the whole job, for tessel-plan and tests). A rank r:
+  // only rank r's share, lowered for its own devices alone, so that compiling grows with the
+  // graph and that rank's devices, not with the job (SBP inference still sees the whole graph).
+  // Every rank derives the same channels and communicator groups.
+  int rank = -1;
 };
+
+// The share of rank `rank` in `plan`; Error::NotFound when the plan has none.
+const proto::RankPlan& share_of(const proto::Plan& plan, int rank);
 
 // Throws Error for a fetch of another graph, a register count below 1, an op with no CPU
 // kernel for its dtype, or an update that writes something other than a variable, naming

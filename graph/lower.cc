@@ -35,24 +35,33 @@ TensorType shard_type(const TensorType& whole, const Layout& layout, int index) 
   return {shard_region(whole.shape, layout.placement, layout.sbp, index).shape(), whole.dtype};
 }
 
+// A device's instance of a tensor that lives on another rank: no node of this share holds it.
+constexpr TensorRef kElsewhere{-1, 0};
+
 class Lowering {
  public:
-  Lowering(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches, bool training)
-      : graph_(graph), layouts_(layouts), fetches_(fetches), training_(training) {}
+  Lowering(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches, bool training,
+           const std::vector<int>& devices, const RankShare& share)
+      : graph_(graph), layouts_(layouts), fetches_(fetches), training_(training), share_(share) {
+    result_.devices = devices;
+  }
 
   PhysicalGraph run() {
-    collect_devices();
     for (const Node& node : graph_.nodes()) {
       if (node.op != "variable") continue;
       const Layout layout = layouts_.output({node.id, 0});
+      std::set<int> ranks;
+      for (int device : layout.placement.devices) ranks.insert(rank_of(device));
       for (int e = 0; e < layout.placement.size(); ++e) {
+        if (!kept(layout.placement.devices[e])) continue;
         const Region region = shard_region(node.outputs[0].shape, layout.placement, layout.sbp, e);
         result_.variables.push_back({.logical = node.id,
                                      .device = device_index(layout.placement.devices[e]),
                                      .whole = node.outputs[0],
                                      .shard = {region.shape(), node.outputs[0].dtype},
                                      .starts = region.starts,
-                                     .layout = layout.to_string()});
+                                     .layout = layout.to_string(),
+                                     .elsewhere = ranks.size() > 1});
       }
     }
     const std::vector<bool> needed = needed_nodes(graph_, fetches_, training_);
@@ -73,24 +82,13 @@ class Lowering {
   }
 
  private:
-  void collect_devices() {
-    std::set<int> devices;
-    for (const NodeLayout& layout : layouts_.nodes) {
-      for (int device : layout.placement.devices) devices.insert(device);
-    }
-    for (const NodeLayout& layout : layouts_.nodes) {
-      if (layout.placement.device != DeviceType::cpu) {
-        throw Error::Unimplemented(
-            concat("placement ", layout.placement.to_string(), ": this compiler lays tensors over CPU devices only"));
-      }
-    }
-    result_.devices.assign(devices.begin(), devices.end());
-  }
-
   int device_index(int device) const {
     auto it = std::lower_bound(result_.devices.begin(), result_.devices.end(), device);
     return static_cast<int>(it - result_.devices.begin());
   }
+  int rank_of(int device) const { return share_.rank_of[device_index(device)]; }
+  // Whether this share lowers global device `device`.
+  bool kept(int device) const { return share_.rank < 0 || rank_of(device) == share_.rank; }
 
   // A name per instance: the logical name on a one-device placement, "name@device" otherwise.
   static std::string instance_name(const std::string& name, const Placement& placement, int index) {
@@ -115,6 +113,11 @@ class Lowering {
     }
     const OpDef& op = OpRegistry::global().op(node.op);
     for (int e = 0; e < placement.size(); ++e) {
+      if (!kept(placement.devices[e])) {
+        for (size_t o = 0; o < node.outputs.size(); ++o)
+          physical_[{node.id, static_cast<int>(o)}].push_back(kElsewhere);
+        continue;
+      }
       PhysicalNode instance{.name = instance_name(node.name, placement, e),
                             .location = node.location,
                             .device = device_index(placement.devices[e]),
@@ -175,12 +178,15 @@ class Lowering {
 
   const TensorType& type_of(const TensorRef& ref) const { return result_.nodes[ref.node].outputs[ref.output]; }
 
+  // A fetch reads the first device's copy of the tensor broadcast over its placement: the
+  // conversion is a collective, so no device gathers from every other one.
   void add_fetch(int index) {
     const Tensor& tensor = fetches_[index];
     const TensorRef ref{tensor.node(), tensor.output()};
     const Layout from = layouts_.output(ref);
-    const Layout whole{Placement::cpu_devices({from.placement.devices[0]}), NdSbp({B})};
+    const Layout whole{from.placement, NdSbp(std::vector<Sbp>(from.sbp.size(), B))};
     const TensorRef source = convert(ref, whole, graph_.node(ref.node).location)[0];
+    if (!kept(from.placement.devices[0])) return;
     PhysicalNode fetch{.kind = Kind::fetch,
                        .name = concat("fetch/", tensor.name()),
                        .location = graph_.node(ref.node).location,
@@ -243,6 +249,10 @@ class Lowering {
     const std::string reduce = from.kind() == Sbp::Kind::partial_max ? "max" : from.is_partial() ? "sum" : "none";
     std::vector<TensorRef> result;
     for (int e = 0; e < placement.size(); ++e) {
+      if (!kept(placement.devices[e])) {
+        result.push_back(kElsewhere);
+        continue;
+      }
       CollectiveGroup group = collective_group(whole.shape, step, e);
       PhysicalNode node{
           .kind = Kind::collective,
@@ -283,7 +293,9 @@ class Lowering {
                           .outputs = {std::move(out)},
                           .layouts = {layout}};
     };
+    const bool target_kept = kept(device);
     if (target.zeros) {
+      if (!target_kept) return kElsewhere;
       const double value = target.partial == Sbp::Kind::partial_max ? -std::numeric_limits<double>::infinity() : 0.0;
       return add(piece_node(
           "zeros", "fill", device, {},
@@ -292,25 +304,46 @@ class Lowering {
     std::vector<TensorRef> pieces;
     std::vector<int64_t> offsets;
     for (const BoxingPiece& piece : target.pieces) {
-      TensorRef source = sources[piece.source];
       const int source_device = stage.from.placement.devices[piece.source];
-      const TensorType& source_type = type_of(source);
-      const bool whole_shard =
-          std::all_of(piece.source_starts.begin(), piece.source_starts.end(), [](int64_t s) { return s == 0; }) &&
-          piece.extents == source_type.shape.dims();
+      const bool source_kept = kept(source_device);
+      const bool across = rank_of(source_device) != rank_of(device);
+      const int channel = across ? channels_++ : -1;  // numbered alike on every rank
+      if (!target_kept && !(across && source_kept)) continue;
+      TensorRef source = sources[piece.source];
       const TensorType piece_type{Shape(piece.extents), whole.dtype};
-      if (!whole_shard) {
-        std::vector<int64_t> ends = piece.source_starts;
-        for (size_t a = 0; a < ends.size(); ++a) ends[a] += piece.extents[a];
-        source = add(piece_node("slice", "slice", source_device, {source},
-                                {{"starts", piece.source_starts}, {"ends", ends}}, piece_type));
+      if (source_kept) {
+        const bool whole_shard =
+            std::all_of(piece.source_starts.begin(), piece.source_starts.end(), [](int64_t s) { return s == 0; }) &&
+            piece.extents == type_of(source).shape.dims();
+        if (!whole_shard) {
+          std::vector<int64_t> ends = piece.source_starts;
+          for (size_t a = 0; a < ends.size(); ++a) ends[a] += piece.extents[a];
+          source = add(piece_node("slice", "slice", source_device, {source},
+                                  {{"starts", piece.source_starts}, {"ends", ends}}, piece_type));
+        }
       }
-      if (source_device != device) {
+      if (across) {
+        if (source_kept) {
+          PhysicalNode send =
+              piece_node(concat("send", source_device, "to", device), "send", source_device, {source}, {}, piece_type);
+          send.kind = Kind::send;
+          send.channel = channel;
+          send.peer_rank = rank_of(device);
+          add(std::move(send));
+        }
+        if (!target_kept) continue;
+        PhysicalNode recv = piece_node(concat("recv", source_device, "to", device), "recv", device, {}, {}, piece_type);
+        recv.kind = Kind::recv;
+        recv.channel = channel;
+        recv.peer_rank = rank_of(source_device);
+        source = add(std::move(recv));
+      } else if (source_device != device) {
         source = add(piece_node(concat("copy", source_device, "to", device), "copy", device, {source}, {}, piece_type));
       }
       pieces.push_back(source);
       offsets.insert(offsets.end(), piece.target_starts.begin(), piece.target_starts.end());
     }
+    if (!target_kept) return kElsewhere;
     if (pieces.size() == 1 && !target.reduce && type_of(pieces[0]).shape == type.shape) return pieces[0];
     const std::string reduce = !target.reduce ? "none" : target.partial == Sbp::Kind::partial_max ? "max" : "sum";
     return add(piece_node(reduce == "none" ? "assemble" : concat("reduce_", reduce), "boxing_assemble", device, pieces,
@@ -321,74 +354,35 @@ class Lowering {
   const SbpAssignment& layouts_;
   const std::vector<Tensor>& fetches_;
   bool training_;
+  const RankShare& share_;
   PhysicalGraph result_;
   std::map<TensorRef, std::vector<TensorRef>> physical_;  // logical tensor -> per device of its placement
   std::map<std::string, std::vector<TensorRef>> conversions_;
   int boxing_count_ = 0;
   int collective_groups_ = 0;
+  int channels_ = 0;
 };
 
 }  // namespace
 
-PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches,
-                    bool training) {
-  return Lowering(graph, layouts, fetches, training).run();
+std::vector<int> plan_devices(const SbpAssignment& layouts) {
+  std::set<int> devices;
+  const Placement* last = nullptr;  // most nodes share a few placements
+  for (const NodeLayout& layout : layouts.nodes) {
+    if (last != nullptr && layout.placement == *last) continue;
+    if (layout.placement.device != DeviceType::cpu) {
+      throw Error::Unimplemented(
+          concat("placement ", layout.placement.to_string(), ": this compiler lays tensors over CPU devices only"));
+    }
+    devices.insert(layout.placement.devices.begin(), layout.placement.devices.end());
+    last = &layout.placement;
+  }
+  return {devices.begin(), devices.end()};
 }
 
-void insert_transfers(PhysicalGraph& graph, const std::vector<int>& rank_of) {
-  std::vector<PhysicalNode> nodes;
-  std::vector<int> moved(graph.nodes.size());        // old index -> new index
-  std::map<std::pair<TensorRef, int>, int> recv_of;  // (new producer output, consumer device) -> recv
-  int channels = 0;
-  const auto add_send = [&](const TensorRef& source, int target_device) {
-    const PhysicalNode& producer = nodes[source.node];
-    PhysicalNode send{.kind = Kind::send,
-                      .op = "send",
-                      .name = concat("send/", producer.name, ":", source.output, "@dev#", target_device),
-                      .location = producer.location,
-                      .device = producer.device,
-                      .inputs = {source},
-                      .outputs = {producer.outputs[source.output]},
-                      .channel = channels};
-    if (source.output < static_cast<int>(producer.layouts.size())) send.layouts = {producer.layouts[source.output]};
-    nodes.push_back(std::move(send));
-    return TensorRef{static_cast<int>(nodes.size()) - 1, 0};
-  };
-  for (size_t i = 0; i < graph.nodes.size(); ++i) {
-    PhysicalNode node = std::move(graph.nodes[i]);
-    for (TensorRef& in : node.inputs) in.node = moved[in.node];
-    // A boxing copy from another rank is itself the receiving end.
-    if (node.kind == Kind::kernel && node.op == "copy" &&
-        rank_of[nodes[node.inputs[0].node].device] != rank_of[node.device]) {
-      node.inputs = {add_send(node.inputs[0], node.device)};
-      node.kind = Kind::recv;
-      node.op = "recv";
-      node.attrs = {};
-      node.channel = channels++;
-    }
-    for (TensorRef& in : node.inputs) {
-      if (node.kind == Kind::recv || rank_of[nodes[in.node].device] == rank_of[node.device]) continue;
-      auto it = recv_of.find({in, node.device});
-      if (it == recv_of.end()) {
-        const TensorRef send = add_send(in, node.device);
-        PhysicalNode recv{.kind = Kind::recv,
-                          .op = "recv",
-                          .name = concat("recv/", nodes[in.node].name, ":", in.output, "@dev#", node.device),
-                          .location = nodes[in.node].location,
-                          .device = node.device,
-                          .inputs = {send},
-                          .outputs = nodes[send.node].outputs,
-                          .layouts = nodes[send.node].layouts,
-                          .channel = channels++};
-        nodes.push_back(std::move(recv));
-        it = recv_of.emplace(std::make_pair(in, node.device), static_cast<int>(nodes.size()) - 1).first;
-      }
-      in = TensorRef{it->second, 0};
-    }
-    moved[i] = static_cast<int>(nodes.size());
-    nodes.push_back(std::move(node));
-  }
-  graph.nodes = std::move(nodes);
+PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches, bool training,
+                    const std::vector<int>& devices, const RankShare& share) {
+  return Lowering(graph, layouts, fetches, training, devices, share).run();
 }
 
 }  // namespace tessel::physical

@@ -29,7 +29,8 @@ struct PhysicalNode {
   std::vector<int64_t> starts{};       // input: where its shard starts in the feed
   std::string variable{};              // variable: the variable's name
   int fetch_index = -1;
-  int channel = -1;  // send and recv: the transfer between two ranks they are the ends of
+  int channel = -1;    // send and recv: the transfer between two ranks they are the ends of
+  int peer_rank = -1;  // send and recv: the rank at the other end
   // collective: its group's global devices in member order (attrs hold the rest: the kind, the
   // group, this member, the group's box and split axes).
   std::vector<int> members{};
@@ -43,6 +44,7 @@ struct PhysicalVariable {
   TensorType whole, shard;
   std::vector<int64_t> starts{};
   std::string layout{};
+  bool elsewhere = false;  // other shards of the variable live on other ranks
 };
 
 struct PhysicalGraph {
@@ -53,12 +55,21 @@ struct PhysicalGraph {
   int64_t boxing_lower_bound = 0;  // the table's bound for the same conversions
 };
 
-PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches,
-                    bool training);
+// The CPU devices the layouts use, ascending. Error::Unimplemented for another device type.
+std::vector<int> plan_devices(const SbpAssignment& layouts);
 
-// Every edge whose producer and consumer are on different ranks (rank_of[device index])
-// becomes producer -> send (on the producer's device) -> recv (on the consumer's device) ->
-// consumer; consumers of one output on one device share the pair. Keeps schedule order.
-void insert_transfers(PhysicalGraph& graph, const std::vector<int>& rank_of);
+// Which rank each device (an index in `devices`) belongs to, and whose share to lower.
+struct RankShare {
+  std::vector<int> rank_of;
+  int rank = -1;  // only this rank's devices get nodes; -1: every rank's (the whole job)
+};
+
+// Nodes are made for the devices of `share.rank` only, in the same order and with the same
+// names, channels and communicator groups on every rank: a piece between devices of two ranks
+// is a send on the source's rank and a recv on the target's, matched by their channel, which
+// every rank numbers alike by walking every conversion of the job (cheap: no nodes are made
+// for other ranks' devices).
+PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches, bool training,
+                    const std::vector<int>& devices, const RankShare& share);
 
 }  // namespace tessel::physical

@@ -23,20 +23,15 @@ struct VariableShard {
 };
 
 struct VariableSlot {
-  TensorType type;  // the whole variable
+  TensorType type;                    // the whole variable
   std::vector<VariableShard> shards;  // on this rank
-  std::set<int> other_ranks;          // ranks that hold the rest
+  bool elsewhere = false;             // other ranks hold shards of it too
 };
 
-const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
-  for (const proto::RankPlan& share : plan.ranks()) {
-    if (share.rank() == rank) return share;
-  }
-  throw Error::InvalidArgument(concat("rank ", rank, " is outside the plan's ", plan.ranks_size(), " ranks"));
-}
-
+// A job of several ranks: this rank compiles its own share only.
 PlanOptions with_ranks(PlanOptions options, const SessionOptions& session) {
   if (options.ranks == 1) options.ranks = session.ranks;
+  if (options.ranks > 1 && options.rank < 0) options.rank = session.rank;
   return options;
 }
 
@@ -62,14 +57,16 @@ struct Session::Impl {
         std::vector<int64_t> starts(def.starts().begin(), def.starts().end());
         starts.resize(shard.shape.rank(), 0);
         slot.shards.push_back({d, shard, def.offset(), std::move(starts)});
+        slot.elsewhere |= def.elsewhere();
         if (slot.shards.size() == 1) attrs[def.name()] = attributes_from_proto(def.attrs());
       }
     }
-    for (const proto::RankPlan& other : plan.ranks()) {
-      if (other.rank() == options.rank) continue;
-      for (const proto::DevicePlan& device : other.devices()) {
-        for (const proto::VariableDef& def : device.variables()) slots[def.name()].other_ranks.insert(other.rank());
-      }
+    for (const Node& node : graph.nodes()) {  // variables that live on other ranks only
+      if (node.op != "variable") continue;
+      VariableSlot& slot = slots[node.attrs.get_string("name")];
+      if (!slot.shards.empty()) continue;
+      slot.type = node.outputs[0];
+      slot.elsewhere = true;
     }
     for (const auto& [name, slot] : slots) {
       if (slot.shards.empty()) continue;
@@ -119,10 +116,8 @@ struct Session::Impl {
   // A slot whose every shard is on this rank.
   const VariableSlot& whole_slot(const std::string& name) const {
     const VariableSlot& found = slot(name);
-    if (!found.other_ranks.empty()) {
-      std::string ranks;
-      for (int r : found.other_ranks) ranks += concat(ranks.empty() ? "" : ", ", r);
-      throw Error::FailedPrecondition(concat("variable '", name, "' has shards on rank(s) ", ranks, ", not only on rank ",
+    if (found.elsewhere || found.shards.empty()) {
+      throw Error::FailedPrecondition(concat("variable '", name, "' has shards on other ranks, not only on rank ",
                                              options.rank, "; read this rank's part with local_shards()"));
     }
     return found;
@@ -189,7 +184,9 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
                                                 .training = false,
                                                 .register_count = impl.options.register_count,
                                                 .share_memory = impl.options.share_memory,
-                                                .placement = impl.plan_options.placement});
+                                                .placement = impl.plan_options.placement,
+                                                .ranks = impl.plan_options.ranks,
+                                                .rank = impl.plan_options.rank});
     const proto::RankPlan& trained = impl.plan.ranks(0);
     const proto::RankPlan& evaluated = evaluation.plan.ranks(0);
     CHECK_EQ(trained.devices_size(), evaluated.devices_size()) << "training and evaluation plans differ in devices";

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "sbp/boxing.h"
+#include "sbp/collective.h"
 
 namespace tessel {
 namespace {
@@ -87,6 +88,10 @@ class Inference {
 
   int64_t boxing_bytes(const TensorType& type, const Layout& from, const Layout& to) {
     if (from == to) return 0;
+    // On one placement a collective's formula, never a walk over pairs of devices.
+    if (const std::optional<std::vector<CollectiveStep>> steps = collective_path(type.shape, from, to)) {
+      return collective_cost(type.shape, type.dtype, *steps);
+    }
     const std::string key = concat(type.shape, type.dtype, "|", from.to_string(), "|", to.to_string());
     auto it = cost_cache_.find(key);
     if (it != cost_cache_.end()) return it->second;

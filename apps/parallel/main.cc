@@ -81,16 +81,16 @@ int main(int argc, char** argv) {
     models::ParallelExample example = models::build_parallel_example(name);
     Graph& g = *example.graph;
     auto session = std::make_unique<Session>(g, std::vector<Tensor>{example.loss},
-                    SessionOptions{.worker_threads = static_cast<int>(workers),
-                                   .placement = example.placement,
-                                   .ranks = ranks,
-                                   .rank = rank,
-                                   .transport = job ? &job->transport() : nullptr});
+                                             SessionOptions{.worker_threads = static_cast<int>(workers),
+                                                            .placement = example.placement,
+                                                            .ranks = ranks,
+                                                            .rank = rank,
+                                                            .transport = job ? &job->transport() : nullptr});
     Interpreter reference(g);
     const proto::Plan& plan = session->plan();
     if (show_plan && rank == 0) std::fputs(describe_plan(plan).c_str(), stdout);
     int actors = 0, transfers = 0;
-    const proto::RankPlan& share = plan.ranks(rank);
+    const proto::RankPlan& share = share_of(plan, rank);
     for (const proto::DevicePlan& device : share.devices()) {
       actors += device.actors_size();
       for (const proto::ActorDef& actor : device.actors()) transfers += actor.kind() == proto::SEND;
@@ -98,10 +98,11 @@ int main(int argc, char** argv) {
     std::string devices;
     for (const proto::DevicePlan& device : share.devices()) devices += " " + device.device();
     if (rank == 0) std::printf("%s: %s\n", example.name.c_str(), example.summary.c_str());
-    std::printf("plan: rank %d of %d runs%s: %d actors, %d sends to other ranks; boxing moves %lld bytes per step "
-                "(table lower bound %lld)\n",
-                rank, ranks, devices.c_str(), actors, transfers, static_cast<long long>(plan.boxing_bytes()),
-                static_cast<long long>(plan.boxing_lower_bound()));
+    std::printf(
+        "plan: rank %d of %d runs%s: %d actors, %d sends to other ranks; boxing moves %lld bytes per step "
+        "(table lower bound %lld)\n",
+        rank, ranks, devices.c_str(), actors, transfers, static_cast<long long>(plan.boxing_bytes()),
+        static_cast<long long>(plan.boxing_lower_bound()));
     bool header = false;
     session->run(
         steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
@@ -131,10 +132,11 @@ int main(int argc, char** argv) {
       }
     }
     const bool same = worst <= 1e-4;
-    std::printf("parameters after %lld steps (%d shards on rank %d): largest difference from one device %.2e "
-                "(relative, in %s): %s\n",
-                static_cast<long long>(steps), shards, rank, worst, worst_name.empty() ? "-" : worst_name.c_str(),
-                same ? "the same numbers" : "DIFFERENT");
+    std::printf(
+        "parameters after %lld steps (%d shards on rank %d): largest difference from one device %.2e "
+        "(relative, in %s): %s\n",
+        static_cast<long long>(steps), shards, rank, worst, worst_name.empty() ? "-" : worst_name.c_str(),
+        same ? "the same numbers" : "DIFFERENT");
     std::fflush(stdout);
     session.reset();  // drains: its transfers end on every rank before the job does
     if (job) job->finish();

@@ -190,7 +190,7 @@ void expect_ranks_match_one_device(const std::string& name, int ranks, int steps
     models::ParallelExample& example = examples[r];
     Session session(*example.graph, {example.loss},
                     {.placement = example.placement, .ranks = ranks, .rank = r, .transport = transports[r].get()});
-    for (const proto::DevicePlan& device : session.plan().ranks(r).devices()) {
+    for (const proto::DevicePlan& device : share_of(session.plan(), r).devices()) {
       for (const proto::ActorDef& actor : device.actors()) {
         results[r].sends += actor.kind() == proto::SEND;
         results[r].recvs += actor.kind() == proto::RECV;

@@ -191,17 +191,21 @@ TEST(PlanInspector, DotHasOneNodePerActorAndOneEdgePerConsumer) {
 
 // Over two devices every register shows its tensor's layout, an input from the other device
 // names that device, the dot output labels data edges with their SBP, and the plan's boxing
-// bytes are the bytes of its copy actors.
+// bytes are the bytes of its copy actors and its collectives.
 TEST(PlanInspector, ShowsTheLayoutOfEveryTensorAndEdgesBetweenDevices) {
   Graph g;
   Tensor x = g.input("x", {4, 6});
   Tensor w = g.param("w", {6, 3}, init::normal(0.1));
   pin(x, Placement::cpu(2), {S(0)});
-  Tensor y = sum(matmul(x, w));  // S(0) x B -> S(0), then a partial sum gathered for the fetch
-  const proto::Plan plan = compile_plan(g, {.fetches = {y}, .training = false, .placement = Placement::cpu(2)});
+  Tensor product = matmul(x, w);                                    // S(0) x B -> S(0)
+  Tensor y = sum(product);                                          // a partial sum, all-reduced for the fetch
+  Tensor gathered = to(product, Placement::cpu_devices({1}), {B});  // cpu:0's rows copied to cpu:1
+  const proto::Plan plan =
+      compile_plan(g, {.fetches = {y, gathered}, .training = false, .placement = Placement::cpu(2)});
   ASSERT_EQ(plan.ranks(0).devices_size(), 2);
   const std::string report = describe_plan(plan);
   int64_t copied = 0;
+  int all_reduces = 0;
   for (const proto::DevicePlan& device : plan.ranks(0).devices()) {
     for (const proto::ActorDef& actor : device.actors()) {
       for (const proto::OutputDef& output : actor.outputs()) {
@@ -210,14 +214,16 @@ TEST(PlanInspector, ShowsTheLayoutOfEveryTensorAndEdgesBetweenDevices) {
         EXPECT_NE(report.find(concat("{", output.layout(), "}")), std::string::npos) << actor.name();
       }
       if (actor.op() == "copy") copied += actor.outputs(0).register_bytes();
+      all_reduces += actor.kind() == proto::COLLECTIVE && actor.op() == "all_reduce";
     }
   }
   EXPECT_NE(report.find("{S(0) on cpu:{0,1} mesh [2]}"), std::string::npos) << report;
   EXPECT_NE(report.find("{P(sum) on cpu:{0,1} mesh [2]}"), std::string::npos) << report;
-  EXPECT_NE(report.find(" cpu:1/"), std::string::npos) << report;  // the fetch reads device 1's partial sum
-  EXPECT_EQ(copied, plan.boxing_bytes());
-  EXPECT_EQ(copied, 4);
-  EXPECT_NE(report.find("boxing: 4 B (4 bytes) between devices per step"), std::string::npos) << report;
+  EXPECT_NE(report.find(" cpu:0/"), std::string::npos) << report;  // cpu:1 reads cpu:0's rows
+  EXPECT_EQ(all_reduces, 2) << "one all-reduce actor per device for the partial sum";
+  EXPECT_EQ(copied, 2 * 3 * 4) << "cpu:0's two rows of three floats";
+  EXPECT_EQ(plan.boxing_bytes(), copied + 2 * 4) << "the copies, and the all-reduce of a 4-byte scalar over 2 devices";
+  EXPECT_NE(report.find("boxing: 32 B (32 bytes) between devices per step"), std::string::npos) << report;
   const std::string dot = plan_to_dot(plan);
   EXPECT_NE(dot.find("\\nS(0)\""), std::string::npos) << dot;
   EXPECT_NE(dot.find("-> r0_cpu0_"), std::string::npos) << dot;
