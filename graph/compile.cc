@@ -21,7 +21,7 @@ using physical::Kind;
 using physical::PhysicalGraph;
 using physical::PhysicalNode;
 using plan_builder::ControlEdge;
-using plan_builder::Reachability;
+using plan_builder::StepOrder;
 
 std::string node_context(const PhysicalNode& node) {
   return concat(node.op, " '", node.name, "' (created at ", node.location, ")");
@@ -52,17 +52,17 @@ class Compiler {
     lay_out_variables();
     add_actors();
     add_data_edges();
-    Reachability reach(all_.actors_size());
+    StepOrder order(all_.actors_size());
     for (const proto::ActorDef& actor : all_.actors()) {
-      for (const proto::InputDef& input : actor.inputs()) reach.add_edge(input.producer().actor(), actor.id());
+      for (const proto::InputDef& input : actor.inputs()) order.add_edge(input.producer().actor(), actor.id());
     }
-    std::vector<ControlEdge> edges = update_edges(reach);
+    std::vector<ControlEdge> edges = update_edges(order);
     set_lifetimes();
     std::vector<plan_builder::ArenaSize> arenas(physical_.devices.size());
     for (size_t d = 0; d < physical_.devices.size(); ++d) {
       if (!lowered(static_cast<int>(d))) continue;
       for (const ControlEdge& edge :
-           plan_builder::lay_out_memory(all_, device_of_, static_cast<int>(d), reach, arenas[d])) {
+           plan_builder::lay_out_memory(all_, device_of_, static_cast<int>(d), order, arenas[d])) {
         edges.push_back(edge);
       }
     }
@@ -234,7 +234,7 @@ class Compiler {
 
   // An update writes variables in place: it waits for every other reader of those variables
   // in its step, and a variable hands out its next step only once the update acked it.
-  std::vector<ControlEdge> update_edges(Reachability& reach) {
+  std::vector<ControlEdge> update_edges(StepOrder& order) {
     std::vector<ControlEdge> edges;
     std::set<int> written;
     for (int update = 0; update < all_.actors_size(); ++update) {
@@ -253,8 +253,8 @@ class Compiler {
               concat("compiling ", node_context(node), ": variable '", variable.name, "' is updated by two ops"));
         }
         for (const proto::Endpoint& reader : all_.actors(target).outputs(0).consumers()) {
-          if (reader.actor() == update || reach.reaches(reader.actor(), update)) continue;
-          reach.add_edge(reader.actor(), update);
+          if (reader.actor() == update || order.reaches(reader.actor(), update)) continue;
+          order.add_edge(reader.actor(), update);
           edges.push_back({reader.actor(), update, 0});
         }
       }

@@ -8,18 +8,22 @@
 
 namespace tessel::plan_builder {
 
-// Which actors each actor reaches along the edges that order one step (data edges and
-// control edges without initial tokens). Edges always go from an earlier schedule position
-// to a later one.
-class Reachability {
+// The order of one step: the data edges and the control edges without initial tokens, each
+// from an earlier schedule position to a later one, as successor lists (nothing dense over all
+// actors). reaches() searches forward from `from`, never past `to`'s position, and gives up
+// after a bounded number of actors: "false" means "not known to", so a caller that adds an
+// edge when it is false may add one that was implied, never miss one that was needed.
+class StepOrder {
  public:
-  explicit Reachability(int actors);
-  void add_edge(int from, int to);  // keeps the relation transitively closed
+  explicit StepOrder(int actors);
+  void add_edge(int from, int to);
   bool reaches(int from, int to) const;
 
  private:
-  int words_;
-  std::vector<std::vector<uint64_t>> reach_;
+  std::vector<std::vector<int>> successors_;
+  mutable std::vector<uint32_t> visited_;  // the query that last visited each actor
+  mutable uint32_t query_ = 0;
+  mutable std::vector<int> frontier_;
 };
 
 struct ControlEdge {
@@ -36,10 +40,11 @@ struct ArenaSize {
 // Lays out every non-variable register of the actors of `actors` on device `device`
 // (device_of[actor]) in that device's arena: sets their offsets, fills `size`, and returns
 // the control edges that make shared bytes safe. Actor ids are schedule positions across the
-// rank, so lifetimes and edges may span devices. `reach` holds the data edges and earlier
-// control edges, and gains the within-step edges added here.
+// rank, so lifetimes and edges may span devices. `order` holds the data edges and earlier
+// control edges, and gains the within-step edges added here. Only consecutive owners of some
+// bytes are ordered (and the last owner before the first of the next step): the rest follows.
 std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& actors, const std::vector<int>& device_of, int device,
-                                        Reachability& reach, ArenaSize& size);
+                                        StepOrder& order, ArenaSize& size);
 
 // Adds `edges` to the actors as control outputs (one per initial-token count) and control inputs.
 void add_control_edges(proto::DevicePlan& device, const std::vector<ControlEdge>& edges);

@@ -10,19 +10,35 @@
 
 namespace tessel::plan_builder {
 
-Reachability::Reachability(int actors) : words_((actors + 63) / 64), reach_(actors, std::vector<uint64_t>(words_)) {}
+namespace {
+constexpr int kSearchBudget = 4096;  // actors one reaches() query visits at most
+}  // namespace
 
-bool Reachability::reaches(int from, int to) const { return (reach_[from][to / 64] >> (to % 64)) & 1; }
+StepOrder::StepOrder(int actors) : successors_(actors), visited_(actors, 0) {}
 
-void Reachability::add_edge(int from, int to) {
+void StepOrder::add_edge(int from, int to) {
   CHECK_LT(from, to) << "an edge against the schedule";
-  if (reaches(from, to)) return;
-  std::vector<uint64_t> gained = reach_[to];
-  gained[to / 64] |= uint64_t{1} << (to % 64);
-  for (int actor = 0; actor <= from; ++actor) {
-    if (actor != from && !reaches(actor, from)) continue;
-    for (int w = 0; w < words_; ++w) reach_[actor][w] |= gained[w];
+  successors_[from].push_back(to);
+}
+
+bool StepOrder::reaches(int from, int to) const {
+  if (from >= to) return false;
+  if (++query_ == 0) std::fill(visited_.begin(), visited_.end(), 0), query_ = 1;
+  frontier_.assign(1, from);
+  visited_[from] = query_;
+  int visited = 1;
+  while (!frontier_.empty()) {
+    const int actor = frontier_.back();
+    frontier_.pop_back();
+    for (int next : successors_[actor]) {
+      if (next == to) return true;
+      if (next > to || visited_[next] == query_) continue;  // edges only go forward
+      if (++visited > kSearchBudget) return false;
+      visited_[next] = query_;
+      frontier_.push_back(next);
+    }
   }
+  return false;
 }
 
 namespace {
@@ -71,7 +87,7 @@ std::vector<int> readers_of(const proto::DevicePlan& device, const Block& block)
 }  // namespace
 
 std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, const std::vector<int>& device_of, int device_index,
-                                        Reachability& reach, ArenaSize& size) {
+                                        StepOrder& order, ArenaSize& size) {
   std::vector<Block> blocks;
   for (const proto::ActorDef& actor : device.actors()) {
     if (device_of[actor.id()] != device_index) continue;
@@ -90,14 +106,14 @@ std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, const std::ve
     }
   }
   // Largest first, then earliest: the usual greedy order for interval packing.
-  std::vector<Block*> order;
-  for (Block& block : blocks) order.push_back(&block);
-  std::stable_sort(order.begin(), order.end(), [](const Block* a, const Block* b) {
+  std::vector<Block*> by_size;
+  for (Block& block : blocks) by_size.push_back(&block);
+  std::stable_sort(by_size.begin(), by_size.end(), [](const Block* a, const Block* b) {
     return a->bytes != b->bytes ? a->bytes > b->bytes : a->first < b->first;
   });
   std::vector<Block*> placed;
   int64_t arena = 0, total = 0;
-  for (Block* block : order) {
+  for (Block* block : by_size) {
     block->offset = first_fit(*block, placed);
     placed.push_back(block);
     arena = std::max(arena, block->offset + block->bytes);
@@ -112,31 +128,72 @@ std::vector<ControlEdge> lay_out_memory(proto::DevicePlan& device, const std::ve
   }
 
   // Bytes shared by A (earlier) and B (later): within a step B's writer waits for A's
-  // readers; across steps A's writer (step k+1) waits for B's readers (step k).
+  // readers; across steps A's writer (step k+1) waits for B's readers (step k). Ordering each
+  // owner of some bytes after the one before it, and the first owner of the next step after
+  // the last of this one, orders every pair (each waits for the next through the data edges
+  // from a writer to its readers), so one sweep in lifetime order over who owns which bytes
+  // finds every edge needed.
+  struct Owners {
+    int64_t end = 0;
+    const Block* first = nullptr;  // of these bytes, in the step
+    const Block* last = nullptr;
+  };
+  std::map<int64_t, Owners> owned;  // disjoint byte ranges by start
+  std::vector<const Block*> by_lifetime;
+  for (const Block& block : blocks) {
+    if (block.shared) by_lifetime.push_back(&block);
+  }
+  std::stable_sort(by_lifetime.begin(), by_lifetime.end(),
+                   [](const Block* a, const Block* b) { return a->first < b->first; });
   std::set<ControlEdge> within;
-  std::map<int, std::set<int>> back;  // A's writer -> B's readers
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    for (size_t j = i + 1; j < blocks.size(); ++j) {
-      if (!blocks[i].shared || !blocks[j].shared || !blocks[i].overlaps_bytes(blocks[j])) continue;
-      const bool i_first = blocks[i].last < blocks[j].first;
-      const Block& a = i_first ? blocks[i] : blocks[j];
-      const Block& b = i_first ? blocks[j] : blocks[i];
-      CHECK_LT(a.last, b.first) << "registers with overlapping lifetimes share bytes";
-      for (int reader : readers_of(device, a)) {
-        if (reader != b.actor && !reach.reaches(reader, b.actor)) {
-          reach.add_edge(reader, b.actor);
-          within.insert({reader, b.actor, 0});
-        }
+  const auto order_after = [&](const Block& a, const Block& b) {  // b's writer after a's readers
+    CHECK_LT(a.last, b.first) << "registers with overlapping lifetimes share bytes";
+    for (int reader : readers_of(device, a)) {
+      if (reader != b.actor && !order.reaches(reader, b.actor)) {
+        order.add_edge(reader, b.actor);
+        within.insert({reader, b.actor, 0});
       }
-      for (int reader : readers_of(device, b)) back[a.actor].insert(reader);
     }
+  };
+  // Splits the ranges at `at`, so that a range starts there if one covers it.
+  const auto split_at = [&](int64_t at) {
+    auto it = owned.upper_bound(at);
+    if (it == owned.begin()) return;
+    --it;
+    if (it->first < at && at < it->second.end) {
+      Owners tail = it->second;
+      it->second.end = at;
+      owned.emplace(at, tail);
+    }
+  };
+  for (const Block* block : by_lifetime) {
+    const int64_t begin = block->offset, end = block->offset + block->bytes;
+    split_at(begin);
+    split_at(end);
+    std::set<const Block*> before;
+    int64_t covered = begin;
+    std::vector<std::pair<int64_t, Owners>> pieces;
+    for (auto it = owned.lower_bound(begin); it != owned.end() && it->first < end; it = owned.erase(it)) {
+      if (it->first > covered) pieces.push_back({covered, {it->first, block, block}});  // bytes new to the step
+      before.insert(it->second.last);
+      pieces.push_back({it->first, {it->second.end, it->second.first, block}});
+      covered = it->second.end;
+    }
+    if (covered < end) pieces.push_back({covered, {end, block, block}});
+    for (const auto& [start, owners] : pieces) owned.emplace(start, owners);
+    for (const Block* previous : before) order_after(*previous, *block);
   }
   std::vector<ControlEdge> edges(within.begin(), within.end());
+  std::map<int, std::set<int>> back;  // first owner's writer -> last owner's readers
+  for (const auto& [start, owners] : owned) {
+    if (owners.first == owners.last) continue;
+    for (int reader : readers_of(device, *owners.last)) back[owners.first->actor].insert(reader);
+  }
   for (const auto& [writer, readers] : back) {
     for (int reader : readers) {
       // A later reader that this one reaches in the same step already implies its wait.
       const bool implied = std::any_of(readers.begin(), readers.end(),
-                                       [&](int other) { return other != reader && reach.reaches(reader, other); });
+                                       [&](int other) { return other != reader && order.reaches(reader, other); });
       if (!implied) edges.push_back({reader, writer, 1});
     }
   }

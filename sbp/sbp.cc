@@ -108,7 +108,10 @@ void Placement::validate() const {
 
 std::string Placement::to_string() const {
   std::string text = concat(name_of(device), ":{");
-  for (size_t i = 0; i < devices.size(); ++i) text += concat(i ? "," : "", devices[i]);
+  for (size_t i = 0; i < devices.size(); ++i) {  // no stream per device: placements may hold thousands
+    if (i) text += ',';
+    text += std::to_string(devices[i]);
+  }
   text += concat("} mesh ", mesh);
   if (devices_per_rank > 0) text += concat(" per rank ", devices_per_rank);
   return text;
