@@ -249,6 +249,7 @@ class Lowering {
     const std::string reduce = from.kind() == Sbp::Kind::partial_max ? "max" : from.is_partial() ? "sum" : "none";
     std::vector<TensorRef> result;
     for (int e = 0; e < placement.size(); ++e) {
+      ++boxing_count_;  // counted on every rank, so that names agree
       if (!kept(placement.devices[e])) {
         result.push_back(kElsewhere);
         continue;
@@ -257,7 +258,7 @@ class Lowering {
       PhysicalNode node{
           .kind = Kind::collective,
           .op = kind,
-          .name = concat("boxing/", tensor_name, "/", kind, "@", placement.devices[e], "#", ++boxing_count_),
+          .name = concat("boxing/", tensor_name, "/", kind, "@", placement.devices[e], "#", boxing_count_),
           .location = location,
           .device = device_index(placement.devices[e]),
           .inputs = {sources[e]},
@@ -285,7 +286,7 @@ class Lowering {
     const auto piece_node = [&](std::string what, std::string op, int on_device, std::vector<TensorRef> inputs,
                                 Attributes attrs, TensorType out) {
       return PhysicalNode{.op = std::move(op),
-                          .name = concat("boxing/", tensor_name, "/", what, "@", on_device, "#", ++boxing_count_),
+                          .name = concat("boxing/", tensor_name, "/", what, "@", on_device, "#", boxing_count_),
                           .location = location,
                           .device = device_index(on_device),
                           .inputs = std::move(inputs),
@@ -294,6 +295,7 @@ class Lowering {
                           .layouts = {layout}};
     };
     const bool target_kept = kept(device);
+    ++boxing_count_;  // per target and per piece on every rank, so that names agree
     if (target.zeros) {
       if (!target_kept) return kElsewhere;
       const double value = target.partial == Sbp::Kind::partial_max ? -std::numeric_limits<double>::infinity() : 0.0;
@@ -304,6 +306,7 @@ class Lowering {
     std::vector<TensorRef> pieces;
     std::vector<int64_t> offsets;
     for (const BoxingPiece& piece : target.pieces) {
+      ++boxing_count_;
       const int source_device = stage.from.placement.devices[piece.source];
       const bool source_kept = kept(source_device);
       const bool across = rank_of(source_device) != rank_of(device);

@@ -117,6 +117,39 @@ std::string Placement::to_string() const {
   return text;
 }
 
+Placement Placement::cpu_mesh_for(int devices, const std::vector<int64_t>& axes) {
+  std::string shape;
+  for (int64_t axis : axes) shape += concat(shape.empty() ? "" : ", ", axis);
+  const auto refuse = [&](const std::string& why) {
+    return Error::InvalidArgument(concat("a mesh of shape [", shape, "] over ", devices, " devices: ", why));
+  };
+  if (axes.empty() || axes.size() > 2) throw refuse("expected one or two axes");
+  int64_t known = 1;
+  int rest = -1;
+  for (size_t a = 0; a < axes.size(); ++a) {
+    if (axes[a] == -1 && rest < 0) {
+      rest = static_cast<int>(a);
+    } else if (axes[a] < 1) {
+      throw refuse("expected positive extents and at most one -1 (the axis that takes the rest)");
+    } else {
+      known *= axes[a];
+    }
+  }
+  std::vector<int64_t> mesh = axes;
+  if (rest >= 0) {
+    if (devices % known != 0)
+      throw refuse(concat("the other axes take ", known, " devices, which do not divide ", devices));
+    mesh[rest] = devices / known;
+  } else if (known != devices) {
+    throw refuse(concat("it holds ", known, " devices"));
+  }
+  std::vector<int> list;
+  for (int i = 0; i < devices; ++i) list.push_back(i);
+  Placement placement{.device = DeviceType::cpu, .devices = std::move(list), .mesh = Shape(mesh)};
+  placement.validate();
+  return placement;
+}
+
 Placement Placement::cpu(int count, int first) {
   std::vector<int> devices;
   for (int i = 0; i < count; ++i) devices.push_back(first + i);

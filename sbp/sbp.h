@@ -97,6 +97,11 @@ struct Placement {
   static Placement cpu_devices(std::vector<int> devices);
   // rows x cols CPU devices starting at `first`, row-major: device first + r * cols + c.
   static Placement cpu_mesh(int rows, int cols, int first = 0);
+  // A mesh that follows the job: cpu:0 ... cpu:devices-1 shaped by `axes`, where one axis of
+  // -1 takes what the others leave, the way torch's init_device_mesh does: {-1, 2} on 8 devices
+  // is 4 x 2 (data parallel x 2-way tensor parallel), on 2 devices 1 x 2. Error::InvalidArgument
+  // naming the shape when no such mesh has exactly `devices` devices.
+  static Placement cpu_mesh_for(int devices, const std::vector<int64_t>& axes);
   // Parses to_string()'s form; "cpu:{0,1}" alone is a 1-D mesh. Error::InvalidArgument otherwise.
   static Placement parse(std::string_view text);
 

@@ -66,9 +66,9 @@ TwoLayers two_layers(Graph& g, const ExampleSize& size) {
 
 ParallelExample data_parallel(const ExampleSize& size) {
   ParallelExample e{.name = "data-parallel",
-                    .summary = "4 devices: batch S(0), parameters B, gradients P then all-reduced",
+                    .summary = concat(size.devices, " devices: batch S(0), parameters B, gradients P then all-reduced"),
                     .graph = std::make_unique<Graph>(1),
-                    .placement = Placement::cpu(4)};
+                    .placement = Placement::cpu(size.devices)};
   Graph& g = *e.graph;
   const auto [x, target, l1, l2] = two_layers(g, size);
   pin(x, e.placement, {S(0)});
@@ -81,10 +81,12 @@ ParallelExample data_parallel(const ExampleSize& size) {
 }
 
 ParallelExample tensor_parallel(const ExampleSize& size) {
-  ParallelExample e{.name = "tensor-parallel",
-                    .summary = "4 devices, Megatron MLP: x B, w1 S(1), b1 S(0), w2 S(0); x w1 is S(1), h w2 is P(sum)",
-                    .graph = std::make_unique<Graph>(1),
-                    .placement = Placement::cpu(4)};
+  ParallelExample e{
+      .name = "tensor-parallel",
+      .summary =
+          concat(size.devices, " devices, Megatron MLP: x B, w1 S(1), b1 S(0), w2 S(0); x w1 is S(1), h w2 is P(sum)"),
+      .graph = std::make_unique<Graph>(1),
+      .placement = Placement::cpu(size.devices)};
   Graph& g = *e.graph;
   const auto [x, target, l1, l2] = two_layers(g, size);
   pin(x, e.placement, {B});
@@ -104,10 +106,11 @@ ParallelExample tensor_parallel(const ExampleSize& size) {
 }
 
 ParallelExample pipeline(const ExampleSize& size) {
-  const Placement stage1 = Placement::cpu(2), stage2 = Placement::cpu(2, 2);
+  const int half = size.devices / 2;
+  const Placement stage1 = Placement::cpu(half), stage2 = Placement::cpu(half, half);
   ParallelExample e{.name = "pipeline",
-                    .summary = concat("stage 1 on cpu:{0,1}, stage 2 on cpu:{2,3}, ", size.micro_batches,
-                                      " micro-batches in flight, each stage data-parallel"),
+                    .summary = concat("stage 1 on ", stage1.to_string(), ", stage 2 on ", stage2.to_string(), ", ",
+                                      size.micro_batches, " micro-batches in flight, each stage data-parallel"),
                     .graph = std::make_unique<Graph>(1),
                     .placement = stage1};
   if (size.micro_batches < 1 || size.batch % size.micro_batches != 0) {
@@ -136,9 +139,11 @@ ParallelExample pipeline(const ExampleSize& size) {
 }
 
 ParallelExample hybrid(const ExampleSize& size) {
-  const Placement mesh = Placement::cpu_mesh(2, 2);
+  const Placement mesh = Placement::cpu_mesh_for(size.devices, {-1, 2});  // data x 2-way tensor
   ParallelExample e{.name = "hybrid",
-                    .summary = "2x2 mesh, data x tensor: x (S(0), B), w1 (B, S(1)), b1 (B, S(0)), w2 (B, S(0))",
+                    .summary = concat(mesh.mesh[0],
+                                      "x2 mesh, data x tensor: x (S(0), B), w1 (B, S(1)), b1 (B, S(0)), "
+                                      "w2 (B, S(0))"),
                     .graph = std::make_unique<Graph>(1),
                     .placement = mesh};
   Graph& g = *e.graph;
@@ -160,6 +165,12 @@ ParallelExample hybrid(const ExampleSize& size) {
 std::vector<std::string> parallel_example_names() { return {"data-parallel", "tensor-parallel", "pipeline", "hybrid"}; }
 
 ParallelExample build_parallel_example(const std::string& name, const ExampleSize& size) {
+  const bool halves = name == "pipeline" || name == "hybrid";
+  if (size.devices < 1 || (halves && size.devices % 2 != 0)) {
+    throw Error::InvalidArgument(concat("the ", name, " example cannot be laid over ", size.devices,
+                                        " devices (expected ", halves ? "an even number of them" : "at least one",
+                                        ")"));
+  }
   if (name == "data-parallel") return data_parallel(size);
   if (name == "tensor-parallel") return tensor_parallel(size);
   if (name == "pipeline") return pipeline(size);

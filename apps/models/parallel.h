@@ -1,11 +1,13 @@
 // The four parallel layouts, each a two-layer MLP on synthetic data written in the DSL with a
 // few pins; the compiler chooses every other layout and every transfer.
 //
-//   data-parallel    4 devices: batch S(0), parameters B, gradients P, all-reduced for the update
-//   tensor-parallel  4 devices, Megatron-style: x B, w1 S(1), b1 S(0), w2 S(0): the output is P(sum)
-//   pipeline         stage 1 on cpu:{0,1}, stage 2 on cpu:{2,3} (each data-parallel), the batch in
-//                    micro-batches that flow through the stages one behind the other
-//   hybrid           a 2x2 mesh, data x tensor: x (S(0), B), w1 (B, S(1)), w2 (B, S(0))
+// Placements follow the job: each example is laid over ExampleSize::devices devices (4 by
+// default), so one program runs unchanged on 1, 4 or 64 processes.
+//   data-parallel    batch S(0), parameters B, gradients P, all-reduced for the update
+//   tensor-parallel  Megatron-style: x B, w1 S(1), b1 S(0), w2 S(0): the output is P(sum)
+//   pipeline         stage 1 on the first half of the devices, stage 2 on the second (each
+//                    data-parallel), the batch in micro-batches that flow through the stages
+//   hybrid           a (devices/2) x 2 mesh, data x tensor: x (S(0), B), w1 (B, S(1)), w2 (B, S(0))
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,7 @@ namespace tessel::models {
 struct ExampleSize {
   int64_t batch = 64, inputs = 32, hidden = 128, outputs = 16;
   int micro_batches = 4;  // pipeline only; must divide the batch
+  int devices = 4;        // pipeline and hybrid need an even number
 };
 
 struct ParallelExample {
@@ -34,7 +37,8 @@ struct ParallelExample {
 };
 
 std::vector<std::string> parallel_example_names();
-// Error::NotFound listing the names for an unknown one.
+// Error::NotFound listing the names for an unknown one; Error::InvalidArgument for a number of
+// devices the example cannot be laid over.
 ParallelExample build_parallel_example(const std::string& name, const ExampleSize& size = {});
 
 }  // namespace tessel::models

@@ -2,7 +2,11 @@
 // devices in this process, and the same graph on one device through the reference
 // interpreter, side by side: the losses and the parameters must agree.
 //
-//   tessel-example tensor-parallel [--steps 100] [--every 10] [--workers 1] [--plan]
+//   tessel-example tensor-parallel [--steps 100] [--every 10] [--workers 1] [--devices N] [--plan]
+//
+// Placements follow the job: the example is laid over --devices devices, by default 4 when the
+// job's ranks divide 4 (one process: 4 devices; 2 ranks: 2 each) and one per rank otherwise, so
+// `tessel-launch --nproc-per-node 8` trains over 8 devices.
 //
 // Exits 0 when every parameter matches the one-device run within 1e-4 relative, 1 otherwise.
 //
@@ -31,7 +35,7 @@ namespace {
   for (const std::string& name : tessel::models::parallel_example_names()) names += " " + name;
   std::fprintf(stderr,
                "tessel-example: %s\n"
-               "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--plan]\n"
+               "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--plan]\n"
                "NAME is one of:%s\n",
                problem.c_str(), names.c_str());
   std::exit(2);
@@ -50,7 +54,7 @@ int main(int argc, char** argv) {
   using namespace tessel;
   init_logging(argv[0]);
   std::string name;
-  int64_t steps = 100, every = 10, workers = 1;
+  int64_t steps = 100, every = 10, workers = 1, devices = 0;
   bool show_plan = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -65,6 +69,8 @@ int main(int argc, char** argv) {
       every = integer(flag, value());
     } else if (flag == "--workers") {
       workers = integer(flag, value());
+    } else if (flag == "--devices") {
+      devices = integer(flag, value());
     } else if (flag == "--plan") {
       show_plan = true;
     } else if (!flag.empty() && flag[0] != '-' && name.empty()) {
@@ -78,7 +84,8 @@ int main(int argc, char** argv) {
     std::optional<comm::JobConfig> config = comm::job_config_from_environment();
     std::unique_ptr<comm::Job> job = config ? std::make_unique<comm::Job>(*config) : nullptr;
     const int ranks = job ? job->world_size() : 1, rank = job ? job->rank() : 0;
-    models::ParallelExample example = models::build_parallel_example(name);
+    if (devices == 0) devices = 4 % ranks == 0 ? 4 : ranks;
+    models::ParallelExample example = models::build_parallel_example(name, {.devices = static_cast<int>(devices)});
     Graph& g = *example.graph;
     auto session = std::make_unique<Session>(g, std::vector<Tensor>{example.loss},
                                              SessionOptions{.worker_threads = static_cast<int>(workers),
@@ -89,19 +96,22 @@ int main(int argc, char** argv) {
     Interpreter reference(g);
     const proto::Plan& plan = session->plan();
     if (show_plan && rank == 0) std::fputs(describe_plan(plan).c_str(), stdout);
-    int actors = 0, transfers = 0;
+    int actors = 0, transfers = 0, collectives = 0;
     const proto::RankPlan& share = share_of(plan, rank);
     for (const proto::DevicePlan& device : share.devices()) {
       actors += device.actors_size();
-      for (const proto::ActorDef& actor : device.actors()) transfers += actor.kind() == proto::SEND;
+      for (const proto::ActorDef& actor : device.actors()) {
+        transfers += actor.kind() == proto::SEND;
+        collectives += actor.kind() == proto::COLLECTIVE;
+      }
     }
     std::string devices;
     for (const proto::DevicePlan& device : share.devices()) devices += " " + device.device();
     if (rank == 0) std::printf("%s: %s\n", example.name.c_str(), example.summary.c_str());
     std::printf(
-        "plan: rank %d of %d runs%s: %d actors, %d sends to other ranks; boxing moves %lld bytes per step "
-        "(table lower bound %lld)\n",
-        rank, ranks, devices.c_str(), actors, transfers, static_cast<long long>(plan.boxing_bytes()),
+        "plan: rank %d of %d runs%s: %d actors, %d collectives, %d sends to other ranks; boxing moves %lld bytes "
+        "per step (table lower bound %lld)\n",
+        rank, ranks, devices.c_str(), actors, collectives, transfers, static_cast<long long>(plan.boxing_bytes()),
         static_cast<long long>(plan.boxing_lower_bound()));
     bool header = false;
     session->run(

@@ -62,5 +62,17 @@ TEST(Placement, UnevenSplitsGiveTheFirstShardsOneMore) {
   }
 }
 
+// Placements follow the job: the axis given as -1 takes the devices the others leave.
+TEST(Placement, AMeshForTheJobTakesEveryDevice) {
+  EXPECT_EQ(Placement::cpu_mesh_for(8, {-1, 2}), Placement::cpu_mesh(4, 2));
+  EXPECT_EQ(Placement::cpu_mesh_for(2, {-1, 2}), Placement::cpu_mesh(1, 2));
+  EXPECT_EQ(Placement::cpu_mesh_for(6, {-1}), Placement::cpu(6));
+  EXPECT_EQ(Placement::cpu_mesh_for(6, {3, 2}), Placement::cpu_mesh(3, 2));
+  EXPECT_TESSEL_ERROR(Placement::cpu_mesh_for(6, {-1, 4}), ErrorCode::kInvalidArgument,
+                      "a mesh of shape [-1, 4] over 6 devices: the other axes take 4 devices, which do not divide 6");
+  EXPECT_TESSEL_ERROR(Placement::cpu_mesh_for(6, {4, 2}), ErrorCode::kInvalidArgument, "it holds 8 devices");
+  EXPECT_TESSEL_ERROR(Placement::cpu_mesh_for(6, {-1, -1}), ErrorCode::kInvalidArgument, "at most one -1");
+}
+
 }  // namespace
 }  // namespace tessel
