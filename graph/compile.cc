@@ -13,6 +13,7 @@
 #include "graph/physical.h"
 #include "graph/plan_builder.h"
 #include "graph/proto_conversion.h"
+#include "sbp/collective.h"
 
 namespace tessel {
 namespace {
@@ -388,6 +389,32 @@ void check(bool condition, const proto::ActorDef& actor, const std::string& what
     throw Error::InvalidArgument(concat("invalid plan: actor ", actor.id(), " '", actor.name(), "': ", what));
 }
 
+// A collective's group as the runtime will read it: a known op, members with their ranks, and
+// this actor among them on its own rank and device.
+void check_collective(const proto::ActorDef& actor, int rank, const std::string& device, int rank_count) {
+  try {
+    const Attributes attrs = attributes_from_proto(actor.attrs());
+    const std::vector<int64_t>& members = attrs.get_ints("members");
+    const std::vector<int64_t>& ranks = attrs.get_ints("member_ranks");
+    const int64_t member = attrs.get_int("member");
+    check(parse_collective(actor.op()).has_value(), actor, concat("'", actor.op(), "' is not a collective"));
+    check(!members.empty() && members.size() == ranks.size(), actor,
+          "has members and member_ranks of different lengths");
+    check(member >= 0 && member < static_cast<int64_t>(members.size()), actor,
+          concat("is member ", member, " of ", members.size()));
+    check(ranks[member] == rank && device == concat("cpu:", members[member]), actor,
+          concat("is member ", member, ", which the group puts on rank ", ranks[member], " and cpu:", members[member],
+                 ", not on rank ", rank, " and ", device));
+    for (int64_t r : ranks) check(r >= 0 && r < rank_count, actor, concat("names rank ", r, " of ", rank_count));
+    check(attrs.get_int("group") >= 0, actor, "has a negative group");
+    attrs.get_shape("box");
+    attrs.get_string("reduce");
+  } catch (const Error& error) {
+    if (std::string(error.what()).find("invalid plan") != std::string::npos) throw;
+    throw Error::InvalidArgument(concat("invalid plan: actor ", actor.id(), " '", actor.name(), "': ", error.what()));
+  }
+}
+
 }  // namespace
 
 proto::Plan compile_plan(const Graph& graph, const PlanOptions& options) { return Compiler(graph, options).compile(); }
@@ -436,6 +463,7 @@ void validate_plan(const proto::Plan& plan) {
                  end.actor() == -1 && end.port() == 0;
         };
         check(actor.kind() != proto::RECV || actor.inputs_size() == 1, actor, "is a RECV without its SEND");
+        if (actor.kind() == proto::COLLECTIVE) check_collective(actor, rank.rank(), device.device(), rank_count);
         for (int i = 0; i < actor.inputs_size(); ++i) {
           const proto::Endpoint& from = actor.inputs(i).producer();
           if (actor.kind() == proto::RECV && elsewhere(from)) continue;

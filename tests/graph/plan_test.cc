@@ -139,6 +139,34 @@ TEST(Plan, CorruptPlansAreClearErrors) {
   EXPECT_TESSEL_ERROR(read_plan("/nonexistent/dir/x.plan"), ErrorCode::kNotFound, "/nonexistent/dir/x.plan");
 }
 
+// A collective's group comes from the plan's bytes too: a member out of range, or one that the
+// group puts on another device, is refused by name before any executor reads it.
+TEST(Plan, CollectivesWhoseGroupDoesNotHoldTogetherAreRefused) {
+  Graph g;
+  Tensor x = g.input("x", {4, 6});
+  pin(x, Placement::cpu(2), {S(0)});
+  Tensor y = sum(x);  // P(sum), all-reduced for the fetch
+  const proto::Plan plan = compile_plan(g, {.fetches = {y}, .training = false, .placement = Placement::cpu(2)});
+  const auto first_collective = [](proto::Plan& p) -> proto::ActorDef& {
+    for (proto::ActorDef& actor : *p.mutable_ranks(0)->mutable_devices(0)->mutable_actors()) {
+      if (actor.kind() == proto::COLLECTIVE) return actor;
+    }
+    throw Error::NotFound("no collective");
+  };
+  proto::Plan bad = plan;
+  (*first_collective(bad).mutable_attrs())["member"].set_i(5);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "all_reduce", "is member 5 of 2");
+  bad = plan;
+  (*first_collective(bad).mutable_attrs())["member"].set_i(1);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "not on rank 0 and cpu:0");
+  bad = plan;
+  first_collective(bad).mutable_attrs()->erase("members");
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "members");
+  bad = plan;
+  first_collective(bad).set_op("broadcast_everything");
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "'broadcast_everything' is not a collective");
+}
+
 TEST(Plan, BadOptionsAreClearErrors) {
   Chain chain;
   Graph other;
