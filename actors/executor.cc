@@ -9,6 +9,7 @@
 
 #include "actors/plan_actor.h"
 #include "comm/communicator.h"
+#include "comm/tags.h"
 #include "comm/transport.h"
 #include "devices/arena.h"
 #include "graph/compile.h"
@@ -74,6 +75,12 @@ struct Executor::Impl {
         const int index = static_cast<int>(shared->specs.size()) - 1;
         const proto::ActorDef& actor = share.devices(d).actors(id);
         if (actor.driven()) sources.push_back(index);
+        const bool transfer = actor.kind() == proto::SEND || actor.kind() == proto::RECV;
+        if (transfer && (actor.channel() < 0 || actor.channel() >= comm::kTagChannels)) {
+          throw Error::InvalidArgument(concat(shared->specs.back().description, " uses channel ", actor.channel(),
+                                              ", expected 0 to ", comm::kTagChannels - 1,
+                                              " (a tag holds 15 bits of channel)"));
+        }
         if (actor.kind() == proto::INPUT) inputs[actor.feed()].push_back(index);
         if (shared->specs.back().terminal) ++terminals;
       }
