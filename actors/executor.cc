@@ -69,6 +69,7 @@ struct Executor::Impl {
     }
     shared->nanoseconds.assign(total, 0);
     stopped.assign(total, false);
+    steps_finished.assign(total, 0);
     for (int d = 0; d < share.devices_size(); ++d) {
       for (int id = 0; id < share.devices(d).actors_size(); ++id) {
         shared->specs.push_back(spec_of(share, d, id, layout));
@@ -201,7 +202,10 @@ struct Executor::Impl {
   int64_t fed = 0;        // steps handed to the sources
   int64_t completed = 0;  // steps every terminal actor finished
   std::map<int64_t, int> finished_terminals;
-  std::vector<bool> stopped;  // per actor: it reported stopped (RECVs may do so during a run)
+  // Per actor: it reported stopped (a RECV, and what only it feeds, may do so during a run),
+  // and the steps it finished (terminal actors report them).
+  std::vector<bool> stopped;
+  std::vector<int64_t> steps_finished;
   std::string broken_reason;  // set when an error aborted the actors: the executor cannot run again
 };
 
@@ -288,7 +292,8 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
     if (impl.completed >= last) break;
     std::optional<Error> error;
     impl.self->receive(
-        [&](done_atom, int32_t, int64_t step) {
+        [&](done_atom, int32_t id, int64_t step) {
+          impl.steps_finished[id] = std::max(impl.steps_finished[id], step + 1);
           ++impl.finished_terminals[step];
           // Steps complete in order; a later one may have finished first.
           for (auto it = impl.finished_terminals.find(impl.completed);
@@ -304,13 +309,14 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
           error = Error(static_cast<ErrorCode>(code), message);
         },
         [&](stopped_atom, int32_t id) {
-          // A RECV stops once its SEND on another rank has ended; that rank may finish first.
-          if (impl.shared->specs[id].kind == proto::RECV) {
-            impl.stopped[id] = true;
-            return;
+          // An actor stops once the streams into it ended, which during a run only a RECV's do:
+          // its SEND's rank finished first. The RECV, and the actors only it feeds, stop after
+          // the steps they were sent; a terminal one that still owes a step of this run is stuck.
+          impl.stopped[id] = true;
+          if (impl.shared->specs[id].terminal && impl.steps_finished[id] < last) {
+            error = Error::FailedPrecondition(
+                concat(impl.shared->specs[id].description, " stopped in the middle of a run"));
           }
-          error =
-              Error::FailedPrecondition(concat(impl.shared->specs[id].description, " stopped in the middle of a run"));
         },
         [&](const caf::down_msg& down) {
           if (!down.reason) return;  // a normal exit follows its stopped message, handled above

@@ -123,8 +123,12 @@ void combine(std::byte* target, const std::byte* source, size_t bytes, bool redu
   }
 }
 
+// Each chunk from another rank is reduced on its own as it arrives, so a chunk holds whole
+// elements: its size is a multiple of 8 bytes, the largest element.
 size_t chunk_size(size_t bytes, size_t chunk_bytes) {
-  return std::max(std::max<size_t>(chunk_bytes, 1), (bytes + kMaxChunks - 1) / kMaxChunks);
+  constexpr size_t kElementMultiple = 8;
+  const size_t chunk = std::max(std::max<size_t>(chunk_bytes, 1), (bytes + kMaxChunks - 1) / kMaxChunks);
+  return (chunk + kElementMultiple - 1) / kElementMultiple * kElementMultiple;
 }
 
 }  // namespace
@@ -180,6 +184,12 @@ struct Communicator::State : std::enable_shared_from_this<Communicator::State> {
   int rank_of(int member) const { return options.member_ranks[member]; }
 
   void post(std::function<void()> task) { options.workers->post(std::move(task)); }
+  // From the transport's progress thread: onto the workers unless aborted, since the owner may
+  // destroy the workers once abort() (or the destructor) returned.
+  void post_from_transport(std::function<void()> task) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!aborted) post(std::move(task));
+  }
 
   void start(const Key& key, int member, std::vector<Phase> phases, DType dtype, ReduceOp op, Done done) {
     std::unique_lock<std::mutex> lock(mutex);
@@ -238,7 +248,7 @@ struct Communicator::State : std::enable_shared_from_this<Communicator::State> {
               piece_tag(options.tag_space, options.group, member, j, tag_phase, static_cast<int>(c), key.sequence),
               out.data + offset, std::min(chunk, out.bytes - offset),
               [self = shared_from_this(), key, member](const Completion& done) {
-                self->post([self, key, member, done] { self->on_sent(key, member, done); });
+                self->post_from_transport([self, key, member, done] { self->on_sent(key, member, done); });
               },
               options.transport_group);
         }
@@ -261,7 +271,8 @@ struct Communicator::State : std::enable_shared_from_this<Communicator::State> {
             piece_tag(options.tag_space, options.group, j, member, tag_phase, static_cast<int>(c), key.sequence),
             ~uint64_t{0}, target + offset, bytes,
             [self = shared_from_this(), key, member, j, c, bytes](const Completion& done) {
-              self->post([self, key, member, j, c, bytes, done] { self->on_arrived(key, member, j, c, bytes, done); });
+              self->post_from_transport(
+                  [self, key, member, j, c, bytes, done] { self->on_arrived(key, member, j, c, bytes, done); });
             },
             options.transport_group);
         me.receives.push_back(id);

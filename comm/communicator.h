@@ -64,7 +64,9 @@ struct CommunicatorOptions {
   int tag_space = 0;
   uint64_t transport_group = 0;  // the owner of its transfers (Transport::forget_group)
   CollectiveWorkers* workers = nullptr;
-  size_t chunk_bytes = size_t{1} << 20;  // pieces between ranks move in chunks of at most this
+  // Pieces between ranks move in chunks of this, rounded up to whole elements (a multiple of
+  // 8 bytes), or larger where a piece would need more than 64.
+  size_t chunk_bytes = size_t{1} << 20;
 };
 
 class Communicator {

@@ -14,40 +14,14 @@
 #include "proto/plan.pb.h"
 #include "runtime/interpreter.h"
 #include "runtime/session.h"
+#include "tests/comm/comm_support.h"
 #include "tests/test_support.h"
 
 namespace tessel {
 namespace {
 
-// Runs `work(rank)` for every rank at once and waits for all.
-void on_every_rank(int ranks, const std::function<void(int)>& work) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(ranks);
-  for (int r = 0; r < ranks; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        work(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
-  for (const std::exception_ptr& error : errors) {
-    if (error) std::rethrow_exception(error);
-  }
-}
-
-std::vector<std::unique_ptr<comm::Transport>> connected_transports(int ranks) {
-  std::vector<std::unique_ptr<comm::Transport>> transports;
-  std::vector<std::vector<uint8_t>> addresses;
-  for (int r = 0; r < ranks; ++r) {
-    transports.push_back(std::make_unique<comm::Transport>());
-    addresses.push_back(transports.back()->address());
-  }
-  for (int r = 0; r < ranks; ++r) transports[r]->connect(addresses, r);
-  return transports;
-}
+using testing::connected_transports;
+using testing::on_every_rank;
 
 TEST(Transport, MovesTaggedBytesBetweenRanksAndReportsArrivals) {
   auto transports = connected_transports(2);
@@ -169,6 +143,38 @@ TEST(RanksInOneProcess, SessionsOneAfterAnotherShareTheTransport) {
       }
     }
   });
+}
+
+// Rank 1 fetches a tensor that only rank 0 computes (its RECV and FETCH need nothing of rank
+// 1) beside one of its own, whose feed comes late. Rank 0 finishes its step and closes its
+// session first, so its SEND ends the stream: rank 1's RECV and the FETCH behind it stop after
+// the step they were sent, before rank 1's own step is done. That is no error.
+TEST(RanksInOneProcess, ActorsFedOnlyByAFinishedRankStopBeforeTheRanksRunEnds) {
+  auto transports = connected_transports(2);
+  std::vector<std::vector<HostTensor>> fetched(2);
+  on_every_rank(2, [&](int r) {
+    Graph g;
+    Tensor x = g.input("x", Shape{3});
+    Tensor y = g.input("y", Shape{3});
+    pin(x, Placement::cpu_devices({0}), {B});
+    pin(y, Placement::cpu_devices({1}), {B});
+    Tensor x_on_rank_1 = to(scale(x, 2), Placement::cpu_devices({1}), {B});
+    Tensor y_doubled = scale(y, 2);
+    Session session(g, {x_on_rank_1, y_doubled},
+                    {.placement = Placement::cpu(2), .ranks = 2, .rank = r, .transport = transports[r].get()});
+    const Feeds feeds = {{"x", HostTensor::of(Shape{3}, std::vector<float>{1, 2, 3})},
+                         {"y", HostTensor::of(Shape{3}, std::vector<float>{4, 5, 6})}};
+    fetched[r] = session
+                     .run(1,
+                          [&](int64_t) -> std::optional<Feeds> {
+                            if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                            return feeds;
+                          })
+                     .at(0);
+  });
+  ASSERT_EQ(fetched[1].size(), 2u);
+  EXPECT_EQ(fetched[1][0].get(2), 6);
+  EXPECT_EQ(fetched[1][1].get(2), 12);
 }
 
 struct RankResult {
