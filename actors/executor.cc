@@ -115,14 +115,14 @@ struct Executor::Impl {
       if (!workers) workers = std::make_unique<comm::CollectiveWorkers>(devices);
       std::shared_ptr<comm::Communicator>& communicator = communicators[spec.group];
       if (!communicator) {
-        communicator =
-            std::make_shared<comm::Communicator>(comm::CommunicatorOptions{.group = spec.group,
-                                                                           .member_ranks = spec.member_ranks,
-                                                                           .rank = rank,
-                                                                           .transport = options.transport,
-                                                                           .tag_space = options.tag_space,
-                                                                           .transport_group = shared->transport_group,
-                                                                           .workers = workers.get()});
+        communicator = std::make_shared<comm::CpuCommunicator>(
+            comm::CommunicatorOptions{.group = spec.group,
+                                      .member_ranks = spec.member_ranks,
+                                      .rank = rank,
+                                      .transport = options.transport,
+                                      .tag_space = options.tag_space,
+                                      .transport_group = shared->transport_group,
+                                      .workers = workers.get()});
         members_here[spec.group].assign(spec.member_ranks.size(), -1);
       }
       std::vector<int>& here = members_here[spec.group];

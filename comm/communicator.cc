@@ -133,7 +133,7 @@ size_t chunk_size(size_t bytes, size_t chunk_bytes) {
 
 }  // namespace
 
-struct Communicator::State : std::enable_shared_from_this<Communicator::State> {
+struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::State> {
   // An operation: a collective (`point_to_point` false, every member takes part) or the k-th
   // transfer from `source` to `target`.
   struct Key {
@@ -429,7 +429,7 @@ struct Communicator::State : std::enable_shared_from_this<Communicator::State> {
   }
 };
 
-Communicator::Communicator(CommunicatorOptions options) : state_(std::make_shared<State>()) {
+CpuCommunicator::CpuCommunicator(CommunicatorOptions options) : state_(std::make_shared<State>()) {
   State& s = *state_;
   const int size = static_cast<int>(options.member_ranks.size());
   if (size == 0 || size > kMaxMembers) {
@@ -455,10 +455,10 @@ Communicator::Communicator(CommunicatorOptions options) : state_(std::make_share
   s.options = std::move(options);
 }
 
-Communicator::~Communicator() { abort("the communicator was closed"); }
+CpuCommunicator::~CpuCommunicator() { abort("the communicator was closed"); }
 
-int Communicator::size() const { return state_->size; }
-bool Communicator::is_local(int member) const { return state_->local.at(member); }
+int CpuCommunicator::size() const { return state_->size; }
+bool CpuCommunicator::is_local(int member) const { return state_->local.at(member); }
 
 namespace {
 
@@ -490,8 +490,8 @@ std::string unreducible(DType dtype) {
 }
 }  // namespace
 
-void Communicator::all_reduce(int member, const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
-                              Done done) {
+void CpuCommunicator::all_reduce(int member, const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                                 Done done) {
   if (const std::string error = unreducible(dtype); !error.empty()) return state_->post([done, error] { done(error); });
   const int n = size();
   std::vector<size_t> counts(n);
@@ -506,8 +506,8 @@ void Communicator::all_reduce(int member, const void* send, void* recv, size_t c
   state_->start(key, member, {std::move(reduce_scatter), std::move(all_gather)}, dtype, op, std::move(done));
 }
 
-void Communicator::reduce_scatter(int member, const void* send, void* recv, const std::vector<size_t>& counts,
-                                  DType dtype, ReduceOp op, Done done) {
+void CpuCommunicator::reduce_scatter(int member, const void* send, void* recv, const std::vector<size_t>& counts,
+                                     DType dtype, ReduceOp op, Done done) {
   if (const std::string error = unreducible(dtype); !error.empty()) return state_->post([done, error] { done(error); });
   CHECK_EQ(static_cast<int>(counts.size()), size());
   const size_t element = size_of(dtype);
@@ -518,8 +518,8 @@ void Communicator::reduce_scatter(int member, const void* send, void* recv, cons
   state_->start(key, member, {std::move(phase)}, dtype, op, std::move(done));
 }
 
-void Communicator::all_gather(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
-                              Done done) {
+void CpuCommunicator::all_gather(int member, const void* send, void* recv, const std::vector<size_t>& counts,
+                                 DType dtype, Done done) {
   CHECK_EQ(static_cast<int>(counts.size()), size());
   const size_t element = size_of(dtype);
   Phase phase{.send = repeated(send, counts[member] * element, size()), .receive = pieces(recv, counts, element)};
@@ -527,8 +527,8 @@ void Communicator::all_gather(int member, const void* send, void* recv, const st
   state_->start(key, member, {std::move(phase)}, dtype, ReduceOp::sum, std::move(done));
 }
 
-void Communicator::all_to_all(int member, const void* send, void* recv, const std::vector<size_t>& send_counts,
-                              const std::vector<size_t>& recv_counts, DType dtype, Done done) {
+void CpuCommunicator::all_to_all(int member, const void* send, void* recv, const std::vector<size_t>& send_counts,
+                                 const std::vector<size_t>& recv_counts, DType dtype, Done done) {
   CHECK_EQ(static_cast<int>(send_counts.size()), size());
   CHECK_EQ(static_cast<int>(recv_counts.size()), size());
   const size_t element = size_of(dtype);
@@ -537,7 +537,7 @@ void Communicator::all_to_all(int member, const void* send, void* recv, const st
   state_->start(key, member, {std::move(phase)}, dtype, ReduceOp::sum, std::move(done));
 }
 
-void Communicator::send(int member, int peer, const void* data, size_t bytes, Done done) {
+void CpuCommunicator::send(int member, int peer, const void* data, size_t bytes, Done done) {
   CHECK(peer >= 0 && peer < size() && peer != member);
   Phase phase{.send = std::vector<Piece>(size()), .receive = std::vector<Piece>(size())};
   phase.send[peer] = {bytes_at(data, 0), bytes};
@@ -549,7 +549,7 @@ void Communicator::send(int member, int peer, const void* data, size_t bytes, Do
   state_->start({true, member, peer, sequence}, member, {std::move(phase)}, DType::f32, ReduceOp::sum, std::move(done));
 }
 
-void Communicator::receive(int member, int peer, void* data, size_t bytes, Done done) {
+void CpuCommunicator::receive(int member, int peer, void* data, size_t bytes, Done done) {
   CHECK(peer >= 0 && peer < size() && peer != member);
   Phase phase{.send = std::vector<Piece>(size()), .receive = std::vector<Piece>(size())};
   phase.receive[peer] = {bytes_at(data, 0), bytes};
@@ -561,6 +561,6 @@ void Communicator::receive(int member, int peer, void* data, size_t bytes, Done 
   state_->start({true, peer, member, sequence}, member, {std::move(phase)}, DType::f32, ReduceOp::sum, std::move(done));
 }
 
-void Communicator::abort(const std::string& why) { state_->abort(why); }
+void CpuCommunicator::abort(const std::string& why) { state_->abort(why); }
 
 }  // namespace tessel::comm

@@ -5,7 +5,7 @@
 // rank's comm::Transport).
 //
 //   comm::CollectiveWorkers workers(2);
-//   comm::Communicator comm({.group = 3, .member_ranks = {0, 0, 1, 1}, .rank = 0,
+//   comm::CpuCommunicator comm({.group = 3, .member_ranks = {0, 0, 1, 1}, .rank = 0,
 //                            .transport = &transport, .workers = &workers});
 //   comm.all_reduce(/*member=*/0, send0, recv0, count, f32, comm::ReduceOp::sum, done0);
 //   comm.all_reduce(/*member=*/1, send1, recv1, count, f32, comm::ReduceOp::sum, done1);
@@ -69,39 +69,63 @@ struct CommunicatorOptions {
   size_t chunk_bytes = size_t{1} << 20;
 };
 
+// The interface every implementation gives (this CPU one over memory and UCX; NCCL's on CUDA
+// devices): a communicator per group, each call for one member, completion through `done`.
 class Communicator {
  public:
-  // Error::InvalidArgument for no members, too many, a group out of range, no workers, or
-  // members on other ranks and no transport.
-  explicit Communicator(CommunicatorOptions options);
-  // Aborts what is in flight (no `done` runs after it returns).
-  ~Communicator();
-  Communicator(const Communicator&) = delete;
-  Communicator& operator=(const Communicator&) = delete;
+  virtual ~Communicator() = default;
 
-  int size() const;
-  bool is_local(int member) const;
+  virtual int size() const = 0;
+  virtual bool is_local(int member) const = 0;
 
   using Done = std::function<void(const std::string& error)>;  // empty: it worked
   // `count` elements everywhere; recv = the reduction of every member's send.
-  void all_reduce(int member, const void* send, void* recv, size_t count, DType dtype, ReduceOp op, Done done);
+  virtual void all_reduce(int member, const void* send, void* recv, size_t count, DType dtype, ReduceOp op,
+                          Done done) = 0;
   // send holds counts[0] + ... + counts[n-1] elements, chunk j after chunk j-1; recv gets
   // counts[member]: the reduction of every member's chunk `member`.
-  void reduce_scatter(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
-                      ReduceOp op, Done done);
+  virtual void reduce_scatter(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
+                              ReduceOp op, Done done) = 0;
   // send holds counts[member] elements; recv gets every member's, in member order.
-  void all_gather(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype, Done done);
+  virtual void all_gather(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
+                          Done done) = 0;
   // Chunk j of send (send_counts[j] elements) goes to member j; chunk j of recv
   // (recv_counts[j]) comes from member j, whose send_counts[member] it must equal.
-  void all_to_all(int member, const void* send, void* recv, const std::vector<size_t>& send_counts,
-                  const std::vector<size_t>& recv_counts, DType dtype, Done done);
+  virtual void all_to_all(int member, const void* send, void* recv, const std::vector<size_t>& send_counts,
+                          const std::vector<size_t>& recv_counts, DType dtype, Done done) = 0;
   // Point to point: the k-th send from member a to member b meets b's k-th receive from a.
-  void send(int member, int peer, const void* data, size_t bytes, Done done);
-  void receive(int member, int peer, void* data, size_t bytes, Done done);
+  virtual void send(int member, int peer, const void* data, size_t bytes, Done done) = 0;
+  virtual void receive(int member, int peer, void* data, size_t bytes, Done done) = 0;
 
   // Stops every operation in flight: receives are cancelled, and each local member with an
-  // operation in flight gets done(why). Later calls fail the same way.
-  void abort(const std::string& why);
+  // operation in flight gets done(why). Later calls fail the same way. Recovery aborts a
+  // communicator and makes the next epoch's; it never mends one.
+  virtual void abort(const std::string& why) = 0;
+};
+
+// The CPU communicator: members' buffers in host memory, in this process or on other ranks.
+class CpuCommunicator final : public Communicator {
+ public:
+  // Error::InvalidArgument for no members, too many, a group out of range, no workers, or
+  // members on other ranks and no transport.
+  explicit CpuCommunicator(CommunicatorOptions options);
+  // Aborts what is in flight (no `done` runs after it returns).
+  ~CpuCommunicator() override;
+  CpuCommunicator(const CpuCommunicator&) = delete;
+  CpuCommunicator& operator=(const CpuCommunicator&) = delete;
+
+  int size() const override;
+  bool is_local(int member) const override;
+  void all_reduce(int member, const void* send, void* recv, size_t count, DType dtype, ReduceOp op, Done done) override;
+  void reduce_scatter(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
+                      ReduceOp op, Done done) override;
+  void all_gather(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
+                  Done done) override;
+  void all_to_all(int member, const void* send, void* recv, const std::vector<size_t>& send_counts,
+                  const std::vector<size_t>& recv_counts, DType dtype, Done done) override;
+  void send(int member, int peer, const void* data, size_t bytes, Done done) override;
+  void receive(int member, int peer, void* data, size_t bytes, Done done) override;
+  void abort(const std::string& why) override;
 
  private:
   struct State;

@@ -238,13 +238,13 @@ TEST(Communicator, ReductionOfAnUnsupportedDtypeReportsAnErrorThroughDone) {
 
 TEST(Communicator, RefusesAGroupItCannotRun) {
   comm::CollectiveWorkers workers(1);
-  EXPECT_TESSEL_ERROR(comm::Communicator({.member_ranks = {}, .workers = &workers}), ErrorCode::kInvalidArgument,
+  EXPECT_TESSEL_ERROR(comm::CpuCommunicator({.member_ranks = {}, .workers = &workers}), ErrorCode::kInvalidArgument,
                       "has 0 members, expected 1 to 4096");
-  EXPECT_TESSEL_ERROR(comm::Communicator({.group = -1, .member_ranks = {0}, .workers = &workers}),
+  EXPECT_TESSEL_ERROR(comm::CpuCommunicator({.group = -1, .member_ranks = {0}, .workers = &workers}),
                       ErrorCode::kInvalidArgument, "communicator group -1 is outside 0 to 32767");
-  EXPECT_TESSEL_ERROR(comm::Communicator({.member_ranks = {0}}), ErrorCode::kInvalidArgument,
+  EXPECT_TESSEL_ERROR(comm::CpuCommunicator({.member_ranks = {0}}), ErrorCode::kInvalidArgument,
                       "a communicator needs collective workers");
-  EXPECT_TESSEL_ERROR(comm::Communicator({.group = 3, .member_ranks = {0, 1}, .workers = &workers}),
+  EXPECT_TESSEL_ERROR(comm::CpuCommunicator({.group = 3, .member_ranks = {0, 1}, .workers = &workers}),
                       ErrorCode::kInvalidArgument, "communicator 3 has members on other ranks",
                       "needs this rank's transport");
 }

@@ -57,7 +57,7 @@ class Group {
     if (ranks > 1) transports_ = connected_transports(ranks);
     for (int r = 0; r < ranks; ++r) {
       workers_.push_back(std::make_unique<comm::CollectiveWorkers>(2));
-      communicators_.push_back(std::make_unique<comm::Communicator>(
+      communicators_.push_back(std::make_unique<comm::CpuCommunicator>(
           comm::CommunicatorOptions{.group = 5,
                                     .member_ranks = member_ranks_,
                                     .rank = r,
@@ -83,7 +83,7 @@ class Group {
   std::vector<int> member_ranks_;
   std::vector<std::unique_ptr<comm::Transport>> transports_;
   std::vector<std::unique_ptr<comm::CollectiveWorkers>> workers_;
-  std::vector<std::unique_ptr<comm::Communicator>> communicators_;
+  std::vector<std::unique_ptr<comm::CpuCommunicator>> communicators_;
 };
 
 // The `done` of one call per member: what each reported, and how often it ran.
