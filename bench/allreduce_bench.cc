@@ -159,13 +159,13 @@ double communicator_ms(comm::Job& job, int64_t elements, int reps) {
   std::vector<int> ranks;
   for (int r = 0; r < n; ++r) ranks.push_back(r);
   comm::CollectiveWorkers workers(1);
-  comm::Communicator communicator({.group = 0,
-                                   .member_ranks = ranks,
-                                   .rank = job.rank(),
-                                   .transport = &job.transport(),
-                                   .tag_space = 63,  // this benchmark's: sessions start at 0
-                                   .transport_group = comm::Transport::new_group(),
-                                   .workers = &workers});
+  comm::CpuCommunicator communicator({.group = 0,
+                                      .member_ranks = ranks,
+                                      .rank = job.rank(),
+                                      .transport = &job.transport(),
+                                      .tag_space = 63,  // this benchmark's: sessions start at 0
+                                      .transport_group = comm::Transport::new_group(),
+                                      .workers = &workers});
   const float expected = static_cast<float>(n * (n + 1) / 2);
   std::vector<float> send(static_cast<size_t>(elements), static_cast<float>(job.rank() + 1));
   std::vector<float> receive(send.size());
