@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <optional>
 
+#include "sbp/collective.h"
+
 namespace tessel {
 namespace {
 
@@ -165,8 +167,18 @@ int64_t boxing_lower_bound(const TensorType& type, const Layout& from, const Lay
       for (int j = 0; j < current.size(); ++j) {
         if (j != k && current[j].is_split()) group /= static_cast<double>(placement.mesh[j]);
       }
-      bytes += table_bytes(current[k], to.sbp[k], group, static_cast<double>(placement.mesh[k])) * placement.size();
-      current = current.with(k, to.sbp[k]);
+      const NdSbp next = current.with(k, to.sbp[k]);
+      const auto exact = current[k].is_split() && to.sbp[k].is_split()
+                             ? collective_path(type.shape, {placement, current}, {placement, next})
+                             : std::nullopt;
+      if (exact && exact->size() == 1) {
+        // S(i) -> S(j) with uneven splits: what each device lacks of its new box, exactly (the
+        // table's T(n-1)/n^2 holds for even splits only).
+        bytes += static_cast<double>(collective_bytes(type.shape, type.dtype, exact->front()));
+      } else {
+        bytes += table_bytes(current[k], to.sbp[k], group, static_cast<double>(placement.mesh[k])) * placement.size();
+      }
+      current = next;
     }
     return static_cast<int64_t>(bytes + 0.5);
   }

@@ -7,6 +7,8 @@
 #include "graph/compile.h"
 #include "ops/ops.h"
 #include "proto/plan.pb.h"
+#include "sbp/boxing.h"
+#include "sbp/collective.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -131,6 +133,22 @@ TEST(Scale, TheLowerBoundNeverExceedsWhatThePlanMoves) {
   g.minimize(loss, SGD{.lr = 0.1});
   const proto::Plan plan = compile_plan(g, {.fetches = {loss}, .placement = Placement::cpu(4)});
   EXPECT_LE(plan.boxing_lower_bound(), plan.boxing_bytes());
+  // Every collective on uneven splits: the bound is at most what the collective moves.
+  for (int n = 2; n <= 5; ++n) {
+    for (const Shape& shape : {Shape{10, 7}, Shape{7, 5}, Shape{13, 6}}) {
+      const Placement devices = Placement::cpu(n);
+      for (const auto& [from, to] : std::vector<std::pair<Sbp, Sbp>>{
+               {P, B}, {P, S(0)}, {P, S(1)}, {S(0), B}, {S(1), B}, {S(0), S(1)}, {S(1), S(0)}}) {
+        const TensorType type{shape, DType::f32};
+        const auto steps = collective_path(shape, {devices, {from}}, {devices, {to}});
+        ASSERT_TRUE(steps.has_value());
+        int64_t moved = 0;
+        for (const CollectiveStep& step : *steps) moved += collective_bytes(shape, type.dtype, step);
+        EXPECT_LE(boxing_lower_bound(type, {devices, {from}}, {devices, {to}}), moved)
+            << from << " -> " << to << " of " << shape << " on " << n << " devices";
+      }
+    }
+  }
 }
 
 }  // namespace
