@@ -91,7 +91,10 @@ struct Piece {
 struct Phase {
   std::vector<Piece> send, receive;  // per member
   bool reduce = false;
-  int first = -1;  // the first member with a piece to take: copied, not reduced
+  // The member whose piece is taken first, and lands as it is (copied, or received in place):
+  // one on another rank where there is one, which saves a copy; else the first in member order.
+  int first = -1;
+  std::vector<int> order{};  // the members in the order their pieces are taken: first, then the rest
 };
 
 template <typename T>
@@ -151,7 +154,7 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
     ReduceOp op = ReduceOp::sum;
     Done done;
     int phase = 0;                     // the phase being received (phases.size(): all received)
-    int next = 0;                      // the member whose piece is taken next, in member order
+    int next = 0;                      // the position in the phase's order of the piece taken next
     bool busy = false, again = false;  // a worker is advancing it; more came meanwhile
     int sends_in_flight = 0;
     int local_reads = 0;  // pieces of this member that local members still have to take
@@ -217,7 +220,12 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
     for (Phase& phase : me.phases) {
       for (int j = 0; j < size; ++j) {
         if (j != member && local[j] && phase.send[j].bytes > 0) ++me.local_reads;
-        if (phase.first < 0 && phase.receive[j].bytes > 0) phase.first = j;
+        if (phase.receive[j].bytes == 0) continue;
+        if (phase.first < 0 || (local[phase.first] && !local[j])) phase.first = j;
+      }
+      if (phase.first >= 0) phase.order.push_back(phase.first);
+      for (int j = 0; j < size; ++j) {
+        if (j != phase.first) phase.order.push_back(j);
       }
     }
     start_phase(key, member, me);
@@ -346,7 +354,7 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
       start_phase(key, member, me);
       return true;
     }
-    const int j = me.next;
+    const int j = phase.order[me.next];
     const Piece target = phase.receive[j];
     if (target.bytes == 0) {
       ++me.next;

@@ -18,9 +18,11 @@
 //
 // Algorithms: every operation is one or two rounds of pairwise exchange, member i sending its
 // piece for member j straight to j (all-reduce: a reduce-scatter, then an all-gather of the
-// reduced chunks), so each member moves the bytes of DESIGN.md's table. Reductions add the
-// members' pieces in member order, whatever order they arrive in, so results do not depend on
-// timing; pieces from other ranks move in chunks of `chunk_bytes` and are reduced as they come.
+// reduced chunks), so each member moves the bytes of DESIGN.md's table. Reductions take the
+// pieces in an order fixed by the group, whatever order they arrive in, so results do not
+// depend on timing: a piece from another rank first where there is one (it lands in place, with
+// no copy), then the others in member order. Pieces from other ranks move in chunks of
+// `chunk_bytes` and are reduced as they come.
 #pragma once
 
 #include <cstddef>

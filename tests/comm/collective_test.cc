@@ -1,6 +1,7 @@
 // comm::Communicator, specified by its definitions: for each operation, with 1 to 5 members and
 // uneven counts (a member with nothing among them), every member's result equals the operation
-// computed directly, reductions added in member order (so bit for bit), whether every member
+// computed directly, bit for bit (the values have few fractional bits, so sums are exact in any
+// order), whether every member
 // lives in this process or the members are spread over 2 or 3 transports whose pieces travel
 // in chunks of 64 bytes. Every wait is bounded: a member whose `done` never runs fails the test.
 #include <gmock/gmock.h>

@@ -194,7 +194,7 @@ template <typename T>
 T value_at(uint64_t seed, uint64_t index) {
   const float u = uniform_at(seed, index);
   if constexpr (std::is_floating_point_v<T>) {
-    return std::round((u * 16 - 8) * 64) / 64;  // a few fractional bits: sums still round
+    return std::round((u * 16 - 8) * 64) / 64;  // a few fractional bits: sums are exact
   } else {
     return static_cast<T>(u * 2000) - 1000;
   }
@@ -242,7 +242,7 @@ void define(Collective& c, uint64_t seed) {
     c.expected[m].resize(receive_counts[m] * sizeof(T));
     for (size_t i = 0; i < send_counts[m]; ++i) as<T>(c.send[m])[i] = value_at<T>(seed * 64 + m, i);
   }
-  // Element `index` of the members' inputs reduced in member order, the first one copied.
+  // Element `index` of the members' inputs reduced (exact in any order for these values).
   const auto reduction = [&](size_t index) {
     T total = as<T>(c.send[0])[index];
     for (int m = 1; m < n; ++m) total = reduced(total, as<T>(c.send[m])[index], c.reduce);
