@@ -240,6 +240,9 @@ Executor::~Executor() {
     }
   }
   for (const caf::actor& actor : impl.shared->actors) impl.self->send_exit(actor, caf::exit_reason::kill);
+  // An actor still in a handler may message its peers through shared->actors: clear it only once
+  // every actor is gone (none waits on anything, so each ends when its handler returns).
+  impl.self->wait_for(impl.shared->actors);
   impl.shared->actors.clear();
   // The transport's callbacks hold actors of this system: let them go before it does.
   if (impl.shared->transport != nullptr) impl.shared->transport->forget_group(impl.shared->transport_group);
