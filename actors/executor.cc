@@ -109,6 +109,7 @@ struct Executor::Impl {
   // this rank must be one of its actors, once.
   void make_communicators(int rank, int devices) {
     std::map<int, std::vector<int>> members_here;  // group -> its members' actors on this rank
+    std::map<int, std::string> signatures;         // group -> what its members agree on
     for (size_t id = 0; id < shared->specs.size(); ++id) {
       ActorSpec& spec = shared->specs[id];
       if (spec.kind != proto::COLLECTIVE) continue;
@@ -124,8 +125,14 @@ struct Executor::Impl {
                                       .transport_group = shared->transport_group,
                                       .workers = workers.get()});
         members_here[spec.group].assign(spec.member_ranks.size(), -1);
+        signatures[spec.group] = spec.group_signature;
       }
       std::vector<int>& here = members_here[spec.group];
+      if (signatures[spec.group] != spec.group_signature) {
+        throw Error::InvalidArgument(concat("invalid plan: ", spec.description, " is ", spec.group_signature,
+                                            ", but another member of collective group ", spec.group, " is ",
+                                            signatures[spec.group]));
+      }
       if (here.size() != spec.member_ranks.size() || spec.member_ranks[spec.member] != rank ||
           here[spec.member] != -1) {
         throw Error::InvalidArgument(concat("invalid plan: ", spec.description, " is member ", spec.member,
@@ -160,6 +167,8 @@ struct Executor::Impl {
 
   void abort_all(const std::string& reason) {
     for (const caf::actor& actor : shared->actors) self->send(actor, abort_atom::value);
+    // Collectives in flight stop too: nothing reads or writes the freed registers any more.
+    for (const auto& [group, communicator] : communicators) communicator->abort(reason);
     broken_reason = reason;
   }
 
@@ -245,9 +254,10 @@ Executor::~Executor() {
   impl.self->wait_for(impl.shared->actors);
   impl.shared->actors.clear();
   // The transport's callbacks hold actors of this system: let them go before it does.
-  if (impl.shared->transport != nullptr) impl.shared->transport->forget_group(impl.shared->transport_group);
-  // Nothing may copy into the arenas once the executor is gone.
+  // Nothing may copy into the arenas once the executor is gone: the communicators stop first
+  // (so that no phase starts new transfers), then the transport drops the executor's transfers.
   for (const auto& [group, communicator] : impl.communicators) communicator->abort("the executor stopped");
+  if (impl.shared->transport != nullptr) impl.shared->transport->forget_group(impl.shared->transport_group);
   impl.workers.reset();
   if (impl.shared->profile) impl.print_profile();
   impl.shared->executor = nullptr;

@@ -443,6 +443,10 @@ void set_collective(const proto::ActorDef& actor, ActorSpec& spec) {
     if (reduces ? reduce != "sum" && reduce != "max" : reduce != "none")
       throw Error::InvalidArgument(concat("reduce '", reduce, "' for ", actor.op()));
     spec.reduce_max = reduce == "max";
+    spec.group_signature =
+        concat(actor.op(), " reduce ", reduce, " box ", spec.attrs.get_shape("box"), " axes ",
+               spec.attrs.get_int("from_axis"), " ", spec.attrs.get_int("to_axis"), " ", spec.output_types[0].dtype,
+               " members ", spec.attrs.get_shape("members"), " on ranks ", spec.attrs.get_shape("member_ranks"));
     if (spec.input_types[0].dtype != spec.output_types[0].dtype)
       throw Error::InvalidArgument("its input and output dtypes differ");
     const auto small = [](int64_t value) { return static_cast<int>(std::clamp<int64_t>(value, -2, 1 << 20)); };

@@ -20,7 +20,7 @@
 namespace tessel::comm {
 class Communicator;
 class Transport;
-}
+}  // namespace tessel::comm
 
 namespace tessel::hosting {
 
@@ -73,6 +73,7 @@ struct ActorSpec {
   // members, and how its shards map onto the communicator's buffers.
   int group = -1, member = -1;
   std::vector<int> member_ranks;
+  std::string group_signature;  // what every member of the group must agree on: op, layout, members
   bool reduce_max = false;
   std::shared_ptr<CollectiveLayout> collective;
   std::shared_ptr<comm::Communicator> communicator;  // set by the executor

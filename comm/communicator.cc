@@ -18,52 +18,6 @@
 namespace tessel::comm {
 
 // ---------------------------------------------------------------------------------------------
-// Workers
-
-struct CollectiveWorkers::State {
-  std::mutex mutex;
-  std::condition_variable wake;
-  std::deque<std::function<void()>> tasks;
-  bool stopping = false;
-  std::vector<std::thread> threads;
-
-  void run() {
-    for (;;) {
-      std::function<void()> task;
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        wake.wait(lock, [&] { return stopping || !tasks.empty(); });
-        if (tasks.empty()) return;
-        task = std::move(tasks.front());
-        tasks.pop_front();
-      }
-      task();
-    }
-  }
-};
-
-CollectiveWorkers::CollectiveWorkers(int threads) : state_(std::make_unique<State>()) {
-  for (int i = 0; i < std::max(1, threads); ++i) state_->threads.emplace_back([s = state_.get()] { s->run(); });
-}
-
-CollectiveWorkers::~CollectiveWorkers() {
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    state_->stopping = true;
-  }
-  state_->wake.notify_all();
-  for (std::thread& thread : state_->threads) thread.join();
-}
-
-void CollectiveWorkers::post(std::function<void()> task) {
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    state_->tasks.push_back(std::move(task));
-  }
-  state_->wake.notify_one();
-}
-
-// ---------------------------------------------------------------------------------------------
 // Communicator
 
 namespace {
@@ -176,7 +130,8 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
   std::vector<bool> local;
   std::mutex mutex;
   std::condition_variable idle;
-  int combining = 0;  // workers copying or reducing outside the lock
+  int combining = 0;         // workers copying, reducing or running a `done` outside the lock
+  std::string disagreement;  // set when two members' calls do not match
   bool aborted = false;
   std::string why;
   std::map<Key, Op> ops;
@@ -330,9 +285,14 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
     std::vector<int> wake;
     do {
       me.again = false;
-      while (!aborted && take_next(lock, key, operation, member, wake)) {
+      while (!aborted && disagreement.empty() && take_next(lock, key, operation, member, wake)) {
       }
       if (aborted) return;  // the operation is gone
+      if (!disagreement.empty()) {
+        const std::string why = disagreement;
+        lock.unlock();
+        return abort(why);
+      }
     } while (me.again);
     me.busy = false;
     for (int j : wake) post([self = shared_from_this(), key, j] { self->advance(key, j); });
@@ -364,10 +324,18 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
     if (local[j]) {
       MemberOp& peer = operation.members[j];
       if (!peer.arrived || peer.phase < me.phase) return false;  // its piece is not final yet
+      // Members that called different operations, or counts that disagree, are refused (a
+      // plan's bytes are untrusted): the communicator is aborted with the reason.
+      if (me.phase >= static_cast<int>(peer.phases.size()) ||
+          peer.phases[me.phase].send[member].bytes != target.bytes) {
+        disagreement =
+            concat("communicator ", options.group, ": member ", j, " and member ", member,
+                   " called operations that do not match (a piece of ",
+                   me.phase < static_cast<int>(peer.phases.size()) ? peer.phases[me.phase].send[member].bytes : 0,
+                   " bytes where ", target.bytes, " are taken)");
+        return false;
+      }
       const Piece source = peer.phases[me.phase].send[member];
-      CHECK_EQ(source.bytes, target.bytes)
-          << "communicator " << options.group << ": member " << j << " gives " << source.bytes << " bytes where member "
-          << member << " takes " << target.bytes;
       ++combining;
       lock.unlock();
       combine(target.data, source.data, target.bytes, reduce, me.dtype, me.op);
@@ -410,9 +378,11 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
     me.finished = true;
     Done done = std::move(me.done);
     if (++operation.finished == operation.expected) ops.erase(it);
+    ++combining;  // abort() waits for it: no `done` runs once abort() returned
     lock.unlock();
     done("");
     lock.lock();
+    if (--combining == 0) idle.notify_all();
   }
 
   void abort(const std::string& reason) {

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/collective_workers.h"
 #include "core/dtype.h"
 
 namespace tessel::comm {
@@ -39,22 +40,6 @@ namespace tessel::comm {
 class Transport;
 
 enum class ReduceOp { sum, max };
-
-// The threads that copy and reduce the collectives' pieces: the communicators' side of the
-// work, so that a member never waits on a scheduler thread for its peers.
-class CollectiveWorkers {
- public:
-  explicit CollectiveWorkers(int threads);
-  // Runs what is queued, then joins.
-  ~CollectiveWorkers();
-  CollectiveWorkers(const CollectiveWorkers&) = delete;
-  CollectiveWorkers& operator=(const CollectiveWorkers&) = delete;
-  void post(std::function<void()> task);
-
- private:
-  struct State;
-  std::unique_ptr<State> state_;
-};
 
 struct CommunicatorOptions {
   // Unique among the communicators that share a transport and tag space at one time, and the

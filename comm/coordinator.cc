@@ -182,7 +182,8 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
   }
   state_->world_size = world_size;
   const auto deadline = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_deadline_seconds * 1000));
-  state_->actor = state_->system.spawn(coordinator_behavior, std::move(token), world_size, deadline, state_->membership);
+  state_->actor =
+      state_->system.spawn(coordinator_behavior, std::move(token), world_size, deadline, state_->membership);
   auto published = state_->system.middleman().publish(state_->actor, port, host.c_str(), /*reuse_addr=*/true);
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);

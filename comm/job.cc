@@ -27,8 +27,8 @@ double number_from(const char* name, const char* text, double low, double high) 
   char* end = nullptr;
   const double value = std::strtod(text, &end);
   if (*text == '\0' || *end != '\0' || !(value >= low && value <= high)) {
-    throw Error::InvalidArgument(concat("environment variable ", name, "='", text, "': expected a number in [", low,
-                                        ", ", high, "]"));
+    throw Error::InvalidArgument(
+        concat("environment variable ", name, "='", text, "': expected a number in [", low, ", ", high, "]"));
   }
   return value;
 }
@@ -51,7 +51,8 @@ std::optional<JobConfig> job_config_from_environment() {
   if (const char* token = std::getenv("TESSEL_JOB_TOKEN")) config.token = token;
   if (const char* deadline = std::getenv("TESSEL_HEARTBEAT_DEADLINE")) {
     config.heartbeat_deadline_seconds = number_from("TESSEL_HEARTBEAT_DEADLINE", deadline, 0.05, 3600);
-    config.heartbeat_interval_seconds = std::min(config.heartbeat_interval_seconds, config.heartbeat_deadline_seconds / 4);
+    config.heartbeat_interval_seconds =
+        std::min(config.heartbeat_interval_seconds, config.heartbeat_deadline_seconds / 4);
   }
   if (config.token.empty()) throw Error::InvalidArgument("TESSEL_JOB_TOKEN is not set: a job needs its token");
   return config;
@@ -62,7 +63,7 @@ struct Job::State {
   std::unique_ptr<Coordinator> coordinator;  // rank 0
   caf::actor_system_config caf_config;
   caf::actor_system system{with_middleman(caf_config)};
-  caf::actor remote;  // the coordinator
+  caf::actor remote;    // the coordinator
   caf::actor presence;  // monitored by the coordinator: it goes down with this process
   std::unique_ptr<Transport> transport;
   std::thread heartbeats;
@@ -89,8 +90,7 @@ struct Job::State {
     std::string answer;
     std::optional<std::string> error;
     self->request(remote, timeout, args...)
-        .receive([&](const std::string& text) { answer = text; },
-                 [&](caf::error& e) { error = system.render(e); });
+        .receive([&](const std::string& text) { answer = text; }, [&](caf::error& e) { error = system.render(e); });
     if (error) {
       throw Error::FailedPrecondition(
           concat("the coordinator at ", config.master_addr, ":", config.master_port, " did not answer: ", *error));
@@ -146,18 +146,17 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   if (c.token.empty()) throw Error::InvalidArgument("a job needs a token");
   s.transport = std::make_unique<Transport>();
   if (c.rank == 0) {
-    s.coordinator = std::make_unique<Coordinator>(c.token, c.world_size, "0.0.0.0", c.master_port,
-                                                  c.heartbeat_deadline_seconds);
+    s.coordinator =
+        std::make_unique<Coordinator>(c.token, c.world_size, "0.0.0.0", c.master_port, c.heartbeat_deadline_seconds);
   }
   s.connect_to_coordinator();
   s.presence = s.system.spawn([]() -> caf::behavior { return {[](int) {}}; });
   const std::vector<uint8_t> address = s.transport->address();
-  const std::string joined =
-      s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank, std::string(address.begin(), address.end()),
-            s.presence);
+  const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank,
+                                   std::string(address.begin(), address.end()), s.presence);
   if (joined != "accepted") {
-    throw Error::FailedPrecondition(concat("the coordinator at ", c.master_addr, ":", c.master_port,
-                                           " refused rank ", c.rank, ": ", joined));
+    throw Error::FailedPrecondition(
+        concat("the coordinator at ", c.master_addr, ":", c.master_port, " refused rank ", c.rank, ": ", joined));
   }
   std::string roster;
   try {

@@ -59,28 +59,28 @@ struct Transport::State {
   struct Pending {
     struct State* state = nullptr;
     Done done;
-    uint64_t id = 0;       // receives: the id cancel() names
-    int peer = -1;         // sends: the rank it goes to
+    uint64_t id = 0;  // receives: the id cancel() names
+    int peer = -1;    // sends: the rank it goes to
     uint64_t group = 0;
-    uint64_t value = 0;    // send_value's bytes
+    uint64_t value = 0;  // send_value's bytes
     void* request = nullptr;
   };
 
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::string identity;              // machine_identity()
-  std::vector<uint8_t> address;       // published_address()
-  std::vector<ucp_ep_h> endpoints;  // per rank; nullptr for this rank
-  std::vector<bool> same_machine;   // per rank
+  std::string identity;                       // machine_identity()
+  std::vector<uint8_t> address;               // published_address()
+  std::vector<ucp_ep_h> endpoints;            // per rank; nullptr for this rank
+  std::vector<bool> same_machine;             // per rank
   std::vector<std::pair<State*, int>> peers;  // the error handlers' arguments
   int self = -1;
   int epoll = -1, wake = -1;
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::mutex mutex;
-  std::deque<std::function<void()>> commands;  // run on the progress thread
+  std::deque<std::function<void()>> commands;       // run on the progress thread
   std::unordered_map<uint64_t, Pending*> receives;  // progress thread only
-  std::unordered_set<Pending*> sends;                // progress thread only: sends in flight
+  std::unordered_set<Pending*> sends;               // progress thread only: sends in flight
   std::atomic<uint64_t> next_id{1};
   std::mutex failure_mutex;
   std::function<void(int, const std::string&)> failure;
@@ -173,8 +173,8 @@ struct Transport::State {
     ucp_request_free(request);  // `info` lies in the request
     if (pending->done) pending->done(completion);
     if (!completion.ok) {
-      state->fail(pending->peer, concat(info != nullptr || pending->peer < 0 ? "a receive" : "a send", " failed: ",
-                                        completion.error));
+      state->fail(pending->peer,
+                  concat(info != nullptr || pending->peer < 0 ? "a receive" : "a send", " failed: ", completion.error));
     }
     delete pending;
   }
@@ -316,8 +316,8 @@ void Transport::connect(const std::vector<std::vector<uint8_t>>& addresses, int 
     for (size_t r = 0; r < addresses.size(); ++r) {
       if (static_cast<int>(r) == self) continue;
       ucp_ep_params_t params{};
-      params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                          UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      params.field_mask =
+          UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
       params.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data() + 1 + addresses[r][0]);
       // UCX 1.13's shared-memory transports cannot report a failed peer, and with peer error
       // handling on, UCX leaves them out. Within one machine the job takes shared memory, and

@@ -24,9 +24,9 @@ namespace tessel::comm {
 
 struct Completion {
   bool ok = true;
-  std::string error{};     // why it failed
-  uint64_t tag = 0;        // a receive: the tag the sender used
-  size_t bytes = 0;        // a receive: the bytes that arrived
+  std::string error{};  // why it failed
+  uint64_t tag = 0;     // a receive: the tag the sender used
+  size_t bytes = 0;     // a receive: the bytes that arrived
 };
 
 class Transport {

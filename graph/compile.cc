@@ -514,7 +514,11 @@ void validate_plan(const proto::Plan& plan) {
             check(offset >= 0 && offset + output.register_bytes() <= arena, actor,
                   concat("output ", o, " lies outside its arena of ", arena, " bytes"));
           }
-          tensor_type_from_proto(output.type());
+          const TensorType type = tensor_type_from_proto(output.type());
+          // Actors write their type's bytes: a register of fewer would overrun its neighbours.
+          check(output.register_bytes() == bytes_of(type), actor,
+                concat("output ", o, " holds ", type.shape, " ", type.dtype, " (", bytes_of(type),
+                       " bytes) in registers of ", output.register_bytes()));
         }
       }
     }

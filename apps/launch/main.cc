@@ -14,9 +14,9 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,8 +39,8 @@ namespace {
 struct Child {
   int rank = 0;
   pid_t pid = -1;
-  int output = -1;       // read end of the pipe its stdout and stderr go to
-  std::string partial;   // a line not yet ended
+  int output = -1;      // read end of the pipe its stdout and stderr go to
+  std::string partial;  // a line not yet ended
   bool running = true;
 };
 
@@ -55,19 +55,30 @@ std::string generated_token() {
   return token;
 }
 
+// A port for the coordinator, below the kernel's range of ephemeral ports: an ephemeral one
+// would be free when tested but may be taken, before rank 0 listens, by any socket that
+// connects (UCX's among them), which the tests of many jobs at once met.
 int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  int port = 29400;
-  if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
+  int lowest_ephemeral = 32768;
+  if (FILE* range = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(range, "%d", &lowest_ephemeral) != 1) lowest_ephemeral = 32768;
+    std::fclose(range);
   }
-  if (fd >= 0) close(fd);
-  return port;
+  const int low = 20000, high = std::max(low + 1, lowest_ephemeral);
+  std::random_device device;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = low + static_cast<int>(device() % static_cast<unsigned>(high - low));
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_ANY);
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    close(fd);
+    if (free) return port;
+  }
+  return 29400;
 }
 
 void flush_lines(Child& child, bool all) {
@@ -198,8 +209,8 @@ int main(int argc, char** argv) {
       child.running = false;
       --running;
       if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && failure.empty()) {
-        failure = "rank " + std::to_string(child.rank) + " (pid " + std::to_string(child.pid) + ") " +
-                  how_it_ended(status);
+        failure =
+            "rank " + std::to_string(child.rank) + " (pid " + std::to_string(child.pid) + ") " + how_it_ended(status);
       }
     }
   }

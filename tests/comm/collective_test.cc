@@ -250,5 +250,20 @@ TEST(Communicator, RefusesAGroupItCannotRun) {
                       "needs this rank's transport");
 }
 
+// Members that call different operations (what a plan whose actors of one group disagree would
+// give a communicator) end with an error naming the mismatch, never by reading past a piece.
+TEST(Communicator, MembersCallingDifferentOperationsAreRefused) {
+  Group group(std::vector<int>{0, 0}, 1);
+  std::vector<float> send(8, 1), gathered(8, 0), reduced(8, 0);
+  Completions done(2);
+  group.of(0).all_gather(0, send.data(), gathered.data(), {4, 4}, f32, done.of(0));
+  group.of(1).all_reduce(1, send.data(), reduced.data(), 8, f32, ReduceOp::sum, done.of(1));
+  for (int member : {0, 1}) {
+    const std::optional<std::string> error = done.wait(member);
+    ASSERT_TRUE(error.has_value()) << "member " << member << "'s done did not run";
+    EXPECT_THAT(*error, ::testing::HasSubstr("called operations that do not match")) << "member " << member;
+  }
+}
+
 }  // namespace
 }  // namespace tessel
