@@ -17,22 +17,23 @@
 
 namespace tessel::comm {
 
-// ---------------------------------------------------------------------------------------------
-// Communicator
-
 namespace {
 
 constexpr int kMaxMembers = 1 << 12;
-constexpr int kMaxChunks = 1 << 6;  // per piece: the chunk index has 6 bits of the tag
-constexpr int kPointToPointPhase = 3;
+constexpr int kMaxChunks = 1 << 4;  // per piece: the chunk index has 4 bits of the tag
+constexpr int kMaxPhases = 15;      // the phase has 4 bits, and the last value is for send/receive
+constexpr int kPointToPointPhase = 15;
+// An all-reduce of at most this many bytes over more than 2 members goes by recursive doubling
+// (log n rounds of whole-buffer exchanges), where latency, not bandwidth, is its cost.
+constexpr size_t kDoublingBytes = size_t{64} << 10;
 
 // The low 40 bits of a piece's tag: source and target member, phase, chunk and the operation's
 // sequence number modulo 256 (members are never that many operations apart: each one waits for
 // its peers' pieces of the operation before it can finish it).
 uint64_t piece_tag(int space, int group, int source, int target, int phase, int chunk, uint64_t sequence) {
   return tag_prefix(TagKind::collective, space, group) | static_cast<uint64_t>(source) << 28 |
-         static_cast<uint64_t>(target) << 16 | static_cast<uint64_t>(phase & 3) << 14 |
-         static_cast<uint64_t>(chunk & 0x3f) << 8 | (sequence & 0xff);
+         static_cast<uint64_t>(target) << 16 | static_cast<uint64_t>(phase & 0xf) << 12 |
+         static_cast<uint64_t>(chunk & 0xf) << 8 | (sequence & 0xff);
 }
 
 struct Piece {
@@ -135,9 +136,10 @@ struct CpuCommunicator::State : std::enable_shared_from_this<CpuCommunicator::St
   bool aborted = false;
   std::string why;
   std::map<Key, Op> ops;
-  std::vector<uint64_t> next_sequence;                              // per member: its next collective
-  std::map<std::pair<int, int>, uint64_t> next_send, next_receive;  // (source, target) -> the next
-  std::vector<std::vector<std::vector<std::byte>>> scratch;         // per local member, per member
+  std::vector<uint64_t> next_sequence;                                // per member: its next collective
+  std::map<std::pair<int, int>, uint64_t> next_send, next_receive;    // (source, target) -> the next
+  std::vector<std::vector<std::vector<std::byte>>> scratch;           // per local member, per member
+  std::vector<std::vector<std::vector<std::byte>>> doubling_scratch;  // per member, per round
 
   int rank_of(int member) const { return options.member_ranks[member]; }
 
@@ -430,6 +432,7 @@ CpuCommunicator::CpuCommunicator(CommunicatorOptions options) : state_(std::make
   }
   s.next_sequence.assign(size, 0);
   s.scratch.resize(size, std::vector<std::vector<std::byte>>(size));
+  s.doubling_scratch.resize(size);
   s.options = std::move(options);
 }
 
@@ -458,6 +461,59 @@ std::vector<Piece> repeated(const void* data, size_t bytes, int size) {
   return std::vector<Piece>(size, Piece{bytes_at(data, 0), bytes});
 }
 
+// Recursive doubling over the largest power of two p <= n members: in round k each of them
+// exchanges its whole partial result with member m ^ 2^k and adds the two (a + b and b + a are
+// the same bits, so partners, and in the end all p members, hold identical results). The n - p
+// members above p first fold their input into member m - p and at the end receive its result.
+// Every round writes a fresh buffer (`scratch`, the member's own), so nothing is overwritten
+// while a peer may still read it. The phases are numbered alike on every member.
+std::vector<Phase> doubling_phases(int n, int member, const void* send, void* recv, size_t bytes,
+                                   std::vector<std::vector<std::byte>>& scratch) {
+  int p = 1, rounds = 0;
+  while (p * 2 <= n) p *= 2, ++rounds;
+  CHECK_LE(rounds + 2, kMaxPhases);
+  size_t used = 0;
+  const auto fresh = [&]() {
+    if (scratch.size() <= used) scratch.emplace_back();
+    scratch[used].resize(bytes);
+    return scratch[used++].data();
+  };
+  const auto empty = [&](bool reduce) {
+    return Phase{.send = std::vector<Piece>(n), .receive = std::vector<Piece>(n), .reduce = reduce};
+  };
+  std::byte* current = bytes_at(send, 0);
+  std::vector<Phase> phases;
+  Phase fold = empty(true);
+  if (member >= p) {
+    fold.send[member - p] = {current, bytes};
+  } else if (member < n - p) {
+    std::byte* out = fresh();
+    fold.send[member] = {current, bytes};
+    fold.receive[member] = fold.receive[member + p] = {out, bytes};
+    current = out;
+  }
+  phases.push_back(std::move(fold));
+  for (int k = 0; k < rounds; ++k) {
+    Phase round = empty(true);
+    if (member < p) {
+      const int partner = member ^ (1 << k);
+      std::byte* out = k + 1 == rounds ? bytes_at(recv, 0) : fresh();
+      round.send[member] = round.send[partner] = {current, bytes};
+      round.receive[member] = round.receive[partner] = {out, bytes};
+      current = out;
+    }
+    phases.push_back(std::move(round));
+  }
+  Phase unfold = empty(false);
+  if (member >= p) {
+    unfold.receive[member - p] = {bytes_at(recv, 0), bytes};
+  } else if (member < n - p) {
+    unfold.send[member + p] = {bytes_at(recv, 0), bytes};
+  }
+  phases.push_back(std::move(unfold));
+  return phases;
+}
+
 }  // namespace
 
 namespace {
@@ -472,9 +528,15 @@ void CpuCommunicator::all_reduce(int member, const void* send, void* recv, size_
                                  Done done) {
   if (const std::string error = unreducible(dtype); !error.empty()) return state_->post([done, error] { done(error); });
   const int n = size();
+  const size_t element = size_of(dtype);
+  if (n > 2 && count * element <= kDoublingBytes) {
+    const State::Key key{.sequence = state_->next_sequence.at(member)++};
+    std::vector<Phase> phases =
+        doubling_phases(n, member, send, recv, count * element, state_->doubling_scratch.at(member));
+    return state_->start(key, member, std::move(phases), dtype, op, std::move(done));
+  }
   std::vector<size_t> counts(n);
   for (int j = 0; j < n; ++j) counts[j] = count / n + (static_cast<size_t>(j) < count % n ? 1 : 0);
-  const size_t element = size_of(dtype);
   const std::vector<Piece> chunks = pieces(recv, counts, element);
   Phase reduce_scatter{.send = pieces(send, counts, element),
                        .receive = repeated(chunks[member].data, chunks[member].bytes, n),

@@ -16,13 +16,16 @@
 // stay valid until then. Every member calls the same operations in the same order with counts
 // that agree; each member has at most one operation in flight.
 //
-// Algorithms: every operation is one or two rounds of pairwise exchange, member i sending its
-// piece for member j straight to j (all-reduce: a reduce-scatter, then an all-gather of the
-// reduced chunks), so each member moves the bytes of DESIGN.md's table. Reductions take the
-// pieces in an order fixed by the group, whatever order they arrive in, so results do not
-// depend on timing: a piece from another rank first where there is one (it lands in place, with
-// no copy), then the others in member order. Pieces from other ranks move in chunks of
-// `chunk_bytes` and are reduced as they come.
+// Algorithms, by size: an all-reduce of at most 64 KiB over more than 2 members goes by
+// recursive doubling (log n rounds of whole-buffer exchanges, the members above the largest
+// power of two folded in first and answered last), where latency is its cost. Every other
+// operation is one or two rounds of pairwise exchange, member i sending its piece for member j
+// straight to j (all-reduce: a reduce-scatter, then an all-gather of the reduced chunks), so
+// each member moves the bytes of DESIGN.md's table. Reductions take the pieces in an order fixed
+// by the group, whatever order they arrive in, so results do not depend on timing: a piece from
+// another rank first where there is one (it lands in place, with no copy), then the others in
+// member order. Pieces from other ranks move in chunks of `chunk_bytes` and are reduced as they
+// come.
 #pragma once
 
 #include <cstddef>
@@ -52,7 +55,7 @@ struct CommunicatorOptions {
   uint64_t transport_group = 0;  // the owner of its transfers (Transport::forget_group)
   CollectiveWorkers* workers = nullptr;
   // Pieces between ranks move in chunks of this, rounded up to whole elements (a multiple of
-  // 8 bytes), or larger where a piece would need more than 64.
+  // 8 bytes), or larger where a piece would need more than 16.
   size_t chunk_bytes = size_t{1} << 20;
 };
 

@@ -43,7 +43,8 @@ TEST_P(CommunicatorDefinition, AllReduceGivesEveryMemberTheReductionInMemberOrde
   for (const Kind kind :
        {Kind{f32, ReduceOp::sum}, Kind{f32, ReduceOp::max}, Kind{i32, ReduceOp::max}, Kind{i64, ReduceOp::sum}}) {
     // Fewer elements than members leaves some with no chunk to reduce; 20,011 floats make
-    // pieces of more than 64 chunks of 64 bytes, so the chunks grow.
+    // pieces of more than 16 chunks of 64 bytes, so the chunks grow (the smaller counts over 3
+    // or more members go by recursive doubling).
     for (size_t count : {size_t{1}, size_t{3}, size_t{37}, size_t{301}, size_t{20011}}) {
       Collective c = make_collective(Operation::all_reduce, kind.dtype, kind.reduce, members(), ++seed, count);
       ASSERT_TRUE(run(group, c, seed));
@@ -123,7 +124,7 @@ TEST(Communicator, OperationsInARowStayRightPastTheTagsSequenceNumbers) {
 
 // Each chunk of a piece from another rank is reduced as it arrives, so chunks hold whole
 // elements: with a chunk_bytes that is no multiple of the element, and with a piece of more
-// than 64 chunks, whose chunks grow past chunk_bytes to an odd size (40,024 bytes / 64).
+// than 16 chunks, whose chunks grow past chunk_bytes to an odd size (40,024 bytes / 16).
 TEST(Communicator, ChunksFromOtherRanksHoldWholeElements) {
   for (const size_t chunk_bytes : {size_t{6}, size_t{64}}) {
     SCOPED_TRACE(concat("chunk_bytes ", chunk_bytes));
