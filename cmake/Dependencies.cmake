@@ -44,7 +44,15 @@ if(TESSEL_WITH_CUDA)
       set(CMAKE_CUDA_ARCHITECTURES 90)
     endif()
     enable_language(CUDA)
+    # Debian's CMake 3.25 FindCUDAToolkit marks CUDA::nvToolsExt deprecated whenever the project
+    # requires 3.25 or later, without checking that the target exists, and CUDA 13 ships no
+    # nvToolsExt: "set_property could not find TARGET CUDA::nvToolsExt". Tessel uses no
+    # nvToolsExt, so the module is run as for a project that requires 3.24, which skips that
+    # one step (scripts/check-stock-cmake.sh configures against Debian's unmodified module).
+    set(TESSEL_REQUIRED_CMAKE ${CMAKE_MINIMUM_REQUIRED_VERSION})
+    set(CMAKE_MINIMUM_REQUIRED_VERSION 3.24)
     find_package(CUDAToolkit REQUIRED)
+    set(CMAKE_MINIMUM_REQUIRED_VERSION ${TESSEL_REQUIRED_CMAKE})
     find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include REQUIRED)
     find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib /usr/local/cuda/lib64 REQUIRED)
     add_library(tessel::nccl SHARED IMPORTED)
