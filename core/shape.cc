@@ -2,11 +2,17 @@
 
 #include <algorithm>
 
+#include "core/error.h"
+
 namespace tessel {
 
 int64_t Shape::numel() const {
   int64_t count = 1;
-  for (int64_t d : dims_) count *= d;
+  for (int64_t d : dims_) {
+    if (__builtin_mul_overflow(count, d, &count)) {
+      throw Error::OutOfRange(concat("shape ", to_string(), " holds more elements than a 64-bit count can"));
+    }
+  }
   return count;
 }
 

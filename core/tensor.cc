@@ -18,15 +18,25 @@ HostTensor::HostTensor(Shape shape, DType dtype) : shape_(std::move(shape)), dty
     if (d < 0) throw Error::InvalidArgument(concat("tensor shape ", shape_, " has a negative extent"));
   }
   constexpr size_t kAlignment = 64;
-  const size_t bytes = (std::max<size_t>(nbytes(), 1) + kAlignment - 1) / kAlignment * kAlignment;
+  size_t payload = 0;
+  if (__builtin_mul_overflow(static_cast<size_t>(shape_.numel()), size_of(dtype_), &payload) ||
+      payload > (size_t{1} << 62)) {
+    throw Error::OutOfRange(
+        concat("a tensor of shape ", shape_, " ", dtype_, " needs more bytes than memory can hold"));
+  }
+  const size_t bytes = (std::max<size_t>(payload, 1) + kAlignment - 1) / kAlignment * kAlignment;
   auto* memory = static_cast<std::byte*>(std::aligned_alloc(kAlignment, bytes));
-  CHECK(memory != nullptr) << "out of host memory allocating " << bytes << " bytes";
+  if (memory == nullptr) {
+    throw Error::OutOfRange(
+        concat("out of host memory: a tensor of shape ", shape_, " ", dtype_, " needs ", bytes, " bytes"));
+  }
   std::memset(memory, 0, bytes);
   storage_ = std::shared_ptr<std::byte>(memory, [](std::byte* p) { std::free(p); });
 }
 
 double HostTensor::get(int64_t index) const {
-  CHECK(index >= 0 && index < numel()) << "index " << index << " outside " << shape_;
+  if (index < 0 || index >= numel())
+    throw Error::OutOfRange(concat("get(", index, ") of a tensor of shape ", shape_, " (", numel(), " elements)"));
   const void* p = storage_.get();
   switch (dtype_) {
     case DType::f32:
@@ -44,7 +54,8 @@ double HostTensor::get(int64_t index) const {
 }
 
 void HostTensor::set(int64_t index, double value) {
-  CHECK(index >= 0 && index < numel()) << "index " << index << " outside " << shape_;
+  if (index < 0 || index >= numel())
+    throw Error::OutOfRange(concat("set(", index, ") of a tensor of shape ", shape_, " (", numel(), " elements)"));
   void* p = storage_.get();
   switch (dtype_) {
     case DType::f32:

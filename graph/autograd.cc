@@ -3,7 +3,9 @@
 
 #include <glog/logging.h>
 
+#include <cmath>
 #include <set>
+#include <tuple>
 
 #include "ops/ops.h"
 
@@ -183,6 +185,31 @@ std::vector<Tensor> Graph::gradients(const Tensor& target, const std::vector<Ten
   }
 }
 
+namespace {
+// Every setting of an optimizer must be a finite number in its range: a NaN would pass a
+// comparison unnoticed and then turn every weight into NaN.
+void check_settings(const SGD& sgd, const std::string& context) {
+  for (const auto& [name, value] : {std::pair<const char*, double>{"momentum", sgd.momentum},
+                                    std::pair<const char*, double>{"weight_decay", sgd.weight_decay}}) {
+    if (!std::isfinite(value) || value < 0) {
+      throw Error::InvalidArgument(concat(context, ": SGD's ", name, " is ", value, ", expected a finite number >= 0"));
+    }
+  }
+}
+void check_settings(const AdamW& adam, const std::string& context) {
+  for (const auto& [name, value, low, high] :
+       {std::tuple<const char*, double, double, double>{"beta1", adam.beta1, 0, 1},
+        std::tuple<const char*, double, double, double>{"beta2", adam.beta2, 0, 1},
+        std::tuple<const char*, double, double, double>{"eps", adam.eps, 0, 1},
+        std::tuple<const char*, double, double, double>{"weight_decay", adam.weight_decay, 0, 1e300}}) {
+    if (!std::isfinite(value) || value < low || value >= high) {
+      throw Error::InvalidArgument(
+          concat(context, ": AdamW's ", name, " is ", value, ", expected a finite number in [", low, ", ", high, ")"));
+    }
+  }
+}
+}  // namespace
+
 template <typename Optimizer>
 void Graph::minimize_with(const Tensor& loss, const Optimizer& optimizer, MinimizeOptions options,
                           SourceLocation where) {
@@ -193,7 +220,18 @@ void Graph::minimize_with(const Tensor& loss, const Optimizer& optimizer, Minimi
     throw Error::InvalidArgument(
         concat(context, ": accumulation_steps must be at least 1, got ", options.accumulation_steps));
   }
-  if (optimizer.lr <= 0) throw Error::InvalidArgument(concat(context, ": the learning rate must be positive"));
+  if (!(optimizer.lr > 0) || !std::isfinite(optimizer.lr)) {
+    throw Error::InvalidArgument(
+        concat(context, ": the learning rate is ", optimizer.lr, ", expected a positive finite number"));
+  }
+  check_settings(optimizer, context);
+  for (const Node& node : nodes()) {
+    if (OpRegistry::global().op(node.op).is_update()) {
+      throw Error::FailedPrecondition(concat(context, ": minimize was already called on this graph (its update '",
+                                             node.name, "' was made at ", node.location,
+                                             "); call it once, with the losses summed"));
+    }
+  }
   const std::vector<Tensor> parameters = params();
   if (parameters.empty()) throw Error::FailedPrecondition(concat(context, ": the graph has no parameters to train"));
   std::vector<Tensor> grads;

@@ -43,6 +43,8 @@ Sbp Sbp::parse(std::string_view text) {
   if (t.size() > 3 && t.substr(0, 2) == "S(" && t.back() == ')') {
     const std::string digits(trim(t.substr(2, t.size() - 3)));
     if (!digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) { return std::isdigit(c); })) {
+      if (digits.size() > 4)
+        throw Error::InvalidArgument(concat("'", text, "' splits axis ", digits, ", expected an axis below 10000"));
       return split(std::stoi(digits));
     }
   }
@@ -199,6 +201,9 @@ Placement Placement::parse(std::string_view text) {
       if (number.empty() || !std::all_of(number.begin(), number.end(), [](char c) { return std::isdigit(c); })) {
         throw fail(concat("'", number, "' is not ", what));
       }
+      // Device indices and extents are ints: no more than 9 digits, so 4294967296 is refused
+      // rather than wrapped to 0.
+      if (number.size() > 9) throw fail(concat("'", number, "' is too large for ", what, " (expected below 10^9)"));
       values.push_back(std::stoll(number));
       if (comma == std::string_view::npos) break;
       list.remove_prefix(comma + 1);

@@ -1,8 +1,11 @@
 // Each user mistake is an Error, raised where the mistake was made, naming what is wrong.
+#include <limits>
+
 #include "graph/graph.h"
 #include "graph/serialize.h"
 #include "ops/ops.h"
 #include "runtime/interpreter.h"
+#include "runtime/session.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -148,6 +151,41 @@ TEST(Errors, LabelOutOfRangeAtRunTime) {
       interpreter.evaluate({{"logits", HostTensor(Shape{2, 3}, f32)}, {"labels", HostTensor::of<int64_t>({2}, {1, 3})}},
                            {cross_entropy(logits, labels)}),
       ErrorCode::kOutOfRange, "label 3 at position 1 is outside [0, 3)", "errors_test.cc");
+}
+
+// A second minimize() on one graph is refused where it is called (it used to be accepted and
+// then to abort the compiler), and so is an optimizer setting that is not a finite number.
+TEST(Errors, MinimizeTwiceAndNonFiniteOptimizerSettingsAreRefused) {
+  Graph g;
+  Tensor x = g.input("x", {4, 3});
+  Tensor w = g.param("w", {3, 2});
+  Tensor loss = mean(matmul(x, w));
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  EXPECT_TESSEL_ERROR(g.minimize(loss, SGD{.lr = nan}), ErrorCode::kInvalidArgument, "the learning rate is nan");
+  EXPECT_TESSEL_ERROR(g.minimize(loss, SGD{.lr = inf}), ErrorCode::kInvalidArgument, "the learning rate is inf");
+  EXPECT_TESSEL_ERROR(g.minimize(loss, SGD{.lr = 0.1, .momentum = nan}), ErrorCode::kInvalidArgument,
+                      "SGD's momentum is nan");
+  EXPECT_TESSEL_ERROR(g.minimize(loss, AdamW{.beta2 = 1}), ErrorCode::kInvalidArgument, "AdamW's beta2 is 1");
+  EXPECT_TESSEL_ERROR(g.minimize(loss, AdamW{.eps = inf}), ErrorCode::kInvalidArgument, "AdamW's eps is inf");
+  g.minimize(loss, SGD{.lr = 0.1});
+  EXPECT_TESSEL_ERROR(g.minimize(loss, SGD{.lr = 0.1}), ErrorCode::kFailedPrecondition,
+                      "minimize was already called on this graph", "errors_test.cc");
+  Session session(g, {loss});  // the graph the first call made still compiles
+  EXPECT_EQ(session.step({{"x", HostTensor(Shape{4, 3}, f32)}}).size(), 1u);
+}
+
+// Sizes that overflow 64 bits, and reads outside a tensor, are Errors, not wrapped counts or
+// aborts.
+TEST(Errors, OverflowingShapesAndOutOfRangeReadsAreErrors) {
+  EXPECT_TESSEL_ERROR(Shape({int64_t{1} << 40, int64_t{1} << 40}).numel(), ErrorCode::kOutOfRange,
+                      "holds more elements than a 64-bit count can");
+  EXPECT_TESSEL_ERROR(HostTensor(Shape{3037000500, 3037000500}, f32), ErrorCode::kOutOfRange,
+                      "[3037000500, 3037000500]");
+  EXPECT_TESSEL_ERROR(HostTensor(Shape{1, std::numeric_limits<int64_t>::max()}, f32), ErrorCode::kOutOfRange,
+                      "needs more bytes than memory can hold");
+  HostTensor small(Shape{2, 2}, f32);
+  EXPECT_TESSEL_ERROR(small.get(4), ErrorCode::kOutOfRange, "get(4) of a tensor of shape [2, 2] (4 elements)");
+  EXPECT_TESSEL_ERROR(small.set(-1, 0), ErrorCode::kOutOfRange, "set(-1)");
 }
 
 }  // namespace

@@ -74,5 +74,16 @@ TEST(Placement, AMeshForTheJobTakesEveryDevice) {
   EXPECT_TESSEL_ERROR(Placement::cpu_mesh_for(6, {-1, -1}), ErrorCode::kInvalidArgument, "at most one -1");
 }
 
+// Numbers too large for their field are refused by name, never wrapped: cpu:{4294967296} used to
+// parse as cpu:{0}, and S(99999999999) to throw std::out_of_range.
+TEST(Placement, HugeNumbersInTextAreErrors) {
+  EXPECT_TESSEL_ERROR(Placement::parse("cpu:{4294967296}"), ErrorCode::kInvalidArgument,
+                      "'4294967296' is too large for a device index");
+  EXPECT_TESSEL_ERROR(Placement::parse("cpu:{0,1} mesh [99999999999999999999]"), ErrorCode::kInvalidArgument,
+                      "too large for a mesh extent");
+  EXPECT_TESSEL_ERROR(Sbp::parse("S(99999999999)"), ErrorCode::kInvalidArgument, "expected an axis below 10000");
+  EXPECT_EQ(Placement::parse("cpu:{7}").devices, std::vector<int>{7});
+}
+
 }  // namespace
 }  // namespace tessel
