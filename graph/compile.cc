@@ -2,9 +2,13 @@
 
 #include <glog/logging.h>
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
+#include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -428,6 +432,9 @@ const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
 }
 
 void validate_plan(const proto::Plan& plan) {
+  if (plan.ranks_size() == 0) {
+    throw Error::InvalidArgument("invalid plan: it holds no rank's share (an empty file is no plan)");
+  }
   const int rank_count = std::max(plan.rank_count(), plan.ranks_size());
   std::map<int, const proto::RankPlan*> ranks;
   for (const proto::RankPlan& rank : plan.ranks()) {
@@ -540,14 +547,32 @@ std::string plan_to_bytes(const proto::Plan& plan, PlanFormat format) {
   return bytes;
 }
 
+namespace {
+// The first error the text parser reports, with its line and column (1-based).
+class FirstError : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
+    if (text.empty()) text = concat("line ", line + 1, ", column ", column + 1, ": ", message);
+  }
+  std::string text;
+};
+}  // namespace
+
 proto::Plan plan_from_bytes(std::string_view bytes, PlanFormat format) {
-  proto::Plan plan;
-  const bool parsed = format == PlanFormat::text
-                          ? google::protobuf::TextFormat::ParseFromString(std::string(bytes), &plan)
-                          : plan.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
-  if (!parsed) {
+  if (bytes.size() > kMaxPlanBytes) {
     throw Error::DataLoss(
-        concat("the ", format == PlanFormat::text ? "text" : "bytes", " are not a valid tessel.proto.Plan"));
+        concat("a plan of ", bytes.size(), " bytes is larger than the ", kMaxPlanBytes, " a plan may be"));
+  }
+  proto::Plan plan;
+  if (format == PlanFormat::text) {
+    google::protobuf::TextFormat::Parser parser;
+    FirstError error;
+    parser.RecordErrorsTo(&error);
+    if (!parser.ParseFromString(std::string(bytes), &plan)) {
+      throw Error::DataLoss(concat("the text is not a valid tessel.proto.Plan: ", error.text));
+    }
+  } else if (!plan.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    throw Error::DataLoss("the bytes are not a valid tessel.proto.Plan");
   }
   validate_plan(plan);
   return plan;
@@ -570,8 +595,20 @@ void write_plan(const proto::Plan& plan, const std::string& path) {
 }
 
 proto::Plan read_plan(const std::string& path) {
+  struct stat status {};
+  if (::stat(path.c_str(), &status) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) throw Error::NotFound(concat("no plan file at '", path, "'"));
+    throw Error::FailedPrecondition(concat("cannot read the plan file '", path, "': ", std::strerror(errno)));
+  }
+  if (S_ISDIR(status.st_mode)) throw Error::InvalidArgument(concat("'", path, "' is a directory, not a plan file"));
+  if (S_ISREG(status.st_mode) && static_cast<uint64_t>(status.st_size) > kMaxPlanBytes) {
+    throw Error::DataLoss(concat("the plan file '", path, "' has ", status.st_size, " bytes, more than the ",
+                                 kMaxPlanBytes, " a plan may be"));
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error::NotFound(concat("no plan file at '", path, "'"));
+  if (!in) {
+    throw Error::FailedPrecondition(concat("cannot read the plan file '", path, "': ", std::strerror(errno)));
+  }
   std::stringstream buffer;
   buffer << in.rdbuf();
   try {

@@ -64,6 +64,8 @@ const proto::RankPlan& share_of(const proto::Plan& plan, int rank);
 proto::Plan compile_plan(const Graph& graph, const PlanOptions& options);
 
 enum class PlanFormat { binary, text };
+// A plan's bytes are untrusted: more than this is refused before it is parsed.
+constexpr uint64_t kMaxPlanBytes = uint64_t{1} << 30;
 std::string plan_to_bytes(const proto::Plan& plan, PlanFormat format);  // deterministic
 // Error::DataLoss for bytes that are not a plan; Error::InvalidArgument for a plan whose
 // references do not hold together.

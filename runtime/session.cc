@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <set>
@@ -29,6 +30,26 @@ struct VariableSlot {
 };
 
 // A job of several ranks: this rank compiles its own share only.
+// Marks a session busy for one call: a second call while one runs (from another thread, or from
+// a feed or step callback) would deadlock on the executor, so it is refused.
+class OneCallAtATime {
+ public:
+  OneCallAtATime(std::atomic<bool>& busy, const char* call) : busy_(busy) {
+    if (busy_.exchange(true)) {
+      throw Error::FailedPrecondition(concat("Session::", call,
+                                             " was called while another call of this session ran (on "
+                                             "another thread, or from its feed or step callback); a session runs one "
+                                             "call at a time"));
+    }
+  }
+  ~OneCallAtATime() { busy_ = false; }
+  OneCallAtATime(const OneCallAtATime&) = delete;
+  OneCallAtATime& operator=(const OneCallAtATime&) = delete;
+
+ private:
+  std::atomic<bool>& busy_;
+};
+
 PlanOptions with_ranks(PlanOptions options, const SessionOptions& session) {
   if (options.ranks == 1) options.ranks = session.ranks;
   if (options.ranks > 1 && options.rank < 0) options.rank = session.rank;
@@ -138,6 +159,7 @@ struct Session::Impl {
   std::map<std::string, VariableSlot> slots;
   std::map<std::vector<Tensor>, EvaluationPlan> evaluation;
   std::unique_ptr<Executor> executor;  // after `variables` and `evaluation`: destroyed first
+  std::atomic<bool> busy{false};       // a run or evaluate is under way
 };
 
 Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions options)
@@ -156,6 +178,7 @@ Session::~Session() = default;
 std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
   if (steps < 0) throw Error::InvalidArgument(concat("run(", steps, ", ...): expected a step count of at least 0"));
   Impl& impl = *impl_;
+  const OneCallAtATime guard(impl.busy, "run");
   if (impl.interpreter) {
     std::vector<std::vector<HostTensor>> outputs;
     for (int64_t i = 0; i < steps; ++i) {
@@ -176,6 +199,7 @@ std::vector<HostTensor> Session::step(const Feeds& feeds) {
 
 std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<Tensor>& fetches) {
   Impl& impl = *impl_;
+  const OneCallAtATime guard(impl.busy, "evaluate");
   if (impl.interpreter) return impl.interpreter->evaluate(feeds, fetches);
   auto it = impl.evaluation.find(fetches);
   if (it == impl.evaluation.end()) {

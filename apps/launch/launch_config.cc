@@ -1,7 +1,7 @@
 #include "apps/launch/launch_config.h"
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace tessel::launch {
@@ -87,16 +87,17 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
       config.command.assign(arguments.begin() + static_cast<long>(i), arguments.end());
       break;
     }
-    static const std::vector<std::string> known = {"--nnodes",      "--nproc-per-node", "--node-rank",
-                                                   "--master-addr", "--master-port",    "--token",
-                                                   "--heartbeat-deadline"};
+    static const std::vector<std::string> known = {
+        "--nnodes",      "--nproc-per-node", "--node-rank",         "--master-addr",
+        "--master-port", "--token",          "--heartbeat-deadline"};
     if (std::find(known.begin(), known.end(), argument) == known.end()) {
       throw std::invalid_argument("unknown flag '" + argument + "'");
     }
     if (i + 1 >= arguments.size()) throw std::invalid_argument(argument + " needs a value");
     flags[argument] = arguments[++i];
   }
-  if (config.command.empty()) throw std::invalid_argument("no program to launch (tessel-launch [flags] -- PROGRAM ...)");
+  if (config.command.empty())
+    throw std::invalid_argument("no program to launch (tessel-launch [flags] -- PROGRAM ...)");
   const auto flag = [&](const std::string& name) -> const std::string* {
     auto it = flags.find(name);
     return it == flags.end() ? nullptr : &it->second;
@@ -113,8 +114,8 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     const std::vector<std::string> hosts = nodes ? expand_hostlist(*nodes) : std::vector<std::string>{};
     if (!hosts.empty()) config.master_addr = hosts.front();  // Slurm's node 0 runs task 0
     if (env("SLURM_NODEID")) {
-      config.node = to_int("SLURM_NODEID", *env("SLURM_NODEID"), 0,
-                           hosts.empty() ? 1 << 16 : static_cast<int>(hosts.size()) - 1);
+      config.node =
+          to_int("SLURM_NODEID", *env("SLURM_NODEID"), 0, hosts.empty() ? 1 << 16 : static_cast<int>(hosts.size()) - 1);
     }
     if (env("SLURM_JOB_ID")) {
       config.token = "slurm-" + *env("SLURM_JOB_ID") + "." + (env("SLURM_STEP_ID") ? *env("SLURM_STEP_ID") : "0");
@@ -159,6 +160,11 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     config.first_local_rank = local;
   }
   if (flag("--master-addr")) config.master_addr = *flag("--master-addr");
+  if (config.master_addr.empty()) {
+    throw std::invalid_argument(
+        "--master-addr (or MASTER_ADDR) is empty, expected the host name or address of "
+        "the node that runs rank 0");
+  }
   if (flag("--master-port")) {
     config.master_port = to_int("--master-port", *flag("--master-port"), 1, 65535);
     config.port_given = true;
@@ -173,8 +179,9 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     }
   }
   if (config.token.empty() && static_cast<int>(config.ranks.size()) != config.world_size) {
-    throw std::invalid_argument("a job started by several launchers needs a shared token: pass --token or set "
-                                "TESSEL_JOB_TOKEN (one launcher starting every rank generates its own)");
+    throw std::invalid_argument(
+        "a job started by several launchers needs a shared token: pass --token or set "
+        "TESSEL_JOB_TOKEN (one launcher starting every rank generates its own)");
   }
   return config;
 }

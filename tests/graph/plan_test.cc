@@ -139,6 +139,17 @@ TEST(Plan, CorruptPlansAreClearErrors) {
   EXPECT_TESSEL_ERROR(read_plan("/nonexistent/dir/x.plan"), ErrorCode::kNotFound, "/nonexistent/dir/x.plan");
 }
 
+// What is not a plan file says so: a directory, an empty file or /dev/null (not "an evaluation
+// plan of 0 ranks"), and a text plan's parse error names its line and column.
+TEST(Plan, FilesThatAreNoPlansSayWhy) {
+  EXPECT_TESSEL_ERROR(read_plan("/tmp"), ErrorCode::kInvalidArgument, "'/tmp' is a directory, not a plan file");
+  EXPECT_TESSEL_ERROR(read_plan("/dev/null"), ErrorCode::kInvalidArgument, "reading plan '/dev/null'",
+                      "holds no rank's share");
+  EXPECT_TESSEL_ERROR(plan_from_bytes("", PlanFormat::binary), ErrorCode::kInvalidArgument, "holds no rank's share");
+  EXPECT_TESSEL_ERROR(plan_from_bytes("seed: 1\nranks {\n  rank: oops\n}\n", PlanFormat::text), ErrorCode::kDataLoss,
+                      "the text is not a valid tessel.proto.Plan: line 3, column");
+}
+
 // A collective's group comes from the plan's bytes too: a member out of range, or one that the
 // group puts on another device, is refused by name before any executor reads it.
 TEST(Plan, CollectivesWhoseGroupDoesNotHoldTogetherAreRefused) {

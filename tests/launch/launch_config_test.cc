@@ -76,9 +76,9 @@ TEST(ResolveLaunch, OneLauncherForEveryRankNeedsNoToken) {
 }
 
 TEST(ResolveLaunch, ReadsSlurm) {
-  const Environment slurm = {{"SLURM_PROCID", "5"},      {"SLURM_NTASKS", "8"},
-                             {"SLURM_LOCALID", "1"},     {"SLURM_NODEID", "2"},
-                             {"SLURM_JOB_ID", "4242"},   {"SLURM_STEP_ID", "3"},
+  const Environment slurm = {{"SLURM_PROCID", "5"},          {"SLURM_NTASKS", "8"},
+                             {"SLURM_LOCALID", "1"},         {"SLURM_NODEID", "2"},
+                             {"SLURM_JOB_ID", "4242"},       {"SLURM_STEP_ID", "3"},
                              {"SLURM_NODELIST", "all[1-9]"}, {"SLURM_STEP_NODELIST", "gpu[07-10]"}};
   const LaunchConfig config = resolve_launch({"--", "prog"}, slurm);
   EXPECT_EQ(config.source, "slurm");
@@ -86,7 +86,7 @@ TEST(ResolveLaunch, ReadsSlurm) {
   EXPECT_THAT(config.ranks, ElementsAre(5));
   EXPECT_EQ(config.first_local_rank, 1);
   EXPECT_EQ(config.node, 2);
-  EXPECT_EQ(config.master_addr, "gpu07");  // the step's first node, not the allocation's
+  EXPECT_EQ(config.master_addr, "gpu07");   // the step's first node, not the allocation's
   EXPECT_EQ(config.token, "slurm-4242.3");  // every task of the step derives the same one
 }
 
@@ -99,15 +99,14 @@ TEST(ResolveLaunch, RefusesSlurmVariablesThatDisagree) {
                                  {"SLURM_NODEID", "2"},
                                  {"SLURM_STEP_NODELIST", "n[1-2]"}}),
               HasSubstr("SLURM_NODEID is '2', expected an integer in [0, 1]"));
-  EXPECT_THAT(refusal({"prog"}, {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "two"}}),
-              HasSubstr("SLURM_NTASKS is 'two'"));
+  EXPECT_THAT(refusal({"prog"}, {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "two"}}), HasSubstr("SLURM_NTASKS is 'two'"));
 }
 
 TEST(ResolveLaunch, ReadsOpenMpi) {
-  const LaunchConfig config = resolve_launch(
-      {"--master-addr", "head", "prog"},
-      {{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
-       {"OMPI_MCA_ess_base_jobid", "77"}});
+  const LaunchConfig config = resolve_launch({"--master-addr", "head", "prog"}, {{"OMPI_COMM_WORLD_RANK", "3"},
+                                                                                 {"OMPI_COMM_WORLD_SIZE", "4"},
+                                                                                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                                                                 {"OMPI_MCA_ess_base_jobid", "77"}});
   EXPECT_EQ(config.source, "open mpi");
   EXPECT_EQ(config.world_size, 4);
   EXPECT_THAT(config.ranks, ElementsAre(3));
@@ -117,14 +116,13 @@ TEST(ResolveLaunch, ReadsOpenMpi) {
 }
 
 TEST(ResolveLaunch, ReadsTorchrun) {
-  const LaunchConfig config = resolve_launch(
-      {"prog"}, {{"RANK", "1"},
-                 {"WORLD_SIZE", "2"},
-                 {"LOCAL_RANK", "0"},
-                 {"GROUP_RANK", "1"},
-                 {"MASTER_ADDR", "10.1.1.1"},
-                 {"MASTER_PORT", "29600"},
-                 {"TORCHELASTIC_RUN_ID", "abc"}});
+  const LaunchConfig config = resolve_launch({"prog"}, {{"RANK", "1"},
+                                                        {"WORLD_SIZE", "2"},
+                                                        {"LOCAL_RANK", "0"},
+                                                        {"GROUP_RANK", "1"},
+                                                        {"MASTER_ADDR", "10.1.1.1"},
+                                                        {"MASTER_PORT", "29600"},
+                                                        {"TORCHELASTIC_RUN_ID", "abc"}});
   EXPECT_EQ(config.source, "torchrun");
   EXPECT_THAT(config.ranks, ElementsAre(1));
   EXPECT_EQ(config.node, 1);
@@ -135,8 +133,12 @@ TEST(ResolveLaunch, ReadsTorchrun) {
 }
 
 TEST(ResolveLaunch, FlagsBeatTheEnvironment) {
-  const Environment torchrun = {{"RANK", "1"},         {"WORLD_SIZE", "2"},       {"MASTER_ADDR", "10.1.1.1"},
-                                {"MASTER_PORT", "29600"}, {"TORCHELASTIC_RUN_ID", "abc"}, {"TESSEL_JOB_TOKEN", "env"}};
+  const Environment torchrun = {{"RANK", "1"},
+                                {"WORLD_SIZE", "2"},
+                                {"MASTER_ADDR", "10.1.1.1"},
+                                {"MASTER_PORT", "29600"},
+                                {"TORCHELASTIC_RUN_ID", "abc"},
+                                {"TESSEL_JOB_TOKEN", "env"}};
   const LaunchConfig config = resolve_launch(
       {"--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", "4000", "prog"},
       torchrun);
@@ -163,4 +165,12 @@ TEST(ResolveLaunch, RefusesBadFlagsByName) {
 }
 
 }  // namespace
+// An empty master address is refused at once, naming the flag (it used to fail the join 60 s later).
+TEST(ResolveLaunch, RefusesAnEmptyMasterAddress) {
+  EXPECT_THAT(refusal({"--nproc-per-node", "2", "--master-addr", "", "prog"}),
+              HasSubstr("--master-addr (or MASTER_ADDR) is empty"));
+  EXPECT_THAT(refusal({"prog"}, {{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"MASTER_ADDR", ""}}),
+              HasSubstr("is empty, expected the host name or address"));
+}
+
 }  // namespace tessel::launch

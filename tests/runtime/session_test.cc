@@ -1,9 +1,11 @@
 // The Session API over the actor runtime: results, feeding, variables, evaluation, errors.
 #include "runtime/session.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 #include "ops/ops.h"
 #include "runtime/interpreter.h"
@@ -152,6 +154,41 @@ TEST(Session, PlanWithNothingToDoIsAnError) {
   g.input("x", {2});
   EXPECT_TESSEL_ERROR(Session(g, std::vector<Tensor>{}), ErrorCode::kInvalidArgument,
                       "fetches nothing and updates nothing");
+}
+
+// A second call while one runs is refused, whether it comes from the step callback (the same
+// thread) or from another thread; it used to deadlock. The session then goes on.
+TEST(Session, ASecondCallWhileOneRunsIsRefused) {
+  Graph g;
+  Tensor x = g.input("x", {2, 3});
+  Tensor w = g.param("w", {3, 1}, init::normal(0.1));
+  Tensor loss = mean(matmul(x, w));
+  g.minimize(loss, SGD{.lr = 0.1});
+  Session session(g, {loss});
+  const Feeds feeds{{"x", HostTensor(Shape{2, 3}, f32)}};
+  std::string from_callback, from_thread;
+  session.run(
+      2, [&](int64_t) -> std::optional<Feeds> { return feeds; },
+      [&](int64_t step, const std::vector<HostTensor>&) {
+        if (step != 0) return;
+        try {
+          session.step(feeds);
+        } catch (const Error& error) {
+          from_callback = error.what();
+        }
+        std::thread other([&] {
+          try {
+            session.evaluate(feeds, {loss});
+          } catch (const Error& error) {
+            from_thread = error.what();
+          }
+        });
+        other.join();
+      });
+  EXPECT_THAT(from_callback, ::testing::HasSubstr("Session::run was called while another call of this session ran"));
+  EXPECT_THAT(from_thread, ::testing::HasSubstr("Session::evaluate was called while another call"));
+  EXPECT_EQ(session.steps_done(), 2);
+  EXPECT_EQ(session.step(feeds).size(), 1u);  // free again
 }
 
 }  // namespace
