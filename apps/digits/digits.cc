@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <numeric>
@@ -63,6 +64,7 @@ Dataset load_digits(const std::string& path) {
   int line_number = 0;
   while (std::getline(lines, line)) {
     ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a file with CRLF line ends
     if (line.empty()) continue;
     std::vector<double> values;
     std::istringstream fields(line);
@@ -75,9 +77,12 @@ Dataset load_digits(const std::string& path) {
       }
       values.push_back(value);
     }
-    if (values.size() != 65 || values[64] < 0 || values[64] > 9) {
+    if (values.size() != 65) {
       throw Error::DataLoss(
           concat(path, ":", line_number, ": expected 64 pixel values and a label 0-9, got ", values.size(), " fields"));
+    }
+    if (values[64] != std::floor(values[64]) || values[64] < 0 || values[64] > 9) {
+      throw Error::DataLoss(concat(path, ":", line_number, ": the label is ", values[64], ", expected an integer 0-9"));
     }
     for (int i = 0; i < 64; ++i) pixels.push_back(static_cast<float>(values[i] / 16.0));
     labels.push_back(static_cast<int64_t>(values[64]));

@@ -6,6 +6,7 @@
 //
 // Training runs through the actor runtime; --interpreter uses the reference interpreter.
 // --workers sets how many actors run at once, --threads how many threads one kernel uses.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,20 +18,35 @@
 
 namespace {
 
+// The usage, after `problem`: on stderr with status 2, or for --help (no problem) on stdout with 0.
 [[noreturn]] void usage(const char* problem) {
-  std::fprintf(stderr,
+  std::FILE* out = problem == nullptr ? stdout : stderr;
+  std::fprintf(out,
                "tessel-digits: %s\n"
                "usage: tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]\n"
                "                     [--workers N] [--interpreter] [--write-plan FILE]\n",
-               problem);
-  std::exit(2);
+               problem == nullptr ? "trains an MLP on the digits data set" : problem);
+  std::exit(problem == nullptr ? 0 : 2);
 }
 
 double number(const char* flag, const char* text) {
   char* end = nullptr;
   const double value = std::strtod(text, &end);
-  if (*text == '\0' || *end != '\0') usage((std::string(flag) + " expects a number, got '" + text + "'").c_str());
+  if (*text == '\0' || *end != '\0' || !std::isfinite(value)) {
+    usage((std::string(flag) + " expects a number, got '" + text + "'").c_str());
+  }
   return value;
+}
+
+// A whole number in [low, high]: 1.7 epochs is refused, not truncated.
+int64_t integer(const char* flag, const char* text, int64_t low, int64_t high) {
+  const double value = number(flag, text);
+  if (value != std::floor(value) || value < static_cast<double>(low) || value > static_cast<double>(high)) {
+    usage((std::string(flag) + ": '" + text + "' is not an integer in [" + std::to_string(low) + ", " +
+           std::to_string(high) + "]")
+              .c_str());
+  }
+  return static_cast<int64_t>(value);
 }
 
 }  // namespace
@@ -40,7 +56,7 @@ int main(int argc, char** argv) {
   tessel::digits::TrainOptions options;
   for (int i = 1; i < argc; ++i) {
     const char* flag = argv[i];
-    if (std::strcmp(flag, "--help") == 0) usage("trains an MLP on the digits data set");
+    if (std::strcmp(flag, "--help") == 0) usage(nullptr);
     if (std::strcmp(flag, "--interpreter") == 0) {
       options.use_interpreter = true;
       continue;
@@ -50,23 +66,25 @@ int main(int argc, char** argv) {
       options.plan_path = argv[++i];
       continue;
     }
-    const double value = number(flag, argv[++i]);
-    if (std::strcmp(flag, "--epochs") == 0)
-      options.epochs = static_cast<int>(value);
-    else if (std::strcmp(flag, "--batch") == 0)
-      options.batch = static_cast<int>(value);
-    else if (std::strcmp(flag, "--hidden") == 0)
-      options.hidden = static_cast<int>(value);
-    else if (std::strcmp(flag, "--lr") == 0)
-      options.lr = value;
-    else if (std::strcmp(flag, "--seed") == 0)
-      options.seed = static_cast<uint64_t>(value);
-    else if (std::strcmp(flag, "--workers") == 0)
-      options.worker_threads = static_cast<int>(value);
-    else if (std::strcmp(flag, "--threads") == 0)
-      tessel::set_cpu_threads(static_cast<int>(value));
-    else
+    const char* text = argv[++i];
+    if (std::strcmp(flag, "--epochs") == 0) {
+      options.epochs = static_cast<int>(integer(flag, text, 1, 100000));
+    } else if (std::strcmp(flag, "--batch") == 0) {
+      options.batch = static_cast<int>(integer(flag, text, 1, 1 << 20));
+    } else if (std::strcmp(flag, "--hidden") == 0) {
+      options.hidden = static_cast<int>(integer(flag, text, 1, 1 << 20));
+    } else if (std::strcmp(flag, "--lr") == 0) {
+      options.lr = number(flag, text);
+      if (!(options.lr > 0)) usage((std::string("--lr expects a positive number, got '") + text + "'").c_str());
+    } else if (std::strcmp(flag, "--seed") == 0) {
+      options.seed = static_cast<uint64_t>(integer(flag, text, 0, int64_t{1} << 53));
+    } else if (std::strcmp(flag, "--workers") == 0) {
+      options.worker_threads = static_cast<int>(integer(flag, text, 1, 256));
+    } else if (std::strcmp(flag, "--threads") == 0) {
+      tessel::set_cpu_threads(static_cast<int>(integer(flag, text, 1, 256)));
+    } else {
       usage((std::string("unknown flag ") + flag).c_str());
+    }
   }
   try {
     const std::string path = tessel::digits::find_digits_file();

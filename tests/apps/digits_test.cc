@@ -1,5 +1,7 @@
 #include "apps/digits/digits.h"
 
+#include <cstdio>
+
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -60,6 +62,29 @@ TEST(Digits, OverridePathThatDoesNotExistIsNamed) {
   setenv("TESSEL_DIGITS_CSV", "/nonexistent/digits.csv.gz", 1);
   EXPECT_TESSEL_ERROR(digits::find_digits_file(), ErrorCode::kNotFound, "/nonexistent/digits.csv.gz");
   unsetenv("TESSEL_DIGITS_CSV");
+}
+
+// A CSV with CRLF line ends reads like one with LF ends; a label that is not a whole digit is
+// refused by line, never truncated (3.7 used to be read as 3).
+TEST(Digits, CrlfLinesReadAndFractionalLabelsAreRefused) {
+  const auto write = [](const std::string& path, const std::string& label, const std::string& end) {
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    for (int row = 0; row < 2; ++row) {
+      for (int i = 0; i < 64; ++i) std::fprintf(file, "%d,", i % 17);
+      std::fprintf(file, "%s%s", row == 0 ? "7" : label.c_str(), end.c_str());
+    }
+    std::fclose(file);
+  };
+  const std::string path = ::testing::TempDir() + "digits_crlf.csv";
+  write(path, "2", "\r\n");
+  const digits::Dataset two = digits::load_digits(path);
+  ASSERT_EQ(two.size(), 2);
+  EXPECT_EQ(two.labels.data<int64_t>()[1], 2);
+  write(path, "3.7", "\n");
+  EXPECT_TESSEL_ERROR(digits::load_digits(path), ErrorCode::kDataLoss, "digits_crlf.csv:2: the label is 3.7",
+                      "expected an integer 0-9");
+  std::remove(path.c_str());
 }
 
 }  // namespace
