@@ -54,10 +54,12 @@ struct Membership {
   int refused = 0;
   std::string failure;
   std::vector<caf::response_promise> rosters, leaves;
+  Clock::time_point first_join{};  // the join timeout counts from here
 };
 
 caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string token, int world_size,
-                                   std::chrono::milliseconds deadline, std::shared_ptr<Membership> m) {
+                                   std::chrono::milliseconds deadline, std::chrono::milliseconds join_timeout,
+                                   std::shared_ptr<Membership> m) {
   const auto interval = std::max(std::chrono::milliseconds(20), deadline / 5);
   self->delayed_send(self, interval, check_atom::value);
   // Answers every waiting roster or leave once it can; called with the mutex held.
@@ -119,7 +121,13 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           m->presences[presence.address()] = rank;
           self->monitor(presence);
         }
-        m->last_heard[rank] = Clock::now();
+        const auto now = Clock::now();
+        if (m->members.size() == 1) m->first_join = now;
+        m->last_heard[rank] = now;
+        // Ranks wait for the roster without heartbeats: their deadlines start when it is whole.
+        if (static_cast<int>(m->members.size()) == world_size) {
+          for (auto& [member, heard] : m->last_heard) heard = now;
+        }
         LOG(INFO) << "coordinator: rank " << rank << " joined (" << m->members.size() << "/" << world_size << ")";
         return "accepted";
       },
@@ -146,6 +154,20 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       [=](check_atom) {
         std::lock_guard<std::mutex> lock(m->mutex);
         const auto now = Clock::now();
+        if (static_cast<int>(m->members.size()) < world_size) {  // still gathering: only the join timeout counts
+          if (m->failure.empty() && !m->members.empty() && now - m->first_join > join_timeout) {
+            std::string missing;
+            for (int r = 0; r < world_size; ++r) {
+              if (!m->members.count(r)) missing += concat(missing.empty() ? "" : ", ", r);
+            }
+            m->failure = concat("rank(s) ", missing, " did not join within ",
+                                std::chrono::duration<double>(join_timeout).count(), " s of the first join");
+            LOG(ERROR) << "coordinator: " << m->failure;
+          }
+          settle();
+          self->delayed_send(self, interval, check_atom::value);
+          return;
+        }
         for (const auto& [rank, heard] : m->last_heard) {
           if (!m->failure.empty() || m->left.count(rank)) continue;
           const auto silent = std::chrono::duration<double>(now - heard).count();
@@ -173,7 +195,7 @@ struct Coordinator::State {
 };
 
 Coordinator::Coordinator(std::string token, int world_size, const std::string& host, uint16_t port,
-                         double heartbeat_deadline_seconds)
+                         double heartbeat_deadline_seconds, double join_timeout_seconds)
     : state_(std::make_unique<State>()) {
   if (token.empty()) throw Error::InvalidArgument("the job token must not be empty");
   if (world_size < 1) throw Error::InvalidArgument(concat("world size must be at least 1, got ", world_size));
@@ -181,9 +203,13 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
     throw Error::InvalidArgument(concat("the heartbeat deadline must be positive, got ", heartbeat_deadline_seconds));
   }
   state_->world_size = world_size;
+  if (!(join_timeout_seconds > 0)) {
+    throw Error::InvalidArgument(concat("the join timeout must be positive, got ", join_timeout_seconds));
+  }
   const auto deadline = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_deadline_seconds * 1000));
-  state_->actor =
-      state_->system.spawn(coordinator_behavior, std::move(token), world_size, deadline, state_->membership);
+  const auto join_timeout = std::chrono::milliseconds(static_cast<int64_t>(join_timeout_seconds * 1000));
+  state_->actor = state_->system.spawn(coordinator_behavior, std::move(token), world_size, deadline, join_timeout,
+                                       state_->membership);
   auto published = state_->system.middleman().publish(state_->actor, port, host.c_str(), /*reuse_addr=*/true);
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);

@@ -17,10 +17,12 @@ namespace tessel {
 class Coordinator {
  public:
   // Listens on `host`:`port` (port 0: any free port) for `world_size` ranks showing `token`.
-  // A rank that has joined and sends no heartbeat for `heartbeat_deadline_seconds` fails the
-  // job: every rank learns it from its next heartbeat's answer.
+  // Once every rank has joined, a rank that sends no heartbeat for `heartbeat_deadline_seconds`
+  // fails the job: every rank learns it from its next heartbeat's answer. Before that, ranks
+  // wait for the roster without heartbeats, and the job fails only when the roster has not
+  // gathered `join_timeout_seconds` after the first join, naming the ranks still missing.
   Coordinator(std::string token, int world_size, const std::string& host = "127.0.0.1", uint16_t port = 0,
-              double heartbeat_deadline_seconds = 10);
+              double heartbeat_deadline_seconds = 10, double join_timeout_seconds = 60);
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;

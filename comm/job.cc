@@ -54,6 +54,9 @@ std::optional<JobConfig> job_config_from_environment() {
     config.heartbeat_interval_seconds =
         std::min(config.heartbeat_interval_seconds, config.heartbeat_deadline_seconds / 4);
   }
+  if (const char* timeout = std::getenv("TESSEL_JOIN_TIMEOUT")) {
+    config.join_timeout_seconds = number_from("TESSEL_JOIN_TIMEOUT", timeout, 0.1, 86400);
+  }
   if (config.token.empty()) throw Error::InvalidArgument("TESSEL_JOB_TOKEN is not set: a job needs its token");
   return config;
 }
@@ -146,8 +149,8 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   if (c.token.empty()) throw Error::InvalidArgument("a job needs a token");
   s.transport = std::make_unique<Transport>();
   if (c.rank == 0) {
-    s.coordinator =
-        std::make_unique<Coordinator>(c.token, c.world_size, "0.0.0.0", c.master_port, c.heartbeat_deadline_seconds);
+    s.coordinator = std::make_unique<Coordinator>(c.token, c.world_size, "0.0.0.0", c.master_port,
+                                                  c.heartbeat_deadline_seconds, c.join_timeout_seconds);
   }
   s.connect_to_coordinator();
   s.presence = s.system.spawn([]() -> caf::behavior { return {[](int) {}}; });
@@ -160,7 +163,8 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   }
   std::string roster;
   try {
-    roster = s.ask(millis(c.join_timeout_seconds), roster_atom::value, c.rank);
+    // A little longer than the coordinator's own join timeout, whose answer names the missing ranks.
+    roster = s.ask(millis(c.join_timeout_seconds + 2 * c.heartbeat_deadline_seconds + 1), roster_atom::value, c.rank);
   } catch (const Error& error) {
     throw Error::FailedPrecondition(concat("not every one of the ", c.world_size, " ranks joined within ",
                                            c.join_timeout_seconds, " s: ", error.what()));

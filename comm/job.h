@@ -37,7 +37,8 @@ struct JobConfig {
 };
 
 // From TESSEL_RANK, TESSEL_WORLD_SIZE, TESSEL_LOCAL_RANK, TESSEL_MASTER_ADDR,
-// TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN and TESSEL_HEARTBEAT_DEADLINE (tessel-launch sets
+// TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN, TESSEL_HEARTBEAT_DEADLINE and TESSEL_JOIN_TIMEOUT (seconds
+// for the whole roster to gather; tessel-launch sets
 // them); nullopt when TESSEL_RANK is not set. Error::InvalidArgument naming a bad variable.
 std::optional<JobConfig> job_config_from_environment();
 

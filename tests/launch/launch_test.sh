@@ -2,6 +2,8 @@
 # Multi-process tests of tessel-launch with real processes (ctest runs each mode):
 #   launch_test.sh BIN examples NAME N     N ranks on loopback equal the one-device run
 #   launch_test.sh BIN wrong-token         a join with the wrong token is refused; the job goes on
+#   launch_test.sh BIN late-rank           a node that starts after the heartbeat deadline still joins
+#   launch_test.sh BIN missing-rank        a node that never starts: the join timeout names its ranks
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
 #   launch_test.sh BIN quiet-rank          a rank fails while another prints nothing and runs a child
 #   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
@@ -31,7 +33,20 @@ wait_for() {
   done
   return 124
 }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the ephemeral range, which connecting sockets (UCX's) could take meanwhile.
+free_port() {
+  /usr/bin/python3 -c '
+import random, socket
+for _ in range(200):
+    port = random.randrange(20000, 32768)
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 
 case $mode in
 examples)
@@ -47,6 +62,35 @@ examples)
        END { exit !(rows >= 3 && !bad) }' \
     "$work/job.log" || fail "the multi-process losses differ from the one-process losses"
   echo "PASS: $name over $n processes equals one device"
+  ;;
+late-rank)
+  # Node 1 starts 3 s after node 0, beyond the 1.5 s heartbeat deadline: deadlines count only
+  # once the roster is whole, so the job runs (it used to fail, blaming rank 0).
+  port=$(free_port)
+  "$launch" --nnodes 2 --node-rank 0 --master-port "$port" --token late --heartbeat-deadline 1.5 -- \
+    "$example" data-parallel --steps 10 > "$work/node0.log" 2>&1 &
+  node0=$!; pids+=($node0)
+  sleep 3
+  timeout 60 "$launch" --nnodes 2 --node-rank 1 --master-port "$port" --token late --heartbeat-deadline 1.5 -- \
+    "$example" data-parallel --steps 10 > "$work/node1.log" 2>&1 || fail "node 1 exited $?"
+  wait_for $node0 60 || fail "node 0 exited $?"
+  grep -q "the same numbers" "$work/node0.log" && grep -q "the same numbers" "$work/node1.log" ||
+    fail "a rank did not train to the one-device numbers"
+  echo "PASS: a node started after the heartbeat deadline joins and the job equals one device"
+  ;;
+missing-rank)
+  # Node 1 never starts: node 0 fails at the join timeout, naming rank 1, not at a heartbeat.
+  port=$(free_port)
+  start=$(date +%s)
+  TESSEL_JOIN_TIMEOUT=3 timeout 60 "$launch" --nnodes 2 --node-rank 0 --master-port "$port" --token lone \
+    --heartbeat-deadline 1 -- "$example" data-parallel --steps 10 > "$work/node0.log" 2>&1
+  status=$?
+  elapsed=$(( $(date +%s) - start ))
+  cat "$work/node0.log"
+  [ $status = 1 ] || fail "the launcher exited $status, expected 1"
+  grep -q "rank(s) 1 did not join within 3 s" "$work/node0.log" || fail "the failure does not name the missing rank"
+  [ $elapsed -lt 30 ] || fail "the job took $elapsed s to fail"
+  echo "PASS: a rank that never joins fails the job at the join timeout, named, in $elapsed s"
   ;;
 wrong-token)
   port=$(free_port)
