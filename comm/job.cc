@@ -153,7 +153,17 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
                                                   c.heartbeat_deadline_seconds, c.join_timeout_seconds);
   }
   s.connect_to_coordinator();
-  s.presence = s.system.spawn([]() -> caf::behavior { return {[](int) {}}; });
+  // The presence actor also watches the coordinator: a closed control connection (rank 0's
+  // process killed, or its node gone) fails this rank at once, not at the heartbeat deadline.
+  s.presence = s.system.spawn([&s](caf::event_based_actor* self) -> caf::behavior {
+    self->monitor(s.remote);
+    self->set_down_handler([&s](caf::down_msg& down) {
+      if (s.finishing) return;  // the coordinator goes away as the job ends
+      s.fail(
+          concat("lost the coordinator (rank 0): its control connection closed (", s.system.render(down.reason), ")"));
+    });
+    return {[](int) {}};
+  });
   const std::vector<uint8_t> address = s.transport->address();
   const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank,
                                    std::string(address.begin(), address.end()), s.presence);

@@ -8,6 +8,7 @@
 #   launch_test.sh BIN quiet-rank          a rank fails while another prints nothing and runs a child
 #   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
 #   launch_test.sh BIN frozen-coordinator  rank 0, which hosts the coordinator, stopped: the others' heartbeats go unanswered
+#   launch_test.sh BIN killed-coordinator  rank 0 killed: the others see its control connection close, within the deadline
 #   launch_test.sh BIN namespaces          two "nodes" in network namespaces joined by a veth pair
 #   launch_test.sh BIN slurm               srun -n 2 under slurmctld, slurmd and munged started here
 # BIN is the build folder. Every wait is bounded; processes started here are killed on exit.
@@ -129,9 +130,9 @@ quiet-rank)
   ! pgrep -f "$marker" > /dev/null || fail "rank 1's own process was left behind"
   echo "PASS: a failed rank ends the job in $seconds s while another stays silent; nothing left behind"
   ;;
-killed-rank | frozen-rank | frozen-coordinator)
+killed-rank | frozen-rank | frozen-coordinator | killed-coordinator)
   # Two launchers stand for nodes 0 and 1, one rank each. The victim is rank 1, or rank 0 (and
-  # the coordinator in it) for frozen-coordinator; the survivor is the other one.
+  # the coordinator in it) for the *-coordinator modes; the survivor is the other one.
   port=$(free_port) deadline=2
   for node in 0 1; do
     "$launch" --nnodes 2 --node-rank $node --master-port "$port" --token t --heartbeat-deadline $deadline -- \
@@ -140,10 +141,12 @@ killed-rank | frozen-rank | frozen-coordinator)
   done
   for _ in $(seq 300); do grep -q "joined the job" "$work/node1.log" 2>/dev/null && break; sleep 0.1; done
   sleep 1
-  v=$([ $mode = frozen-coordinator ] && echo 0 || echo 1) && s=$((1 - v))
+  case $mode in *-coordinator) v=0 ;; *) v=1 ;; esac
+  s=$((1 - v))
+  killed_mode=$(case $mode in killed-*) echo yes ;; *) echo no ;; esac)
   survivor=$(pgrep -P "${pids[$s]}" | head -1) victim=$(pgrep -P "${pids[$v]}" | head -1)
   [ -n "$survivor" ] && [ -n "$victim" ] || fail "the ranks' processes were not found"
-  if [ $mode = killed-rank ]; then
+  if [ $killed_mode = yes ]; then
     kill -9 "$victim"
   else
     kill -STOP "$victim"  # alive, its sockets open: nothing but the missing heartbeats shows it
@@ -152,7 +155,7 @@ killed-rank | frozen-rank | frozen-coordinator)
   wait_for "${pids[$s]}" $((deadline + 8)); status_s=$?
   ended=$(date +%s.%N)
   # A frozen rank's launcher is stopped by hand; it stops its rank (SIGKILL reaches a stopped process).
-  [ $mode = killed-rank ] || kill "${pids[$v]}"
+  [ $killed_mode = yes ] || kill "${pids[$v]}"
   wait_for "${pids[$v]}" 10; status_v=$?
   cat "$work/node0.log" "$work/node1.log" | grep -v "^\[rank [0-9]\] *[0-9]"
   [ $status_v = 1 ] || fail "node $v's launcher exited $status_v, expected 1"
@@ -161,6 +164,9 @@ killed-rank | frozen-rank | frozen-coordinator)
   killed-rank)
     grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/node1.log" || fail "node 1 does not name the killed rank"
     why="rank 1's control connection closed before it finished" ;;
+  killed-coordinator)
+    grep -q "rank 0 (pid $victim) was killed by signal 9" "$work/node0.log" || fail "node 0 does not name the killed rank"
+    why="lost the coordinator (rank 0): its control connection closed" ;;
   frozen-rank) why="rank 1 sent no heartbeat for" ;;
   frozen-coordinator) why="lost the coordinator (rank 0)" ;;
   esac
@@ -171,7 +177,7 @@ killed-rank | frozen-rank | frozen-coordinator)
   echo "the job ended $seconds s after the kill (heartbeat deadline $deadline s)"
   # A killed rank's control connection closes, which ends the job within the deadline; a frozen
   # one keeps its connections, so only the deadline itself can end the job.
-  limit=$([ $mode = killed-rank ] && echo "$deadline" || echo "$deadline + 3")
+  limit=$([ $killed_mode = yes ] && echo "$deadline" || echo "$deadline + 3")
   [ "$(echo "$seconds < $limit" | bc)" = 1 ] || fail "ending took $seconds s, more than $limit s"
   # Only this job's ranks: another test may run its own job beside this one.
   for pid in $survivor $victim; do
