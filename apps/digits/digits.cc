@@ -48,9 +48,17 @@ std::string read_gzip(const std::string& path) {
   char buffer[1 << 16];
   int read = 0;
   while ((read = gzread(file, buffer, sizeof buffer)) > 0) text.append(buffer, read);
-  const bool failed = read < 0;
-  gzclose(file);
-  if (failed) throw Error::DataLoss(concat("'", path, "' is not a readable gzip file"));
+  int code = Z_OK;
+  const std::string reason = read < 0 ? gzerror(file, &code) : "";
+  // A stream cut short, even at a line boundary or within its trailer (the CRC and length), ends
+  // the last read in the middle of the gzip stream: gzclose says so. A wrong CRC fails the read.
+  const int closed = gzclose(file);
+  if (read < 0) throw Error::DataLoss(concat("'", path, "' is not a readable gzip file: ", reason));
+  if (closed == Z_BUF_ERROR) {
+    throw Error::DataLoss(concat("'", path, "' is truncated: its gzip stream ends early (after ", text.size(),
+                                 " bytes of data, without its end or checksum)"));
+  }
+  if (closed != Z_OK) throw Error::DataLoss(concat("'", path, "': closing its gzip stream failed (zlib ", closed, ")"));
   return text;
 }
 }  // namespace

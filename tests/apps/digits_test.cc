@@ -1,6 +1,10 @@
 #include "apps/digits/digits.h"
 
+#include <zlib.h>
+
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include "tests/test_support.h"
 
@@ -85,6 +89,35 @@ TEST(Digits, CrlfLinesReadAndFractionalLabelsAreRefused) {
   EXPECT_TESSEL_ERROR(digits::load_digits(path), ErrorCode::kDataLoss, "digits_crlf.csv:2: the label is 3.7",
                       "expected an integer 0-9");
   std::remove(path.c_str());
+}
+
+// A gzip file cut short is refused, naming the file, whether the cut falls at a line boundary
+// (it used to be read as a smaller data set) or within the trailer that holds the checksum.
+TEST(Digits, TruncatedGzipFilesAreRefused) {
+  const std::string whole = ::testing::TempDir() + "digits_whole.csv.gz";
+  gzFile out = gzopen(whole.c_str(), "wb");
+  ASSERT_NE(out, nullptr);
+  std::string rows;
+  for (int row = 0; row < 40; ++row) {
+    for (int i = 0; i < 64; ++i) rows += std::to_string((row * 7 + i) % 17) + ",";
+    rows += std::to_string(row % 10) + "\n";
+  }
+  gzwrite(out, rows.data(), static_cast<unsigned>(rows.size()));
+  gzclose(out);
+  EXPECT_EQ(digits::load_digits(whole).size(), 40);
+  std::string bytes;
+  {
+    std::ifstream in(whole, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  for (const size_t cut : {size_t{4}, size_t{8}, bytes.size() / 2}) {
+    const std::string truncated = ::testing::TempDir() + "digits_truncated.csv.gz";
+    std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() - cut);
+    SCOPED_TRACE(concat("cut ", cut, " bytes"));
+    EXPECT_TESSEL_ERROR(digits::load_digits(truncated), ErrorCode::kDataLoss, "digits_truncated.csv.gz");
+    std::remove(truncated.c_str());
+  }
+  std::remove(whole.c_str());
 }
 
 }  // namespace
