@@ -58,7 +58,11 @@ struct Executor::Impl {
     for (const proto::DevicePlan& device : share.devices()) {
       layout.first_actor.push_back(total);
       total += device.actors_size();
-      arenas.push_back(std::make_unique<HostArena>(device.arena_bytes(), kPoison));
+      try {
+        arenas.push_back(std::make_unique<HostArena>(device.arena_bytes(), kPoison));
+      } catch (const Error& error) {
+        throw error.with_context(concat("the registers of ", device.device()));
+      }
       layout.arenas.push_back(arenas.back()->data());
       if (share.devices_size() > 1) {
         devices.push_back(std::make_unique<CpuDevice>(options.kernel_threads_per_device));

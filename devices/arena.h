@@ -10,7 +10,8 @@ namespace tessel {
 
 class HostArena {
  public:
-  // `bytes` of 64-byte aligned host memory, every byte set to `fill`.
+  // `bytes` of 64-byte aligned host memory, every byte set to `fill`. Error::OutOfRange when
+  // the memory is not there (callers add what the arena is for).
   explicit HostArena(int64_t bytes, std::byte fill = std::byte{0});
 
   std::byte* data() const { return data_.get(); }

@@ -29,6 +29,20 @@ struct VariableSlot {
   bool elsewhere = false;             // other ranks hold shards of it too
 };
 
+// "the largest is 'w' [1024, 4096] f32, 16777216 bytes": to name what a failed allocation holds.
+std::string describe_largest(const proto::DevicePlan& device) {
+  const proto::VariableDef* largest = nullptr;
+  int64_t largest_bytes = -1;
+  for (const proto::VariableDef& def : device.variables()) {
+    const TensorType type = tensor_type_from_proto(def.type());
+    const int64_t bytes = type.shape.numel() * static_cast<int64_t>(size_of(type.dtype));
+    if (bytes > largest_bytes) largest = &def, largest_bytes = bytes;
+  }
+  if (largest == nullptr) return "no variables";
+  const TensorType type = tensor_type_from_proto(largest->type());
+  return concat("the largest is '", largest->name(), "' ", type.shape, " ", type.dtype, ", ", largest_bytes, " bytes");
+}
+
 // A job of several ranks: this rank compiles its own share only.
 // Marks a session busy for one call: a second call while one runs (from another thread, or from
 // a feed or step callback) would deadlock on the executor, so it is refused.
@@ -70,7 +84,11 @@ struct Session::Impl {
     std::map<std::string, Attributes> attrs;  // each variable's node attributes (its initializer)
     for (int d = 0; d < rank.devices_size(); ++d) {
       const proto::DevicePlan& device = rank.devices(d);
-      variables.push_back(std::make_unique<HostArena>(device.variable_arena_bytes()));
+      try {
+        variables.push_back(std::make_unique<HostArena>(device.variable_arena_bytes()));
+      } catch (const Error& error) {
+        throw error.with_context(concat("the variables of ", device.device(), " (", describe_largest(device), ")"));
+      }
       for (const proto::VariableDef& def : device.variables()) {
         const TensorType shard = tensor_type_from_proto(def.type());
         VariableSlot& slot = slots[def.name()];

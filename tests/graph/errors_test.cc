@@ -188,5 +188,15 @@ TEST(Errors, OverflowingShapesAndOutOfRangeReadsAreErrors) {
   EXPECT_TESSEL_ERROR(small.set(-1, 0), ErrorCode::kOutOfRange, "set(-1)");
 }
 
+// A parameter too big for memory is an Error naming it and its bytes, not a bare std::bad_alloc.
+TEST(Errors, AParameterTooBigToAllocateIsNamed) {
+  Graph g;
+  Tensor x = g.input("x", {4, 3});
+  Tensor huge = g.param("huge", {int64_t{1} << 20, int64_t{1} << 20});  // 4 TiB of f32
+  Tensor loss = mean(matmul(x, slice(huge, {0, 0}, {3, 2})));
+  EXPECT_TESSEL_ERROR(Session(g, {loss}), ErrorCode::kOutOfRange, "the variables of cpu:0",
+                      "'huge' [1048576, 1048576] f32, 4398046511104 bytes", "out of host memory");
+}
+
 }  // namespace
 }  // namespace tessel
