@@ -102,9 +102,13 @@ Tensor Graph::add_leaf(std::string op, const std::string& name, Attributes attrs
                                         nodes_[existing->second].location));
   }
   for (int64_t d : type.shape) {
-    if (d < 0) {
-      throw Error::InvalidArgument(
-          concat(kind, " '", name, "' at ", to_string(where), ": shape ", type.shape, " has a negative extent"));
+    if (d <= 0) {
+      // An empty extent holds nothing to lay over devices: without this, SBP inference later
+      // found "no SBP signature" for the first op that used the tensor.
+      throw Error::InvalidArgument(concat(kind, " '", name, "' at ", to_string(where), ": shape ", type.shape,
+                                          " has a ", d < 0 ? "negative" : "zero",
+                                          " extent; expected extents of at "
+                                          "least 1"));
     }
   }
   Node node;

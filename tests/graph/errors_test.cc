@@ -198,5 +198,13 @@ TEST(Errors, AParameterTooBigToAllocateIsNamed) {
                       "'huge' [1048576, 1048576] f32, 4398046511104 bytes", "out of host memory");
 }
 
+// A zero extent is refused where the tensor is made (it used to surface as "no SBP signature of
+// matmul fits" at the first op that used it).
+TEST(Errors, AZeroExtentIsRefusedWhereTheTensorIsMade) {
+  Graph g;
+  EXPECT_TESSEL_ERROR(g.input("x", {0, 3}), ErrorCode::kInvalidArgument, "input 'x'", "shape [0, 3] has a zero extent");
+  EXPECT_TESSEL_ERROR(g.param("w", {3, 0}), ErrorCode::kInvalidArgument, "shape [3, 0] has a zero extent");
+}
+
 }  // namespace
 }  // namespace tessel
