@@ -95,12 +95,13 @@ void log_softmax_grad(const KernelContext& c) {  // (y, dy)
   });
 }
 
-// Label of row r as int64, checked against the class count.
-int64_t label_at(const TensorView& labels, int64_t r, int64_t classes) {
+// Label of row r as int64, checked against the class count of `logits`.
+int64_t label_at(const TensorView& labels, int64_t r, const TensorView& logits) {
+  const int64_t classes = logits.shape[logits.shape.rank() - 1];
   const int64_t label = labels.dtype == DType::i32 ? labels.as<int32_t>()[r] : labels.as<int64_t>()[r];
   if (label < 0 || label >= classes) {
     throw Error::OutOfRange(concat("cross_entropy: label ", label, " at position ", r, " is outside [0, ", classes,
-                                   ") (expected a class index of logits ", labels.shape, ")"));
+                                   ") (expected a class index of logits ", logits.shape, ")"));
   }
   return label;
 }
@@ -124,7 +125,7 @@ void cross_entropy(const KernelContext& c) {
   double total = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * classes;
-    const float loss = log_sum_exp(row, classes) - row[label_at(c.inputs[1], r, classes)];
+    const float loss = log_sum_exp(row, classes) - row[label_at(c.inputs[1], r, c.inputs[0])];
     if (reduction == "none") y[r] = loss;
     total += loss;
   }
@@ -148,7 +149,7 @@ void cross_entropy_grad(const KernelContext& c) {  // (logits, labels, dy)
                                               : dy[0] / static_cast<float>(std::max<int64_t>(divisor, 1));
     const float* row = x + r * classes;
     const float lse = log_sum_exp(row, classes);
-    const int64_t label = label_at(c.inputs[1], r, classes);
+    const int64_t label = label_at(c.inputs[1], r, c.inputs[0]);
     for (int64_t j = 0; j < classes; ++j) {
       dx[r * classes + j] = weight * (std::exp(row[j] - lse) - (j == label ? 1.0f : 0.0f));
     }
