@@ -148,9 +148,15 @@ int main(int argc, char** argv) {
   init_logging(argv[0]);
   int layers = 84;
   std::vector<int> devices = list("1,8,64,256,1024"), whole = list("8,64");
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--layers") layers = std::atoi(argv[i + 1]);
+    const bool known = flag == "--layers" || flag == "--devices" || flag == "--whole";
+    if (!known || i + 1 >= argc) {
+      std::fprintf(flag == "--help" ? stdout : stderr,
+                   "usage: tessel-bench-compile [--layers N] [--devices 1,8,64,256,1024] [--whole 8,64]\n");
+      return flag == "--help" ? 0 : 2;
+    }
+    if (flag == "--layers") layers = std::max(2, std::atoi(argv[i + 1]) / 2 * 2);
     if (flag == "--devices") devices = list(argv[i + 1]);
     if (flag == "--whole") whole = list(argv[i + 1]);
   }

@@ -178,13 +178,15 @@ int main(int argc, char** argv) {
       const size_t equals = text.find('=');
       if (equals != std::string::npos) environment[text.substr(0, equals)] = text.substr(equals + 1);
     }
+    if (argc > 1 && std::strcmp(argv[1], "--help") == 0) throw std::invalid_argument("--help");
     config = tessel::launch::resolve_launch(std::vector<std::string>(argv + 1, argv + argc), environment);
   } catch (const std::invalid_argument& error) {
-    std::fprintf(stderr,
+    const bool asked = std::strcmp(error.what(), "--help") == 0;  // the usage, on stdout, status 0
+    std::fprintf(asked ? stdout : stderr,
                  "tessel-launch: %s\nusage: tessel-launch [--nnodes N] [--nproc-per-node P] [--node-rank K] "
                  "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S] -- PROGRAM [ARGS]\n",
-                 error.what());
-    return 2;
+                 asked ? "starts the ranks of a job on this node" : error.what());
+    return asked ? 0 : 2;
   }
   if (config.token.empty()) config.token = generated_token();
   if (!config.port_given && static_cast<int>(config.ranks.size()) == config.world_size) {

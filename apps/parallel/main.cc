@@ -30,15 +30,16 @@
 
 namespace {
 
-[[noreturn]] void usage(const std::string& problem) {
+// The usage after `problem` on stderr, status 2; for --help (`asked`) on stdout, status 0.
+[[noreturn]] void usage(const std::string& problem, bool asked = false) {
   std::string names;
   for (const std::string& name : tessel::models::parallel_example_names()) names += " " + name;
-  std::fprintf(stderr,
+  std::fprintf(asked ? stdout : stderr,
                "tessel-example: %s\n"
                "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--plan]\n"
                "NAME is one of:%s\n",
                problem.c_str(), names.c_str());
-  std::exit(2);
+  std::exit(asked ? 0 : 2);
 }
 
 int64_t integer(const std::string& flag, const std::string& text) {
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value after " + flag);
       return argv[++i];
     };
-    if (flag == "--help") usage("trains a parallel example");
+    if (flag == "--help") usage("trains a parallel example", /*asked=*/true);
     if (flag == "--steps") {
       steps = integer(flag, value());
     } else if (flag == "--every") {

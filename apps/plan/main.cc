@@ -24,15 +24,16 @@
 
 namespace {
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::fprintf(stderr,
+// The usage after `problem` on stderr, status 2; for --help (`asked`) on stdout, status 0.
+[[noreturn]] void usage(const std::string& problem, bool asked = false) {
+  std::fprintf(asked ? stdout : stderr,
                "tessel-plan: %s\n"
                "usage: tessel-plan FILE [--dot OUT.dot]\n"
                "       tessel-plan --mlp W1,W2,...,Wn [--batch N] [--register-count N] [--no-share] [--evaluation]\n"
                "                   [--write FILE] [--dot OUT.dot]\n"
                "       tessel-plan --example data-parallel|tensor-parallel|pipeline|hybrid [same flags]\n",
                problem.c_str());
-  std::exit(2);
+  std::exit(asked ? 0 : 2);
 }
 
 int64_t integer(const std::string& flag, const std::string& text) {
@@ -55,7 +56,7 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value after " + flag);
       return argv[++i];
     };
-    if (flag == "--help") usage("inspects a plan");
+    if (flag == "--help") usage("inspects a plan", /*asked=*/true);
     if (flag == "--dot") {
       dot = value();
     } else if (flag == "--write") {
