@@ -439,7 +439,6 @@ CpuCommunicator::CpuCommunicator(CommunicatorOptions options) : state_(std::make
 CpuCommunicator::~CpuCommunicator() { abort("the communicator was closed"); }
 
 int CpuCommunicator::size() const { return state_->size; }
-bool CpuCommunicator::is_local(int member) const { return state_->local.at(member); }
 
 namespace {
 

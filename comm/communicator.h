@@ -66,7 +66,6 @@ class Communicator {
   virtual ~Communicator() = default;
 
   virtual int size() const = 0;
-  virtual bool is_local(int member) const = 0;
 
   using Done = std::function<void(const std::string& error)>;  // empty: it worked
   // `count` elements everywhere; recv = the reduction of every member's send.
@@ -105,7 +104,6 @@ class CpuCommunicator final : public Communicator {
   CpuCommunicator& operator=(const CpuCommunicator&) = delete;
 
   int size() const override;
-  bool is_local(int member) const override;
   void all_reduce(int member, const void* send, void* recv, size_t count, DType dtype, ReduceOp op, Done done) override;
   void reduce_scatter(int member, const void* send, void* recv, const std::vector<size_t>& counts, DType dtype,
                       ReduceOp op, Done done) override;
