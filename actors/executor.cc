@@ -279,7 +279,7 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
     while (impl.fed < last && impl.fed - impl.completed < std::max(1, impl.options.steps_in_flight)) {
       std::optional<Feeds> values;
       try {
-        values = feed(impl.fed);
+        values = feed(impl.fed + impl.shared->step_offset);
         if (values) check_feeds(*values, impl.feeds);
       } catch (...) {
         // Steps already fed finish (their updates stand) before the error reaches the caller.
@@ -319,7 +319,7 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
             impl.finished_terminals.erase(it);
             outputs.push_back(impl.take_results(impl.completed));
             ++impl.completed;
-            if (on_step) on_step(impl.completed - 1, outputs.back());
+            if (on_step) on_step(impl.completed - 1 + impl.shared->step_offset, outputs.back());
           }
         },
         [&](failed_atom, int32_t code, const std::string& message) {
@@ -354,7 +354,12 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
   return outputs;
 }
 
-int64_t Executor::steps_done() const { return impl_->completed; }
+int64_t Executor::steps_done() const { return impl_->completed + impl_->shared->step_offset; }
+
+void Executor::set_steps_done(int64_t steps) {
+  if (steps < 0) throw Error::InvalidArgument(concat("set_steps_done(", steps, "): expected at least 0 steps"));
+  impl_->shared->step_offset = steps - impl_->completed;
+}
 int64_t Executor::activations() const { return impl_->shared->activations.load(); }
 int Executor::actor_count() const { return static_cast<int>(impl_->shared->specs.size()); }
 

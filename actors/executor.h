@@ -68,7 +68,11 @@ class Executor {
   using StepFn = std::function<void(int64_t step, const std::vector<HostTensor>& fetched)>;
   std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed, const StepFn& on_step = {});
 
+  // Steps completed, counted as set_steps_done() set them.
   int64_t steps_done() const;
+  // Between runs: the steps done so far are `steps` (a restored checkpoint's). The next step's
+  // feed, its kernels (the optimizer's step count, dropout's draws) and on_step see `steps`.
+  void set_steps_done(int64_t steps);
   int64_t activations() const;  // kernels run (or feeds copied, values fetched) so far, all actors
   int actor_count() const;
 

@@ -384,7 +384,8 @@ class PlanActor : public caf::event_based_actor {
                          spec_.output_types[o].dtype, DeviceType::cpu});
     }
     CpuDevice::Scope device(shared_->devices[spec_.device]);
-    spec_.kernel(KernelContext{inputs, outputs, spec_.attrs, a.step, shared_->training});
+    spec_.kernel(KernelContext{inputs, outputs, spec_.attrs,
+                               a.step + shared_->step_offset.load(std::memory_order_relaxed), shared_->training});
   }
 
   std::shared_ptr<Shared> shared_;

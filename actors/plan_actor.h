@@ -94,6 +94,10 @@ struct Shared {
   std::map<std::pair<int, int64_t>, HostTensor> feeds;  // (actor, step) -> value
   std::map<int64_t, std::vector<HostTensor>> results;   // step -> fetched values
   std::atomic<int64_t> activations{0};
+  // Added to the executor's own step count to give the step kernels see (Executor::set_steps_done):
+  // steps stay numbered from 0 between actors, and a restored run's optimizer and dropout go on
+  // from the restored step.
+  std::atomic<int64_t> step_offset{0};
   // TESSEL_PROFILE=1: time spent in each actor's activations, printed when the executor stops.
   bool profile = false;
   std::vector<int64_t> nanoseconds;  // per actor, written only by that actor

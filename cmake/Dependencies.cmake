@@ -17,6 +17,14 @@ set_target_properties(tessel::openblas PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES "${OPENBLAS_INCLUDE_DIR}"
   INTERFACE_LINK_LIBRARIES "${OPENBLAS_LIBRARY}")
 
+# xxHash (libxxhash-dev): the checksums of checkpoints. Debian ships a pkg-config file only.
+find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
+find_library(XXHASH_LIBRARY NAMES xxhash REQUIRED)
+add_library(tessel::xxhash INTERFACE IMPORTED)
+set_target_properties(tessel::xxhash PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${XXHASH_INCLUDE_DIR}"
+  INTERFACE_LINK_LIBRARIES "${XXHASH_LIBRARY}")
+
 # CAF 0.17 ships neither a CMake config nor a pkg-config file on Debian.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
 find_library(CAF_CORE_LIBRARY caf_core REQUIRED)

@@ -310,6 +310,7 @@ class Compiler {
         for (int64_t start : variable.starts) def->add_starts(start);
         def->set_layout(variable.layout);
         def->set_elsewhere(variable.elsewhere);
+        def->set_writes_checkpoint(variable.writes_checkpoint);
       }
     }
     std::vector<int> local(all_.actors_size());

@@ -52,16 +52,19 @@ class Lowering {
       const Layout layout = layouts_.output({node.id, 0});
       std::set<int> ranks;
       for (int device : layout.placement.devices) ranks.insert(rank_of(device));
+      std::set<std::vector<int64_t>> written;  // the starts of slices a device already writes
       for (int e = 0; e < layout.placement.size(); ++e) {
-        if (!kept(layout.placement.devices[e])) continue;
         const Region region = shard_region(node.outputs[0].shape, layout.placement, layout.sbp, e);
+        const bool writes = written.insert(region.starts).second;
+        if (!kept(layout.placement.devices[e])) continue;
         result_.variables.push_back({.logical = node.id,
                                      .device = device_index(layout.placement.devices[e]),
                                      .whole = node.outputs[0],
                                      .shard = {region.shape(), node.outputs[0].dtype},
                                      .starts = region.starts,
                                      .layout = layout.to_string(),
-                                     .elsewhere = ranks.size() > 1});
+                                     .elsewhere = ranks.size() > 1,
+                                     .writes_checkpoint = writes});
       }
     }
     const std::vector<bool> needed = needed_nodes(graph_, fetches_, training_);

@@ -44,7 +44,8 @@ struct PhysicalVariable {
   TensorType whole, shard;
   std::vector<int64_t> starts{};
   std::string layout{};
-  bool elsewhere = false;  // other shards of the variable live on other ranks
+  bool elsewhere = false;          // other shards of the variable live on other ranks
+  bool writes_checkpoint = false;  // the first device of the placement that holds this slice
 };
 
 struct PhysicalGraph {

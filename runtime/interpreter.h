@@ -31,6 +31,8 @@ class Interpreter {
 
   // Training steps run so far.
   int64_t step() const { return step_; }
+  // The steps run so far are `step` (a restored checkpoint's): the optimizer and dropout go on from it.
+  void set_step(int64_t step) { step_ = step; }
 
  private:
   std::vector<HostTensor> run(const Feeds& feeds, const std::vector<Tensor>& fetches, bool training,

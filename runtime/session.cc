@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <map>
 #include <set>
 
@@ -21,12 +22,14 @@ struct VariableShard {
   TensorType type;
   int64_t offset = 0;
   std::vector<int64_t> starts;  // in the whole variable
+  bool writes = false;          // this copy goes into checkpoints
 };
 
 struct VariableSlot {
   TensorType type;                    // the whole variable
   std::vector<VariableShard> shards;  // on this rank
   bool elsewhere = false;             // other ranks hold shards of it too
+  std::string layout;
 };
 
 // "the largest is 'w' [1024, 4096] f32, 16777216 bytes": to name what a failed allocation holds.
@@ -95,8 +98,9 @@ struct Session::Impl {
         slot.type = def.has_logical_type() ? tensor_type_from_proto(def.logical_type()) : shard;
         std::vector<int64_t> starts(def.starts().begin(), def.starts().end());
         starts.resize(shard.shape.rank(), 0);
-        slot.shards.push_back({d, shard, def.offset(), std::move(starts)});
+        slot.shards.push_back({d, shard, def.offset(), std::move(starts), def.writes_checkpoint()});
         slot.elsewhere |= def.elsewhere();
+        slot.layout = def.layout();
         if (slot.shards.size() == 1) attrs[def.name()] = attributes_from_proto(def.attrs());
       }
     }
@@ -162,6 +166,56 @@ struct Session::Impl {
     return found;
   }
 
+  // The graph's variables with this rank's shards, for a checkpoint. With the interpreter, each
+  // is one whole shard whose bytes are a copy in `copies` (written back by the caller).
+  std::vector<checkpoint::LocalVariable> local_variables(std::vector<HostTensor>& copies) const {
+    std::vector<checkpoint::LocalVariable> result = checkpoint::variables_of(graph);
+    copies.reserve(result.size());
+    for (checkpoint::LocalVariable& variable : result) {
+      if (interpreter) {
+        copies.push_back(interpreter->variable(variable.name));
+        variable.layout = "B on cpu:0";
+        variable.shards.push_back({.device = "cpu:0",
+                                   .starts = std::vector<int64_t>(variable.shape.rank(), 0),
+                                   .shape = variable.shape,
+                                   .writes = true,
+                                   .data = static_cast<std::byte*>(copies.back().raw())});
+        continue;
+      }
+      const VariableSlot& found = slot(variable.name);
+      variable.layout = found.layout;
+      const proto::RankPlan& share = share_of(plan, options.rank);
+      for (const VariableShard& shard : found.shards) {
+        variable.shards.push_back({.device = share.devices(shard.device).device(),
+                                   .starts = shard.starts,
+                                   .shape = shard.type.shape,
+                                   .writes = shard.writes,
+                                   .data = variables[shard.device]->data() + shard.offset});
+      }
+    }
+    return result;
+  }
+
+  checkpoint::RankChannel& rank_channel() {
+    if (!channel)
+      channel = std::make_unique<checkpoint::RankChannel>(plan_options.ranks, options.rank, options.transport);
+    return *channel;
+  }
+
+  // Copies the shards and hands the writing to a background thread (after the save before it).
+  void save(const std::string& root, std::map<std::string, int64_t> data) {
+    if (root.empty()) throw Error::InvalidArgument("save(): expected a checkpoint directory, got an empty path");
+    if (pending.valid()) pending.get();  // at most one save in flight; its error surfaces here
+    std::vector<HostTensor> copies;
+    const int64_t step = interpreter ? interpreter->step() : executor->steps_done();
+    auto snapshot = std::make_shared<checkpoint::Snapshot>(
+        checkpoint::take_snapshot(local_variables(copies), step, std::move(data)));
+    checkpoint::RankChannel& ranks = rank_channel();
+    pending = std::async(std::launch::async, [this, root, snapshot, &ranks] {
+      return checkpoint::write(root, *snapshot, graph, ranks, options.keep_checkpoints);
+    });
+  }
+
   struct EvaluationPlan {
     proto::Plan plan;
     std::unique_ptr<Executor> executor;
@@ -176,8 +230,10 @@ struct Session::Impl {
   std::vector<std::unique_ptr<HostArena>> variables;  // per device of the plan
   std::map<std::string, VariableSlot> slots;
   std::map<std::vector<Tensor>, EvaluationPlan> evaluation;
-  std::unique_ptr<Executor> executor;  // after `variables` and `evaluation`: destroyed first
-  std::atomic<bool> busy{false};       // a run or evaluate is under way
+  std::unique_ptr<Executor> executor;                // after `variables` and `evaluation`: destroyed first
+  std::atomic<bool> busy{false};                     // a run or evaluate is under way
+  std::unique_ptr<checkpoint::RankChannel> channel;  // made by the first save or restore
+  std::future<CheckpointInfo> pending;               // the save in flight (it uses `channel`)
 };
 
 Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions options)
@@ -191,23 +247,74 @@ Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions optio
 Session::Session(Graph& graph, const PlanOptions& plan_options, SessionOptions options)
     : impl_(std::make_unique<Impl>(graph, plan_options, options)) {}
 
-Session::~Session() = default;
+Session::~Session() {
+  if (!impl_->pending.valid()) return;
+  try {
+    impl_->pending.get();
+  } catch (const Error& error) {
+    LOG(ERROR) << "the last checkpoint was not saved: " << error.what();
+  }
+}
 
 std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
   if (steps < 0) throw Error::InvalidArgument(concat("run(", steps, ", ...): expected a step count of at least 0"));
   Impl& impl = *impl_;
   const OneCallAtATime guard(impl.busy, "run");
-  if (impl.interpreter) {
+  const auto run_some = [&](int64_t count) {
+    if (!impl.interpreter) return impl.executor->run(count, feed, on_step);
     std::vector<std::vector<HostTensor>> outputs;
-    for (int64_t i = 0; i < steps; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       std::optional<Feeds> feeds = feed(impl.interpreter->step());
       if (!feeds) break;
       outputs.push_back(impl.interpreter->train_step(*feeds, impl.fetches));
       if (on_step) on_step(impl.interpreter->step() - 1, outputs.back());
     }
     return outputs;
+  };
+  const int64_t every = impl.options.checkpoint_every;
+  if (every <= 0 || impl.options.checkpoint_dir.empty()) return run_some(steps);
+  // Steps run up to each checkpoint's boundary, where none is in flight, and save there.
+  std::vector<std::vector<HostTensor>> outputs;
+  while (static_cast<int64_t>(outputs.size()) < steps) {
+    const int64_t done = steps_done();
+    const int64_t count = std::min(steps - static_cast<int64_t>(outputs.size()), every - done % every);
+    std::vector<std::vector<HostTensor>> part = run_some(count);
+    const bool ran_out = static_cast<int64_t>(part.size()) < count;
+    for (auto& values : part) outputs.push_back(std::move(values));
+    if (!part.empty() && steps_done() % every == 0) {
+      impl.save(impl.options.checkpoint_dir,
+                impl.options.data_position ? impl.options.data_position() : std::map<std::string, int64_t>{});
+    }
+    if (ran_out) break;
   }
-  return impl.executor->run(steps, feed, on_step);
+  return outputs;
+}
+
+void Session::save(const std::string& root, std::map<std::string, int64_t> data) {
+  const OneCallAtATime guard(impl_->busy, "save");
+  impl_->save(root, std::move(data));
+}
+
+CheckpointInfo Session::wait_for_save() {
+  const OneCallAtATime guard(impl_->busy, "wait_for_save");
+  if (!impl_->pending.valid()) throw Error::FailedPrecondition("wait_for_save(): no save is in flight");
+  return impl_->pending.get();
+}
+
+CheckpointInfo Session::restore(const std::string& path) {
+  Impl& impl = *impl_;
+  const OneCallAtATime guard(impl.busy, "restore");
+  if (impl.pending.valid()) impl.pending.get();
+  std::vector<HostTensor> copies;
+  const std::vector<checkpoint::LocalVariable> variables = impl.local_variables(copies);
+  CheckpointInfo info = checkpoint::restore(path, variables, impl.graph, impl.rank_channel());
+  if (impl.interpreter) {
+    for (size_t i = 0; i < variables.size(); ++i) impl.interpreter->set_variable(variables[i].name, copies[i]);
+    impl.interpreter->set_step(info.step);
+  } else {
+    impl.executor->set_steps_done(info.step);
+  }
+  return info;
 }
 
 std::vector<HostTensor> Session::step(const Feeds& feeds) {
@@ -237,7 +344,8 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
           << "training and evaluation plans lay variables out differently";
     }
     const int tag_space = static_cast<int>(impl.evaluation.size()) + 1;
-    if (tag_space > 63 && impl.plan_options.ranks > 1)
+    // Tag space 0 is the training plan's, 63 the checkpoints' (checkpoint::RankChannel).
+    if (tag_space > 62 && impl.plan_options.ranks > 1)
       throw Error::OutOfRange("a session over several ranks keeps at most 62 evaluation plans");
     evaluation.executor = impl.make_executor(evaluation.plan, tag_space % 64);
     it = impl.evaluation.emplace(fetches, std::move(evaluation)).first;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 #include "actors/executor.h"
 #include "graph/compile.h"
 #include "graph/graph.h"
+#include "runtime/checkpoint.h"
 
 namespace tessel {
 
@@ -38,6 +40,15 @@ struct SessionOptions {
   int ranks = 1;
   int rank = 0;
   comm::Transport* transport = nullptr;
+  // Checkpoints (runtime/checkpoint.h): with checkpoint_every N > 0, run() saves into
+  // checkpoint_dir after every N-th step (counted over the session's life), writing in the
+  // background, and keeps the newest keep_checkpoints.
+  std::string checkpoint_dir{};
+  int64_t checkpoint_every = 0;
+  int keep_checkpoints = 3;
+  // The program's own data-stream position, saved with each checkpoint of checkpoint_every
+  // (the step is saved anyway, and is the position when the feeds are a function of the step).
+  std::function<std::map<std::string, int64_t>()> data_position{};
 };
 
 // One shard of a variable held by this rank, and where it starts in the whole variable.
@@ -84,6 +95,23 @@ class Session {
   // This rank's shards of a variable (every device's copy of a broadcast one).
   std::vector<VariableShardValue> local_shards(const std::string& name) const;
   void set_variable(const std::string& name, const HostTensor& value);
+
+  // Checkpoints (runtime/checkpoint.h). Every rank of a job makes these calls too, in the same order.
+  //
+  // Saves every variable (parameters and optimizer state) and the training position into
+  // `root`/step-N, N = steps_done(), with `data` as the data-stream position. Returns once this
+  // rank's shards are copied into memory: writing and committing go on in the background, one
+  // save at a time (a save waits for the one before it). An error of the background write is
+  // thrown by the next save(), wait_for_save() or restore(), and logged by the destructor.
+  void save(const std::string& root, std::map<std::string, int64_t> data = {});
+  // Waits until the save in flight is committed and returns what it wrote (this rank's bytes).
+  // Error::FailedPrecondition when no save was made.
+  CheckpointInfo wait_for_save();
+  // Loads the checkpoint at `path` (a step-N directory, or a root: its newest complete
+  // checkpoint, passing over damaged ones) onto this session's layout, whatever layout wrote it,
+  // and sets steps_done() to its step: the next run() goes on where the saved run stood.
+  // Refusals as checkpoint::restore().
+  CheckpointInfo restore(const std::string& path);
 
   int64_t steps_done() const;
   // The training plan (empty with use_interpreter).

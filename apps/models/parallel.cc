@@ -8,6 +8,10 @@
 namespace tessel::models {
 namespace {
 
+// Every example trains with the same optimizer, so that a checkpoint of one loads into another:
+// AdamW, whose moments and step count are state a checkpoint must carry.
+const AdamW kOptimizer{.lr = 3e-3, .weight_decay = 1e-4};
+
 struct Layer {
   Tensor weight, bias;
 };
@@ -24,31 +28,33 @@ Tensor squared_error(const Tensor& y, const Tensor& target) {
   return mean(error * error);
 }
 
-// x[step] uniform in [-1, 1); target = tanh(x T) for a fixed teacher T.
+// x[step] uniform in [-1, 1); target = tanh(x T) for a fixed teacher T. Sample i of step s is
+// row i of its batch; with micro-batches, micro-batch m holds rows m * rows to (m + 1) * rows - 1
+// of the same batch, so every layout trains on the same samples.
 std::function<Feeds(int64_t)> teacher_data(const ExampleSize& size, int micro_batches) {
   HostTensor teacher(Shape{size.inputs, size.outputs}, DType::f32);
   for (int64_t i = 0; i < teacher.numel(); ++i) {
     teacher.data<float>()[i] = static_cast<float>((2 * uniform_at(4242, i) - 1) / std::sqrt(size.inputs));
   }
   return [size, micro_batches, teacher](int64_t step) {
+    HostTensor x(Shape{size.batch, size.inputs}, DType::f32), target(Shape{size.batch, size.outputs}, DType::f32);
+    const uint64_t seed = 1000003 * static_cast<uint64_t>(step);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(2 * uniform_at(seed, i) - 1);
+    for (int64_t r = 0; r < size.batch; ++r) {
+      for (int64_t o = 0; o < size.outputs; ++o) {
+        double sum = 0;
+        for (int64_t i = 0; i < size.inputs; ++i) {
+          sum += x.data<float>()[r * size.inputs + i] * teacher.data<float>()[i * size.outputs + o];
+        }
+        target.data<float>()[r * size.outputs + o] = static_cast<float>(std::tanh(sum));
+      }
+    }
+    if (micro_batches == 1) return Feeds{{"x", x}, {"target", target}};
     const int64_t rows = size.batch / micro_batches;
     Feeds feeds;
     for (int m = 0; m < micro_batches; ++m) {
-      HostTensor x(Shape{rows, size.inputs}, DType::f32), target(Shape{rows, size.outputs}, DType::f32);
-      const uint64_t seed = 1000003 * static_cast<uint64_t>(step) + static_cast<uint64_t>(m);
-      for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(2 * uniform_at(seed, i) - 1);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t o = 0; o < size.outputs; ++o) {
-          double sum = 0;
-          for (int64_t i = 0; i < size.inputs; ++i) {
-            sum += x.data<float>()[r * size.inputs + i] * teacher.data<float>()[i * size.outputs + o];
-          }
-          target.data<float>()[r * size.outputs + o] = static_cast<float>(std::tanh(sum));
-        }
-      }
-      const std::string suffix = micro_batches == 1 ? "" : concat(m);
-      feeds[concat("x", suffix)] = x;
-      feeds[concat("target", suffix)] = target;
+      feeds[concat("x", m)] = block_of(x, {m * rows, 0}, Shape{rows, size.inputs});
+      feeds[concat("target", m)] = block_of(target, {m * rows, 0}, Shape{rows, size.outputs});
     }
     return feeds;
   };
@@ -75,7 +81,7 @@ ParallelExample data_parallel(const ExampleSize& size) {
   pin(target, e.placement, {S(0)});
   for (const Tensor& p : {l1.weight, l1.bias, l2.weight, l2.bias}) pin(p, e.placement, {B});
   e.loss = squared_error(apply(l2, relu(apply(l1, x))), target);
-  g.minimize(e.loss, SGD{.lr = 0.05});
+  g.minimize(e.loss, kOptimizer);
   e.feeds = teacher_data(size, 1);
   return e;
 }
@@ -100,7 +106,7 @@ ParallelExample tensor_parallel(const ExampleSize& size) {
   // the product to S(0), the cheaper conversion here, and pay for it in the backward pass.
   Tensor y = bias_add(to(partial, {B}), l2.bias);
   e.loss = squared_error(y, target);
-  g.minimize(e.loss, SGD{.lr = 0.05});
+  g.minimize(e.loss, kOptimizer);
   e.feeds = teacher_data(size, 1);
   return e;
 }
@@ -133,7 +139,7 @@ ParallelExample pipeline(const ExampleSize& size) {
     Tensor loss = squared_error(apply(l2, handed), target) / static_cast<double>(size.micro_batches);
     e.loss = e.loss.defined() ? e.loss + loss : loss;
   }
-  g.minimize(e.loss, SGD{.lr = 0.05});
+  g.minimize(e.loss, kOptimizer);
   e.feeds = teacher_data(size, size.micro_batches);
   return e;
 }
@@ -155,7 +161,7 @@ ParallelExample hybrid(const ExampleSize& size) {
   pin(l2.weight, mesh, {B, S(0)});
   pin(l2.bias, mesh, {B, B});
   e.loss = squared_error(apply(l2, relu(apply(l1, x))), target);
-  g.minimize(e.loss, SGD{.lr = 0.05});
+  g.minimize(e.loss, kOptimizer);
   e.feeds = teacher_data(size, 1);
   return e;
 }

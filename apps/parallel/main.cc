@@ -15,6 +15,12 @@
 // interpreter (which every rank runs on its own).
 //
 //   tessel-launch --nproc-per-node 2 -- tessel-example data-parallel
+//
+// Checkpoints: --checkpoint-dir DIR --checkpoint-every K saves every K steps (in the
+// background); --resume restores the newest complete checkpoint in DIR, onto this run's layout
+// whatever layout wrote it, and trains on to --steps. --sample-log FILE appends, as each step
+// completes, the samples it trained on ("step 12 samples 768-831"; sample i of step s is row i
+// of its batch, s * batch + i).
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -36,7 +42,8 @@ namespace {
   for (const std::string& name : tessel::models::parallel_example_names()) names += " " + name;
   std::fprintf(asked ? stdout : stderr,
                "tessel-example: %s\n"
-               "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--plan]\n"
+               "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--hidden N] [--plan]\n"
+               "                      [--checkpoint-dir DIR] [--checkpoint-every K] [--resume] [--sample-log FILE]\n"
                "NAME is one of:%s\n",
                problem.c_str(), names.c_str());
   std::exit(asked ? 0 : 2);
@@ -55,8 +62,9 @@ int main(int argc, char** argv) {
   using namespace tessel;
   init_logging(argv[0]);
   std::string name;
-  int64_t steps = 100, every = 10, workers = 1, devices = 0;
-  bool show_plan = false;
+  int64_t steps = 100, every = 10, workers = 1, devices = 0, hidden = 128, checkpoint_every = 0;
+  bool show_plan = false, resume = false;
+  std::string checkpoint_dir, sample_log;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     const auto value = [&]() -> std::string {
@@ -72,6 +80,17 @@ int main(int argc, char** argv) {
       workers = integer(flag, value());
     } else if (flag == "--devices") {
       devices = integer(flag, value());
+    } else if (flag == "--hidden") {
+      hidden = integer(flag, value());
+    } else if (flag == "--checkpoint-dir") {
+      checkpoint_dir = value();
+      if (checkpoint_dir.empty()) usage("--checkpoint-dir expects a directory, got ''");
+    } else if (flag == "--checkpoint-every") {
+      checkpoint_every = integer(flag, value());
+    } else if (flag == "--resume") {
+      resume = true;
+    } else if (flag == "--sample-log") {
+      sample_log = value();
     } else if (flag == "--plan") {
       show_plan = true;
     } else if (!flag.empty() && flag[0] != '-' && name.empty()) {
@@ -81,20 +100,41 @@ int main(int argc, char** argv) {
     }
   }
   if (name.empty()) usage("which example?");
+  if ((resume || checkpoint_every > 0) && checkpoint_dir.empty())
+    usage("--resume and --checkpoint-every need --checkpoint-dir");
   try {
     std::optional<comm::JobConfig> config = comm::job_config_from_environment();
     std::unique_ptr<comm::Job> job = config ? std::make_unique<comm::Job>(*config) : nullptr;
     const int ranks = job ? job->world_size() : 1, rank = job ? job->rank() : 0;
     if (devices == 0) devices = 4 % ranks == 0 ? 4 : ranks;
-    models::ParallelExample example = models::build_parallel_example(name, {.devices = static_cast<int>(devices)});
+    const models::ExampleSize size{.hidden = hidden, .devices = static_cast<int>(devices)};
+    models::ParallelExample example = models::build_parallel_example(name, size);
     Graph& g = *example.graph;
     auto session = std::make_unique<Session>(g, std::vector<Tensor>{example.loss},
                                              SessionOptions{.worker_threads = static_cast<int>(workers),
                                                             .placement = example.placement,
                                                             .ranks = ranks,
                                                             .rank = rank,
-                                                            .transport = job ? &job->transport() : nullptr});
+                                                            .transport = job ? &job->transport() : nullptr,
+                                                            .checkpoint_dir = checkpoint_dir,
+                                                            .checkpoint_every = checkpoint_every});
     Interpreter reference(g);
+    if (resume) {
+      const CheckpointInfo restored = session->restore(checkpoint_dir);
+      for (const std::string& skipped : restored.skipped)
+        std::printf("passed over damaged checkpoint %s\n", skipped.c_str());
+      if (rank == 0) {
+        std::printf("resumed from %s at step %lld (%lld bytes read by rank 0)\n", restored.path.c_str(),
+                    static_cast<long long>(restored.step), static_cast<long long>(restored.bytes));
+      }
+      // The one-device reference is the uninterrupted run: it trains the steps the checkpoint holds.
+      for (int64_t step = 0; step < restored.step; ++step) reference.train_step(example.feeds(step), {example.loss});
+    }
+    std::FILE* samples = nullptr;
+    if (!sample_log.empty() && rank == 0) {
+      samples = std::fopen(sample_log.c_str(), "a");
+      if (samples == nullptr) throw Error::FailedPrecondition(concat("cannot open --sample-log ", sample_log));
+    }
     const proto::Plan& plan = session->plan();
     if (show_plan && rank == 0) std::fputs(describe_plan(plan).c_str(), stdout);
     int actors = 0, transfers = 0, collectives = 0;
@@ -115,10 +155,17 @@ int main(int argc, char** argv) {
         rank, ranks, devices.c_str(), actors, collectives, transfers, static_cast<long long>(plan.boxing_bytes()),
         static_cast<long long>(plan.boxing_lower_bound()));
     bool header = false;
+    const int64_t first = session->steps_done();
     session->run(
-        steps, [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
+        std::max<int64_t>(0, steps - first), [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
         [&](int64_t step, const std::vector<HostTensor>& fetched) {
           const std::vector<HostTensor> expected = reference.train_step(example.feeds(step), {example.loss});
+          if (samples != nullptr) {
+            std::fprintf(samples, "step %lld samples %lld-%lld\n", static_cast<long long>(step),
+                         static_cast<long long>(step * size.batch),
+                         static_cast<long long>((step + 1) * size.batch - 1));
+            std::fflush(samples);
+          }
           if (!fetched[0].defined()) return;  // another rank holds the loss
           if (!header) std::printf("%6s  %14s  %14s\n", "step", "loss (devices)", "loss (1 device)"), header = true;
           if (step % every == 0 || step + 1 == steps) {
@@ -149,7 +196,8 @@ int main(int argc, char** argv) {
         static_cast<long long>(steps), shards, rank, worst, worst_name.empty() ? "-" : worst_name.c_str(),
         same ? "the same numbers" : "DIFFERENT");
     std::fflush(stdout);
-    session.reset();  // drains: its transfers end on every rank before the job does
+    if (samples != nullptr) std::fclose(samples);
+    session.reset();  // drains (and finishes a save in flight): its transfers end on every rank before the job does
     if (job) job->finish();
     return same ? 0 : 1;
   } catch (const Error& error) {
