@@ -477,7 +477,7 @@ std::vector<int64_t> RankChannel::all_max(std::vector<int64_t> values, const std
   std::vector<int64_t> result(values.size());
   auto promise = std::make_shared<std::promise<std::string>>();
   std::future<std::string> done = promise->get_future();
-  state_->communicator->all_reduce(0, values.data(), result.data(), values.size(), DType::i64, comm::ReduceOp::max,
+  state_->communicator->all_reduce(rank_, values.data(), result.data(), values.size(), DType::i64, comm::ReduceOp::max,
                                    [promise](const std::string& error) { promise->set_value(error); });
   if (done.wait_for(std::chrono::duration<double>(timeout_seconds)) != std::future_status::ready) {
     state_->broken = concat("rank ", rank_, " waited ", timeout_seconds, " s for the other ranks to ", what);

@@ -149,20 +149,37 @@ std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
   g.minimize(loss, AdamW{.lr = options.lr, .weight_decay = options.weight_decay});
   Tensor test_logits = mlp(g.input("test_x", {test_count, 64}));
 
-  Session session(g, {loss}, {.use_interpreter = options.use_interpreter, .worker_threads = options.worker_threads});
+  const int64_t steps = data.train.size() / batch;  // per epoch
+  const Session* running = nullptr;
+  Session session(g, {loss},
+                  {.use_interpreter = options.use_interpreter,
+                   .worker_threads = options.worker_threads,
+                   .checkpoint_dir = options.checkpoint_dir,
+                   .checkpoint_every = options.checkpoint_every,
+                   .data_position = [&] {
+                     const int64_t done = running->steps_done();
+                     return std::map<std::string, int64_t>{{"epoch", done / steps + 1}, {"batch", done % steps}};
+                   }});
+  running = &session;
   if (!options.plan_path.empty()) {
     if (options.use_interpreter)
       throw Error::InvalidArgument("the interpreter runs no plan, so there is none to write");
     write_plan(session.plan(), options.plan_path);
   }
+  int first_epoch = 1;
+  if (options.resume) {
+    const CheckpointInfo restored = session.restore(options.checkpoint_dir);
+    first_epoch = static_cast<int>(restored.step / steps) + 1;
+    if (options.on_resume) options.on_resume(restored);
+  }
   std::vector<EpochReport> reports;
-  const int64_t steps = data.train.size() / batch;
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+  for (int epoch = first_epoch; epoch <= options.epochs; ++epoch) {
+    // Step s trains on batch s % steps of epoch s / steps + 1's shuffle.
     const std::vector<int64_t> order = permutation(data.train.size(), options.seed * 1000003 + epoch);
     const auto start = std::chrono::steady_clock::now();
-    const int64_t first_step = session.steps_done();
-    const auto outputs = session.run(steps, [&](int64_t step) -> std::optional<Feeds> {
-      const int64_t i = step - first_step;
+    const int64_t epoch_start = (epoch - 1) * steps;
+    const auto outputs = session.run(epoch * steps - session.steps_done(), [&](int64_t step) -> std::optional<Feeds> {
+      const int64_t i = step - epoch_start;
       const Dataset part = gather(data.train, order, i * batch, (i + 1) * batch);
       return Feeds{{"x", part.images}, {"y", part.labels}};
     });
@@ -179,9 +196,10 @@ std::vector<EpochReport> train(const Split& data, const TrainOptions& options,
       const float* row = logits.data<float>() + i * 10;
       correct += (std::max_element(row, row + 10) - row) == data.test.labels.data<int64_t>()[i];
     }
-    EpochReport r{epoch, total_loss / static_cast<double>(steps),
+    const auto ran = static_cast<int64_t>(outputs.size());
+    EpochReport r{epoch, total_loss / static_cast<double>(std::max<int64_t>(1, ran)),
                   static_cast<double>(correct) / static_cast<double>(test_count),
-                  static_cast<double>(steps * batch) / seconds, std::move(losses)};
+                  static_cast<double>(ran * batch) / seconds, std::move(losses)};
     if (report) report(r);
     reports.push_back(r);
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "runtime/checkpoint.h"
 
 namespace tessel::digits {
 
@@ -42,6 +43,14 @@ struct TrainOptions {
   bool use_interpreter = false;  // the reference interpreter instead of the actor runtime
   int worker_threads = 1;        // actor runtime: actors that run at the same time
   std::string plan_path{};       // when set, the training plan is written there (for tessel-plan)
+  // Checkpoints: every `checkpoint_every` steps into `checkpoint_dir`; with `resume`, training
+  // starts from the newest complete checkpoint there (mid-epoch if it was saved mid-epoch), and
+  // `on_resume` hears what was restored. The batches of a step are a function of its number, so a
+  // resumed run trains on exactly the batches the uninterrupted one would have.
+  std::string checkpoint_dir{};
+  int64_t checkpoint_every = 0;
+  bool resume = false;
+  std::function<void(const CheckpointInfo&)> on_resume{};
 };
 
 struct EpochReport {
@@ -49,7 +58,7 @@ struct EpochReport {
   double mean_loss = 0;
   double test_accuracy = 0;
   double samples_per_second = 0;
-  std::vector<float> step_losses;  // the loss of each training step of the epoch
+  std::vector<float> step_losses;  // the loss of each training step of the epoch (run in this call)
 };
 
 // Trains a 64-hidden-10 ReLU MLP with AdamW on `data.train` through a Session (the actor

@@ -3,9 +3,12 @@
 //
 //   tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]
 //                 [--workers N] [--interpreter] [--write-plan FILE]
+//                 [--checkpoint-dir DIR] [--checkpoint-every N] [--resume]
 //
 // Training runs through the actor runtime; --interpreter uses the reference interpreter.
 // --workers sets how many actors run at once, --threads how many threads one kernel uses.
+// --checkpoint-every N saves every N steps into --checkpoint-dir; --resume goes on from the newest
+// complete checkpoint there, to the end of --epochs.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +27,8 @@ namespace {
   std::fprintf(out,
                "tessel-digits: %s\n"
                "usage: tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]\n"
-               "                     [--workers N] [--interpreter] [--write-plan FILE]\n",
+               "                     [--workers N] [--interpreter] [--write-plan FILE]\n"
+               "                     [--checkpoint-dir DIR] [--checkpoint-every N] [--resume]\n",
                problem == nullptr ? "trains an MLP on the digits data set" : problem);
   std::exit(problem == nullptr ? 0 : 2);
 }
@@ -61,9 +65,18 @@ int main(int argc, char** argv) {
       options.use_interpreter = true;
       continue;
     }
+    if (std::strcmp(flag, "--resume") == 0) {
+      options.resume = true;
+      continue;
+    }
     if (i + 1 >= argc) usage((std::string("missing value after ") + flag).c_str());
     if (std::strcmp(flag, "--write-plan") == 0) {
       options.plan_path = argv[++i];
+      continue;
+    }
+    if (std::strcmp(flag, "--checkpoint-dir") == 0) {
+      options.checkpoint_dir = argv[++i];
+      if (options.checkpoint_dir.empty()) usage("--checkpoint-dir expects a directory, got ''");
       continue;
     }
     const char* text = argv[++i];
@@ -78,6 +91,8 @@ int main(int argc, char** argv) {
       if (!(options.lr > 0)) usage((std::string("--lr expects a positive number, got '") + text + "'").c_str());
     } else if (std::strcmp(flag, "--seed") == 0) {
       options.seed = static_cast<uint64_t>(integer(flag, text, 0, int64_t{1} << 53));
+    } else if (std::strcmp(flag, "--checkpoint-every") == 0) {
+      options.checkpoint_every = integer(flag, text, 1, int64_t{1} << 40);
     } else if (std::strcmp(flag, "--workers") == 0) {
       options.worker_threads = static_cast<int>(integer(flag, text, 1, 256));
     } else if (std::strcmp(flag, "--threads") == 0) {
@@ -86,6 +101,12 @@ int main(int argc, char** argv) {
       usage((std::string("unknown flag ") + flag).c_str());
     }
   }
+  if ((options.resume || options.checkpoint_every > 0) && options.checkpoint_dir.empty()) {
+    usage("--resume and --checkpoint-every need --checkpoint-dir");
+  }
+  options.on_resume = [](const tessel::CheckpointInfo& restored) {
+    std::printf("  resumed from %s at step %lld\n", restored.path.c_str(), static_cast<long long>(restored.step));
+  };
   try {
     const std::string path = tessel::digits::find_digits_file();
     const auto data = tessel::digits::split(tessel::digits::load_digits(path), 0.2, 2024);
@@ -102,7 +123,11 @@ int main(int argc, char** argv) {
                   100 * r.test_accuracy, r.samples_per_second);
       std::fflush(stdout);
     });
-    std::printf("final test accuracy: %.2f%%\n", 100 * reports.back().test_accuracy);
+    if (reports.empty()) {
+      std::printf("the checkpoint already holds all %d epochs: nothing to train\n", options.epochs);
+    } else {
+      std::printf("final test accuracy: %.2f%%\n", 100 * reports.back().test_accuracy);
+    }
   } catch (const tessel::Error& error) {
     std::fprintf(stderr, "tessel-digits: %s\n", error.what());
     return 1;

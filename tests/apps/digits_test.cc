@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -54,6 +55,30 @@ TEST(Digits, ActorRuntimeGivesTheInterpretersLossAtEveryStep) {
       EXPECT_EQ(actors[epoch].test_accuracy, reference[epoch].test_accuracy);
     }
   }
+}
+
+// Stopped mid-epoch (a checkpoint every 10 steps; 44 steps per epoch) and resumed: the steps after
+// the checkpoint have the uninterrupted run's losses, bit for bit, and so do the epochs after.
+TEST(Digits, AResumedRunTrainsOnTheSameBatchesAsAnUninterruptedOne) {
+  const auto data = digits::split(digits::load_digits(digits::find_digits_file()), 0.2, 2024);
+  char pattern[] = "/tmp/tessel-digits-test-XXXXXX";
+  const std::string dir = ::mkdtemp(pattern);
+  const std::vector<digits::EpochReport> straight = digits::train(data, {.epochs = 3});
+  digits::train(data, {.epochs = 2, .checkpoint_dir = dir, .checkpoint_every = 10});  // last checkpoint: step 80
+  int64_t resumed_at = -1;
+  const std::vector<digits::EpochReport> resumed = digits::train(
+      data, {.epochs = 3, .checkpoint_dir = dir, .resume = true, .on_resume = [&](const CheckpointInfo& info) {
+               resumed_at = info.step;
+               EXPECT_EQ(info.data, (std::map<std::string, int64_t>{{"batch", 36}, {"epoch", 2}}));
+             }});
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(resumed_at, 80);
+  ASSERT_EQ(resumed.size(), 2u);  // the rest of epoch 2 (steps 80 to 87), then epoch 3
+  EXPECT_EQ(resumed[0].epoch, 2);
+  ASSERT_EQ(resumed[0].step_losses.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(resumed[0].step_losses[i], straight[1].step_losses[36 + i]) << i;
+  EXPECT_EQ(resumed[1].step_losses, straight[2].step_losses);
+  EXPECT_EQ(resumed[1].test_accuracy, straight[2].test_accuracy);
 }
 
 TEST(Digits, MissingFileNamesThePackage) {
