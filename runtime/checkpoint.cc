@@ -506,13 +506,24 @@ std::vector<LocalVariable> variables_of(const Graph& graph) {
   return variables;
 }
 
-Snapshot take_snapshot(const std::vector<LocalVariable>& variables, int64_t step, std::map<std::string, int64_t> data) {
-  Snapshot snapshot{.step = step, .data = std::move(data), .variables = variables, .bytes = {}};
+Snapshot take_snapshot(const std::vector<LocalVariable>& variables, int64_t step, std::map<std::string, int64_t> data,
+                       Snapshot* recycled) {
+  Snapshot snapshot{.step = step, .data = std::move(data), .variables = variables, .bytes = {}, .sizes = {}};
+  size_t next = 0;
   for (LocalVariable& variable : snapshot.variables) {
     for (LocalShard& shard : variable.shards) {
       if (shard.writes) {
         const size_t bytes = static_cast<size_t>(shard.shape.numel()) * size_of(variable.dtype);
-        std::memcpy(snapshot.bytes.emplace_back(new std::byte[bytes]).get(), shard.data, bytes);
+        std::unique_ptr<std::byte[]> buffer;
+        if (recycled != nullptr && next < recycled->bytes.size() && recycled->sizes[next] == bytes) {
+          buffer = std::move(recycled->bytes[next]);
+        } else {
+          buffer.reset(new std::byte[bytes]);
+        }
+        std::memcpy(buffer.get(), shard.data, bytes);
+        snapshot.bytes.push_back(std::move(buffer));
+        snapshot.sizes.push_back(bytes);
+        ++next;
       }
       shard.data = nullptr;
     }

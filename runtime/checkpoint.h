@@ -101,10 +101,14 @@ struct Snapshot {
   std::map<std::string, int64_t> data{};
   std::vector<LocalVariable> variables;             // shards' `data` is null: the bytes are below
   std::vector<std::unique_ptr<std::byte[]>> bytes;  // per written shard, in variables' order
+  std::vector<size_t> sizes;                        // of each
 };
 
-// Copies every shard with `writes` (the only part of a save that waits on training).
-Snapshot take_snapshot(const std::vector<LocalVariable>& variables, int64_t step, std::map<std::string, int64_t> data);
+// Copies every shard with `writes` (the only part of a save that waits on training). The
+// buffers of `recycled`, an earlier snapshot of the same variables that nothing writes any more,
+// are reused: fresh memory would first be faulted in page by page, which costs more than the copy.
+Snapshot take_snapshot(const std::vector<LocalVariable>& variables, int64_t step, std::map<std::string, int64_t> data,
+                       Snapshot* recycled = nullptr);
 
 // Writes `snapshot` as ROOT/step-N and commits it, every rank of `channel` together; keeps the
 // newest `keep` committed checkpoints (at least 1) and removes older ones and abandoned partial

@@ -1,6 +1,8 @@
 #include "runtime/session.h"
 
 #include <glog/logging.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -209,9 +211,12 @@ struct Session::Impl {
     std::vector<HostTensor> copies;
     const int64_t step = interpreter ? interpreter->step() : executor->steps_done();
     auto snapshot = std::make_shared<checkpoint::Snapshot>(
-        checkpoint::take_snapshot(local_variables(copies), step, std::move(data)));
+        checkpoint::take_snapshot(local_variables(copies), step, std::move(data), last_snapshot.get()));
+    last_snapshot = snapshot;  // the save before is over: the next one copies into these buffers
     checkpoint::RankChannel& ranks = rank_channel();
     pending = std::async(std::launch::async, [this, root, snapshot, &ranks] {
+      // The writer runs at the lowest priority: in the gaps of training's threads, not in place of them.
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
       return checkpoint::write(root, *snapshot, graph, ranks, options.keep_checkpoints);
     });
   }
@@ -230,10 +235,11 @@ struct Session::Impl {
   std::vector<std::unique_ptr<HostArena>> variables;  // per device of the plan
   std::map<std::string, VariableSlot> slots;
   std::map<std::vector<Tensor>, EvaluationPlan> evaluation;
-  std::unique_ptr<Executor> executor;                // after `variables` and `evaluation`: destroyed first
-  std::atomic<bool> busy{false};                     // a run or evaluate is under way
-  std::unique_ptr<checkpoint::RankChannel> channel;  // made by the first save or restore
-  std::future<CheckpointInfo> pending;               // the save in flight (it uses `channel`)
+  std::unique_ptr<Executor> executor;                   // after `variables` and `evaluation`: destroyed first
+  std::atomic<bool> busy{false};                        // a run or evaluate is under way
+  std::unique_ptr<checkpoint::RankChannel> channel;     // made by the first save or restore
+  std::future<CheckpointInfo> pending;                  // the save in flight (it uses `channel`)
+  std::shared_ptr<checkpoint::Snapshot> last_snapshot;  // its bytes, reused by the next save
 };
 
 Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions options)

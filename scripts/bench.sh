@@ -10,3 +10,4 @@ build/bench/tessel-bench-boxing
 build/bench/tessel-bench-kernels --benchmark_min_time=1
 build/bench/tessel-bench-allreduce
 build/bench/tessel-bench-compile
+build/bench/tessel-bench-checkpoint
