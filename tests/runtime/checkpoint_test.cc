@@ -403,6 +403,37 @@ TEST(Checkpoint, CheckpointEveryStepsSavesInTheBackgroundAndResumes) {
   EXPECT_LE(largest_difference(variables_of(b), expected, &where), 1e-5) << where;
 }
 
+// Dropout's draws are a function of (seed, step, element): a restored run draws the masks the
+// uninterrupted run drew at the same steps, and the seeds are in the manifest.
+TEST(Checkpoint, DropoutDrawsGoOnFromTheRestoredStep) {
+  const auto build = [](Graph& g) {
+    Tensor x = g.input("x", {8, 16});
+    Tensor w = g.param("w", {16, 16}, init::normal(0.3));
+    Tensor loss = mean(dropout(relu(matmul(x, w)), 0.5, 99));
+    g.minimize(loss, AdamW{.lr = 1e-2});
+    return loss;
+  };
+  const Feeds feeds{{"x", testing::random_tensor(Shape{8, 16}, 5)}};
+  const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
+  TempDir root;
+  Graph a(11);
+  Tensor loss_a = build(a);
+  Session straight(a, {loss_a}, {.placement = Placement::cpu(2)});
+  straight.run(3, feed);
+  straight.save(root.path());
+  straight.wait_for_save();
+  const auto later = straight.run(4, feed);
+  Graph b(11);
+  Tensor loss_b = build(b);
+  Session resumed(b, {loss_b}, {.placement = Placement::cpu(2)});
+  resumed.restore(root.path());
+  const auto again = resumed.run(4, feed);
+  for (size_t i = 0; i < later.size(); ++i) EXPECT_EQ(later[i][0].get(0), again[i][0].get(0)) << "step " << i + 3;
+  EXPECT_TRUE(same_bits({{"w", straight.variable("w")}}, {{"w", resumed.variable("w")}}));
+  const std::string text = checkpoint::describe(root / "step-000000000003");
+  EXPECT_NE(text.find("random: graph seed 11, 1 dropout seeds, counter 3"), std::string::npos) << text;
+}
+
 TEST(Checkpoint, BadArgumentsAreNamed) {
   Trained a = make({"data-parallel", 2});
   EXPECT_TESSEL_ERROR(a.session->wait_for_save(), ErrorCode::kFailedPrecondition, "no save is in flight");
