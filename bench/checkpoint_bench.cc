@@ -83,15 +83,23 @@ std::pair<double, double> raw_disk(const std::string& dir, int64_t bytes) {
   const std::string path = dir + "/raw.bin";
   auto start = Clock::now();
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  for (int64_t at = 0; at < bytes;)
-    at += ::write(fd, buffer.data() + at, static_cast<size_t>(std::min<int64_t>(bytes - at, 64 << 20)));
+  if (fd < 0) throw Error::FailedPrecondition(concat("cannot create ", path));
+  for (int64_t at = 0; at < bytes;) {
+    const ssize_t n = ::write(fd, buffer.data() + at, static_cast<size_t>(std::min<int64_t>(bytes - at, 64 << 20)));
+    if (n <= 0) throw Error::FailedPrecondition(concat("cannot write ", path));
+    at += n;
+  }
   ::fsync(fd);
   ::close(fd);
   const double write_seconds = since(start);
   start = Clock::now();
   const int in = ::open(path.c_str(), O_RDONLY);
-  for (int64_t at = 0; at < bytes;)
-    at += ::read(in, buffer.data() + at, static_cast<size_t>(std::min<int64_t>(bytes - at, 64 << 20)));
+  if (in < 0) throw Error::FailedPrecondition(concat("cannot open ", path));
+  for (int64_t at = 0; at < bytes;) {
+    const ssize_t n = ::read(in, buffer.data() + at, static_cast<size_t>(std::min<int64_t>(bytes - at, 64 << 20)));
+    if (n <= 0) throw Error::FailedPrecondition(concat("cannot read ", path));
+    at += n;
+  }
   ::close(in);
   const double read_seconds = since(start);
   std::filesystem::remove(path);

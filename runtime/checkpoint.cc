@@ -271,8 +271,8 @@ std::map<std::string, SavedVariable> validated(const proto::CheckpointManifest& 
       if (!std::regex_match(shard.file(), file_name)) {
         throw bad(name, concat(where, " names file '", shard.file(), "', expected rank-NNNNN.bin"));
       }
-      const int64_t chunks =
-          shard.chunk_bytes() > 0 ? (shard.bytes() + shard.chunk_bytes() - 1) / shard.chunk_bytes() : -1;
+      const bool chunk_ok = shard.chunk_bytes() > 0 && shard.chunk_bytes() <= (int64_t{1} << 40);
+      const int64_t chunks = chunk_ok ? (shard.bytes() + shard.chunk_bytes() - 1) / shard.chunk_bytes() : -1;
       if (chunks < 0 || chunks != shard.chunk_xxh64_size()) {
         throw bad(name, concat(where, " has ", shard.chunk_xxh64_size(), " chunk checksums for ", shard.bytes(),
                                " bytes in chunks of ", shard.chunk_bytes()));
@@ -621,7 +621,8 @@ void write_manifest(const std::string& directory, const Snapshot& snapshot, cons
         bytes += shard.bytes();
       }
     }
-    fs::remove(path);
+    std::error_code ignored;
+    fs::remove(path, ignored);
   }
   manifest.set_bytes(bytes);
   manifest.set_unix_seconds(
@@ -641,7 +642,8 @@ void commit(const std::string& partial, const std::string& final_path, const std
     if (::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) != 0) {
       throw Error::FailedPrecondition(concat("cannot exchange ", partial, " with ", final_path, ": ", errno_text()));
     }
-    fs::remove_all(partial);
+    std::error_code ignored;
+    fs::remove_all(partial, ignored);  // the old copy of this step
   }
   sync_directory(root);
 }
@@ -681,7 +683,7 @@ CheckpointInfo write(const std::string& root, const Snapshot& snapshot, const Gr
     fs::create_directories(partial, error);
     if (error) throw Error::FailedPrecondition(concat("cannot create ", partial, ": ", error.message()));
     info.bytes = write_part(partial, snapshot, rank, ranks);
-  } catch (const Error& error) {
+  } catch (const std::exception& error) {  // Error, and bad_alloc: every rank must reach the agreement
     failure = error.what();
   }
   const auto failed_anywhere = [&](const std::string& what) {
@@ -702,7 +704,7 @@ CheckpointInfo write(const std::string& root, const Snapshot& snapshot, const Gr
       write_manifest(partial, snapshot, graph, ranks);
       commit(partial, final_path, root);
       prune(root, keep);
-    } catch (const Error& error) {
+    } catch (const std::exception& error) {
       failure = error.what();
     }
   }
@@ -731,7 +733,8 @@ std::vector<std::string> list(const std::string& root) {
 namespace {
 bool is_checkpoint(const std::string& path) {
   static const std::regex name("step-[0-9]{1,18}");
-  return fs::exists(path + "/MANIFEST") || std::regex_match(fs::path(path).filename().string(), name);
+  std::error_code error;  // unreadable: treated as absent, and named by what reads it next
+  return fs::exists(path + "/MANIFEST", error) || std::regex_match(fs::path(path).filename().string(), name);
 }
 }  // namespace
 
@@ -741,12 +744,13 @@ CheckpointInfo restore(const std::string& path, const std::vector<LocalVariable>
   while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
   const std::vector<std::string> candidates =
       is_checkpoint(trimmed) ? std::vector<std::string>{trimmed} : list(trimmed);
-  const int64_t count = channel.all_max(
-      {static_cast<int64_t>(candidates.size()), -static_cast<int64_t>(candidates.size())}, "list the checkpoints")[0];
-  if (count != static_cast<int64_t>(candidates.size())) {
-    throw Error::FailedPrecondition(concat("rank ", channel.rank(), " sees ", candidates.size(), " checkpoints in ",
-                                           trimmed, " but another rank sees ", count,
-                                           ": the root must be on a filesystem every rank sees"));
+  // Every rank must take the same path through the candidates: all agree or all refuse.
+  const int64_t own = static_cast<int64_t>(candidates.size());
+  const std::vector<int64_t> counts = channel.all_max({own, -own}, "list the checkpoints");
+  if (counts[0] != -counts[1]) {
+    throw Error::FailedPrecondition(concat("the ranks see from ", -counts[1], " to ", counts[0], " checkpoints in ",
+                                           trimmed, " (rank ", channel.rank(), " sees ", own,
+                                           "): the root must be on a filesystem every rank sees"));
   }
   if (candidates.empty()) {
     throw Error::NotFound(
@@ -763,6 +767,9 @@ CheckpointInfo restore(const std::string& path, const std::vector<LocalVariable>
     } catch (const Error& error) {
       failure = error.what();
       code = error.code() == ErrorCode::kFailedPrecondition ? 2 : 1;
+    } catch (const std::exception& error) {  // bad_alloc, a filesystem error: this one cannot be read
+      failure = concat(candidate, ": ", error.what());
+      code = 1;
     }
     const int64_t step = code == 0 ? staged.manifest.position().steps() : -1;
     const std::vector<int64_t> agreed = channel.all_max({code, step, -step}, "agree on the checkpoint to restore");

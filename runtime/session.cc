@@ -173,6 +173,7 @@ struct Session::Impl {
   std::vector<checkpoint::LocalVariable> local_variables(std::vector<HostTensor>& copies) const {
     std::vector<checkpoint::LocalVariable> result = checkpoint::variables_of(graph);
     copies.reserve(result.size());
+    const proto::RankPlan* share = interpreter ? nullptr : &share_of(plan, options.rank);
     for (checkpoint::LocalVariable& variable : result) {
       if (interpreter) {
         copies.push_back(interpreter->variable(variable.name));
@@ -186,9 +187,8 @@ struct Session::Impl {
       }
       const VariableSlot& found = slot(variable.name);
       variable.layout = found.layout;
-      const proto::RankPlan& share = share_of(plan, options.rank);
       for (const VariableShard& shard : found.shards) {
-        variable.shards.push_back({.device = share.devices(shard.device).device(),
+        variable.shards.push_back({.device = share->devices(shard.device).device(),
                                    .starts = shard.starts,
                                    .shape = shard.type.shape,
                                    .writes = shard.writes,
@@ -257,7 +257,7 @@ Session::~Session() {
   if (!impl_->pending.valid()) return;
   try {
     impl_->pending.get();
-  } catch (const Error& error) {
+  } catch (const std::exception& error) {  // a destructor throws nothing
     LOG(ERROR) << "the last checkpoint was not saved: " << error.what();
   }
 }
