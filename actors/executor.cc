@@ -354,6 +354,15 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
   return outputs;
 }
 
+void Executor::interrupt(const std::string& why) {
+  caf::anon_send(caf::actor_cast<caf::actor>(impl_->self), failed_atom::value,
+                 static_cast<int32_t>(ErrorCode::kAborted), why);
+}
+
+void Executor::abandon(const std::string& why) {
+  if (impl_->broken_reason.empty()) impl_->abort_all(why);
+}
+
 int64_t Executor::steps_done() const { return impl_->completed + impl_->shared->step_offset; }
 
 void Executor::set_steps_done(int64_t steps) {

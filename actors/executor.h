@@ -68,6 +68,13 @@ class Executor {
   using StepFn = std::function<void(int64_t step, const std::vector<HostTensor>& fetched)>;
   std::vector<std::vector<HostTensor>> run(int64_t steps, const FeedFn& feed, const StepFn& on_step = {});
 
+  // From any thread: the run in progress, or else the next one, ends with Error::Aborted naming
+  // `why`, having aborted every actor; the executor is then unusable. Recovery's first step.
+  void interrupt(const std::string& why);
+  // On the caller's thread, between runs: aborts every actor now, so that destroying the
+  // executor does not wait for a drain that peers which are gone cannot finish.
+  void abandon(const std::string& why);
+
   // Steps completed, counted as set_steps_done() set them.
   int64_t steps_done() const;
   // Between runs: the steps done so far are `steps` (a restored checkpoint's). The next step's

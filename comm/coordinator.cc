@@ -47,14 +47,24 @@ using Clock = std::chrono::steady_clock;
 
 struct Membership {
   std::mutex mutex;
-  std::map<int, std::string> members;  // rank -> UCX address
+  CoordinatorOptions options;
+  std::map<int, std::string> members;  // member (its rank at the first epoch) -> UCX address
+  std::map<int, int> nodes;            // member -> its node
   std::map<int, Clock::time_point> last_heard;
   std::set<int> left;
-  std::map<caf::actor_addr, int> presences;  // each joined rank's presence actor -> rank
+  std::map<caf::actor_addr, int> presences;  // each joined member's presence actor -> member
+  std::map<int, caf::actor> presence_of;     // member -> its presence actor
+  std::map<int, std::string> removed;        // members lost, and why
   int refused = 0;
   std::string failure;
   std::vector<caf::response_promise> rosters, leaves;
   Clock::time_point first_join{};  // the join timeout counts from here
+  bool complete = false;           // every rank of the first epoch joined
+  // Epochs (recovery): each loss starts the next one; its members give new UCX addresses.
+  int epoch = 0;
+  std::vector<int> roster;              // the members of the last epoch that formed, in rank order
+  std::map<int, std::string> reformed;  // members that gave their address for `epoch`
+  std::vector<std::pair<int, caf::response_promise>> reforms;  // (the epoch asked for, its answer)
 };
 
 caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string token, int world_size,
@@ -62,45 +72,117 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
                                    std::shared_ptr<Membership> m) {
   const auto interval = std::max(std::chrono::milliseconds(20), deadline / 5);
   self->delayed_send(self, interval, check_atom::value);
-  // Answers every waiting roster or leave once it can; called with the mutex held.
+  // Answers every waiting roster, reform or leave once it can; called with the mutex held.
   const auto settle = [=] {
     if (!m->failure.empty()) {
       for (auto& promise : m->rosters) promise.deliver(std::string("failed: ") + m->failure);
       for (auto& promise : m->leaves) promise.deliver(std::string("failed: ") + m->failure);
+      for (auto& [epoch, promise] : m->reforms) promise.deliver(std::string("failed: ") + m->failure);
       m->rosters.clear();
       m->leaves.clear();
+      m->reforms.clear();
       return;
     }
-    if (static_cast<int>(m->members.size()) == world_size && !m->rosters.empty()) {
+    if (m->complete && !m->rosters.empty()) {
       std::vector<std::string> addresses;
       for (const auto& [rank, address] : m->members) addresses.push_back(address);
       const std::string roster = "accepted " + encode_addresses(addresses);
       for (auto& promise : m->rosters) promise.deliver(roster);
       m->rosters.clear();
     }
-    if (static_cast<int>(m->left.size()) == world_size) {
+    // A reform for an epoch that ended is told the current one; the current one forms once every
+    // member gave its address.
+    for (auto it = m->reforms.begin(); it != m->reforms.end();) {
+      if (it->first < m->epoch) {
+        it->second.deliver(concat("epoch ", m->epoch));
+        it = m->reforms.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!m->reforms.empty() && m->reformed.size() == m->members.size()) {
+      m->roster.clear();
+      std::vector<std::string> addresses;
+      std::string members;
+      for (const auto& [member, address] : m->reformed) {
+        m->roster.push_back(member);
+        m->members[member] = address;
+        addresses.push_back(address);
+        members += concat(members.empty() ? "" : ",", member);
+      }
+      const std::string encoded = encode_addresses(addresses);
+      for (auto& [epoch, promise] : m->reforms) {
+        promise.deliver(concat("roster ", m->epoch, " ", members, " ", encoded));
+      }
+      m->reforms.clear();
+      LOG(INFO) << "coordinator: epoch " << m->epoch << " formed with " << m->roster.size() << " ranks";
+    }
+    bool everyone_left = m->complete;
+    for (const auto& [member, address] : m->members) everyone_left &= m->left.count(member) > 0;
+    if (everyone_left) {
       for (auto& promise : m->leaves) promise.deliver(std::string("done"));
       m->leaves.clear();
     }
   };
-  // A rank's presence actor lives as long as its job: when it goes down before the rank left,
-  // the rank's process (or its connection) ended. A killed rank fails the job at once; the
-  // heartbeat deadline remains for ranks that are alive but stuck.
+  // A member is gone. Without recovery, or before the first roster formed, the job fails. With
+  // recovery the next epoch starts among the others, as long as enough nodes remain.
+  const auto lose = [=](int member, const std::string& why) {
+    if (!m->failure.empty() || !m->members.count(member) || m->left.count(member)) return;
+    if (!m->options.recovery || !m->complete) {
+      m->failure = why;
+      LOG(ERROR) << "coordinator: " << m->failure;
+      settle();
+      return;
+    }
+    m->members.erase(member);
+    m->reformed.erase(member);
+    m->nodes.erase(member);
+    m->last_heard.erase(member);
+    m->presence_of.erase(member);
+    for (auto it = m->presences.begin(); it != m->presences.end(); ++it) {
+      if (it->second == member) {
+        m->presences.erase(it);
+        break;
+      }
+    }
+    m->removed[member] = why;
+    if (!m->left.empty()) {  // the others are finishing: the steps are done
+      LOG(WARNING) << "coordinator: " << why << " (as the job finished)";
+      settle();
+      return;
+    }
+    std::set<int> nodes;
+    for (const auto& [other, node] : m->nodes) nodes.insert(node);
+    if (m->members.empty() || static_cast<int>(nodes.size()) < m->options.min_nodes) {
+      m->failure = concat(why, "; ", m->members.size(), " rank(s) on ", nodes.size(),
+                          " node(s) remain, and the job needs ", m->options.min_nodes, " node(s)");
+      LOG(ERROR) << "coordinator: " << m->failure;
+      settle();
+      return;
+    }
+    ++m->epoch;
+    m->reformed.clear();
+    LOG(WARNING) << "coordinator: epoch " << m->epoch << " begins: " << why << "; " << m->members.size()
+                 << " rank(s) remain";
+    for (const auto& [other, presence] : m->presence_of) self->send(presence, epoch_atom::value, m->epoch, why);
+    const auto now = Clock::now();
+    for (auto& [other, heard] : m->last_heard) heard = now;  // recovering is not silence
+    settle();
+  };
+  // A member's presence actor lives as long as its process: when it goes down before the member
+  // left, its process (or its connection) ended. A killed rank is noticed at once; the heartbeat
+  // deadline remains for ranks that are alive but stuck.
   self->set_down_handler([=](caf::down_msg& down) {
     std::lock_guard<std::mutex> lock(m->mutex);
     auto it = m->presences.find(down.source);
     if (it == m->presences.end()) return;
-    const int rank = it->second;
-    m->presences.erase(it);
-    if (!m->failure.empty() || m->left.count(rank)) return;
-    m->failure = concat("rank ", rank, "'s control connection closed before it finished (",
-                        self->system().render(down.reason), "): its process ended or its node is unreachable");
-    LOG(ERROR) << "coordinator: " << m->failure;
-    settle();
+    const int member = it->second;
+    lose(member, concat("rank ", member, "'s control connection closed before it finished (",
+                        self->system().render(down.reason), "): its process ended or its node is unreachable"));
   });
   return {
-      [=](join_atom, const std::string& presented, int rank, const std::string& address,
-          const caf::actor& presence) -> std::string {
+      [=](join_atom, const std::string& presented, int rank, const std::string& address, const caf::actor& presence,
+          int node) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
         std::string reason;
         if (presented.empty())
@@ -109,7 +191,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           reason = "wrong job token";
         else if (rank < 0 || rank >= world_size)
           reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
-        else if (m->members.count(rank))
+        else if (m->members.count(rank) || m->removed.count(rank))
           reason = concat("rank ", rank, " has already joined");
         if (!reason.empty()) {
           ++m->refused;
@@ -117,8 +199,10 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           return "refused: " + reason;
         }
         m->members[rank] = address;
+        m->nodes[rank] = node;
         if (presence) {
           m->presences[presence.address()] = rank;
+          m->presence_of[rank] = presence;
           self->monitor(presence);
         }
         const auto now = Clock::now();
@@ -126,6 +210,8 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         m->last_heard[rank] = now;
         // Ranks wait for the roster without heartbeats: their deadlines start when it is whole.
         if (static_cast<int>(m->members.size()) == world_size) {
+          m->complete = true;
+          for (const auto& [member, ignored] : m->members) m->roster.push_back(member);
           for (auto& [member, heard] : m->last_heard) heard = now;
         }
         LOG(INFO) << "coordinator: rank " << rank << " joined (" << m->members.size() << "/" << world_size << ")";
@@ -138,10 +224,36 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         settle();
         return promise;
       },
-      [=](heartbeat_atom, int rank) -> std::string {
+      [=](heartbeat_atom, int member) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
-        if (m->members.count(rank)) m->last_heard[rank] = Clock::now();
-        return m->failure.empty() ? "ok" : "failed: " + m->failure;
+        if (!m->failure.empty()) return "failed: " + m->failure;
+        if (auto removed = m->removed.find(member); removed != m->removed.end()) {
+          return "removed: the job went on without this rank: " + removed->second;
+        }
+        if (m->members.count(member)) m->last_heard[member] = Clock::now();
+        return concat("ok ", m->epoch);
+      },
+      [=](reform_atom, int member, int epoch, const std::string& address) -> caf::result<std::string> {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        if (!m->failure.empty()) return "failed: " + m->failure;
+        if (auto removed = m->removed.find(member); removed != m->removed.end()) {
+          return "removed: the job went on without this rank: " + removed->second;
+        }
+        if (!m->members.count(member)) return concat("failed: rank ", member, " is not a member of this job");
+        if (epoch != m->epoch) return concat("epoch ", m->epoch);
+        m->reformed[member] = address;
+        auto promise = self->make_response_promise<std::string>();
+        m->reforms.emplace_back(epoch, promise);
+        settle();
+        return promise;
+      },
+      [=](report_atom, int member, int epoch, int peer, const std::string& why) {
+        std::lock_guard<std::mutex> lock(m->mutex);
+        // The peer is a rank of `epoch`; a report about an epoch that ended is stale.
+        if (epoch != m->epoch || peer < 0 || peer >= static_cast<int>(m->roster.size())) return;
+        const int lost = m->roster[peer];
+        if (lost == member) return;
+        lose(lost, concat("rank ", member, " lost its data plane to rank ", lost, ": ", why));
       },
       [=](leave_atom, int rank) -> caf::result<std::string> {
         std::lock_guard<std::mutex> lock(m->mutex);
@@ -154,7 +266,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       [=](check_atom) {
         std::lock_guard<std::mutex> lock(m->mutex);
         const auto now = Clock::now();
-        if (static_cast<int>(m->members.size()) < world_size) {  // still gathering: only the join timeout counts
+        if (!m->complete) {  // still gathering: only the join timeout counts
           if (m->failure.empty() && !m->members.empty() && now - m->first_join > join_timeout) {
             std::string missing;
             for (int r = 0; r < world_size; ++r) {
@@ -168,14 +280,15 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           self->delayed_send(self, interval, check_atom::value);
           return;
         }
-        for (const auto& [rank, heard] : m->last_heard) {
-          if (!m->failure.empty() || m->left.count(rank)) continue;
-          const auto silent = std::chrono::duration<double>(now - heard).count();
-          if (silent > std::chrono::duration<double>(deadline).count()) {
-            m->failure = concat("rank ", rank, " sent no heartbeat for ", silent, " s (the deadline is ",
-                                std::chrono::duration<double>(deadline).count(), " s)");
-            LOG(ERROR) << "coordinator: " << m->failure;
-          }
+        std::vector<std::pair<int, double>> silent;
+        for (const auto& [member, heard] : m->last_heard) {
+          if (m->left.count(member)) continue;
+          const double seconds = std::chrono::duration<double>(now - heard).count();
+          if (seconds > std::chrono::duration<double>(deadline).count()) silent.emplace_back(member, seconds);
+        }
+        for (const auto& [member, seconds] : silent) {
+          lose(member, concat("rank ", member, " sent no heartbeat for ", seconds, " s (the deadline is ",
+                              std::chrono::duration<double>(deadline).count(), " s)"));
         }
         settle();
         self->delayed_send(self, interval, check_atom::value);
@@ -195,8 +308,9 @@ struct Coordinator::State {
 };
 
 Coordinator::Coordinator(std::string token, int world_size, const std::string& host, uint16_t port,
-                         double heartbeat_deadline_seconds, double join_timeout_seconds)
+                         double heartbeat_deadline_seconds, double join_timeout_seconds, CoordinatorOptions options)
     : state_(std::make_unique<State>()) {
+  state_->membership->options = options;
   if (token.empty()) throw Error::InvalidArgument("the job token must not be empty");
   if (world_size < 1) throw Error::InvalidArgument(concat("world size must be at least 1, got ", world_size));
   if (!(heartbeat_deadline_seconds > 0)) {
@@ -235,7 +349,15 @@ int Coordinator::refused() const {
   return state_->membership->refused;
 }
 
-bool Coordinator::complete() const { return static_cast<int>(members().size()) == state_->world_size; }
+bool Coordinator::complete() const {
+  std::lock_guard<std::mutex> lock(state_->membership->mutex);
+  return state_->membership->complete;
+}
+
+int Coordinator::epoch() const {
+  std::lock_guard<std::mutex> lock(state_->membership->mutex);
+  return state_->membership->epoch;
+}
 
 std::string Coordinator::failure() const {
   std::lock_guard<std::mutex> lock(state_->membership->mutex);
@@ -254,7 +376,7 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   JoinReply reply;
   caf::scoped_actor self{system};
   self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string(),
-                caf::actor{})
+                caf::actor{}, 0)
       .receive(
           [&](const std::string& answer) {
             reply.accepted = answer == "accepted";

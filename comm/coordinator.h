@@ -14,6 +14,13 @@
 
 namespace tessel {
 
+struct CoordinatorOptions {
+  // A member lost after the roster formed starts the next epoch among the others (comm/job.h)
+  // instead of failing the job, as long as members on `min_nodes` nodes remain.
+  bool recovery = false;
+  int min_nodes = 1;
+};
+
 class Coordinator {
  public:
   // Listens on `host`:`port` (port 0: any free port) for `world_size` ranks showing `token`.
@@ -22,7 +29,8 @@ class Coordinator {
   // wait for the roster without heartbeats, and the job fails only when the roster has not
   // gathered `join_timeout_seconds` after the first join, naming the ranks still missing.
   Coordinator(std::string token, int world_size, const std::string& host = "127.0.0.1", uint16_t port = 0,
-              double heartbeat_deadline_seconds = 10, double join_timeout_seconds = 60);
+              double heartbeat_deadline_seconds = 10, double join_timeout_seconds = 60,
+              CoordinatorOptions options = {});
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
@@ -32,6 +40,7 @@ class Coordinator {
   int refused() const;               // joins refused so far
   bool complete() const;             // every rank of the world has joined
   std::string failure() const;       // why the job failed; empty while it has not
+  int epoch() const;                 // 0, and one more at each membership change
 
  private:
   struct State;

@@ -2,11 +2,14 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "comm/control_messages.h"
@@ -57,6 +60,14 @@ std::optional<JobConfig> job_config_from_environment() {
   if (const char* timeout = std::getenv("TESSEL_JOIN_TIMEOUT")) {
     config.join_timeout_seconds = number_from("TESSEL_JOIN_TIMEOUT", timeout, 0.1, 86400);
   }
+  config.node = integer("TESSEL_NODE_RANK", 0, 1 << 20, 0);
+  if (const char* recovery = std::getenv("TESSEL_RECOVERY")) {
+    const std::string text = recovery;
+    if (text != "0" && text != "1")
+      throw Error::InvalidArgument(concat("environment variable TESSEL_RECOVERY='", text, "': expected 0 or 1"));
+    config.recovery = text == "1";
+  }
+  config.min_nodes = integer("TESSEL_MIN_NODES", 1, 1 << 20, 1);
   if (config.token.empty()) throw Error::InvalidArgument("TESSEL_JOB_TOKEN is not set: a job needs its token");
   return config;
 }
@@ -66,24 +77,45 @@ struct Job::State {
   std::unique_ptr<Coordinator> coordinator;  // rank 0
   caf::actor_system_config caf_config;
   caf::actor_system system{with_middleman(caf_config)};
-  caf::actor remote;    // the coordinator
-  caf::actor presence;  // monitored by the coordinator: it goes down with this process
-  std::unique_ptr<Transport> transport;
+  caf::actor remote;                                // the coordinator
+  caf::actor presence;                              // monitored by the coordinator: it goes down with this process
+  std::unique_ptr<Transport> transport;             // this epoch's
+  std::vector<std::unique_ptr<Transport>> retired;  // earlier epochs', closed
   std::thread heartbeats;
   std::mutex mutex;
   std::condition_variable wake;
   bool stopping = false;
   std::atomic<bool> finishing{false};
   bool finished = false;
+  // Epochs: `epoch` is the one this rank runs in, `newest` the newest it heard of.
+  std::atomic<int> rank{0}, world_size{1}, epoch{0}, newest{0};
+  std::mutex handler_mutex;
+  std::function<void(const std::string&)> on_epoch_end;
 
   ~State() {
     if (presence) caf::anon_send_exit(presence, caf::exit_reason::user_shutdown);  // else `system` waits for it
   }
 
   [[noreturn]] void fail(const std::string& reason) {
-    std::fprintf(stderr, "tessel rank %d: the job failed: %s\n", config.rank, reason.c_str());
+    std::fprintf(stderr, "tessel rank %d: the job failed: %s\n", rank.load(), reason.c_str());
     std::fflush(stderr);
     std::_Exit(3);
+  }
+
+  // The coordinator began epoch `heard` (or later): tell the handler once per epoch.
+  void heard_of(int heard, const std::string& why) {
+    int known = newest.load();
+    while (heard > known && !newest.compare_exchange_weak(known, heard)) {
+    }
+    if (heard <= known) return;
+    LOG(WARNING) << "rank " << rank.load() << " (member " << config.rank << "): epoch " << epoch.load()
+                 << " ended: " << why;
+    std::function<void(const std::string&)> handler;
+    {
+      std::lock_guard<std::mutex> lock(handler_mutex);
+      handler = on_epoch_end;
+    }
+    if (handler) handler(why);
   }
 
   // A request to the coordinator; its string answer, or Error on no answer in time.
@@ -118,6 +150,19 @@ struct Job::State {
                                            config.join_timeout_seconds, " s: ", last_error));
   }
 
+  // A transport whose broken peers fail the job, or with recovery are reported to the coordinator.
+  std::unique_ptr<Transport> new_transport() {
+    auto made = std::make_unique<Transport>();
+    const int its_epoch = newest.load();
+    made->on_failure([this, its_epoch](int peer, const std::string& reason) {
+      if (finishing) return;  // peers close their endpoints as the job ends
+      if (!config.recovery) fail(concat("the data plane to rank ", peer, " broke: ", reason));
+      if (its_epoch < newest.load() || peer < 0) return;  // that epoch is over already
+      caf::anon_send(remote, report_atom::value, config.rank, its_epoch, peer, reason);
+    });
+    return made;
+  }
+
   void beat() {
     const auto interval = millis(config.heartbeat_interval_seconds);
     const auto deadline = millis(config.heartbeat_deadline_seconds);
@@ -133,9 +178,42 @@ struct Job::State {
         fail(concat("lost the coordinator (rank 0): ", error.what()));
       }
       if (answer.rfind("failed: ", 0) == 0) fail(answer.substr(8));
+      if (answer.rfind("removed: ", 0) == 0) {
+        std::fprintf(stderr, "tessel rank %d: removed from the job: %s\n", rank.load(), answer.substr(9).c_str());
+        std::fflush(stderr);
+        std::_Exit(4);  // the launcher counts it lost, not failed
+      }
+      if (answer.rfind("ok ", 0) == 0) heard_of(std::atoi(answer.c_str() + 3), "the coordinator began a new epoch");
       lock.lock();
       wake.wait_for(lock, interval, [&] { return stopping; });
     }
+  }
+
+  // "roster EPOCH M0,M1,... ADDRESSES": connects this epoch's transport to the members in rank order.
+  void take_roster(const std::string& answer) {
+    std::istringstream words(answer.substr(7));
+    int formed = 0;
+    std::string members_text, addresses_text;
+    words >> formed >> members_text >> addresses_text;
+    std::vector<int> members;
+    for (size_t at = 0; at <= members_text.size();) {
+      const size_t comma = std::min(members_text.find(',', at), members_text.size());
+      members.push_back(std::atoi(members_text.substr(at, comma - at).c_str()));
+      at = comma + 1;
+    }
+    const auto found = std::find(members.begin(), members.end(), config.rank);
+    if (found == members.end()) throw Error::FailedPrecondition(concat("epoch ", formed, " formed without this rank"));
+    std::vector<std::vector<uint8_t>> addresses;
+    for (const std::string& text : decode_addresses(addresses_text)) addresses.emplace_back(text.begin(), text.end());
+    if (addresses.size() != members.size())
+      throw Error::FailedPrecondition(concat("epoch ", formed, "'s roster does not hold together"));
+    rank = static_cast<int>(found - members.begin());
+    world_size = static_cast<int>(members.size());
+    epoch = formed;
+    int known = newest.load();
+    while (formed > known && !newest.compare_exchange_weak(known, formed)) {
+    }
+    transport->connect(addresses, rank);
   }
 };
 
@@ -147,14 +225,18 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
     throw Error::InvalidArgument(concat("rank ", c.rank, " is outside a job of ", c.world_size, " ranks"));
   }
   if (c.token.empty()) throw Error::InvalidArgument("a job needs a token");
-  s.transport = std::make_unique<Transport>();
+  s.rank = c.rank;
+  s.world_size = c.world_size;
+  s.transport = s.new_transport();
   if (c.rank == 0) {
     s.coordinator = std::make_unique<Coordinator>(c.token, c.world_size, "0.0.0.0", c.master_port,
-                                                  c.heartbeat_deadline_seconds, c.join_timeout_seconds);
+                                                  c.heartbeat_deadline_seconds, c.join_timeout_seconds,
+                                                  CoordinatorOptions{.recovery = c.recovery, .min_nodes = c.min_nodes});
   }
   s.connect_to_coordinator();
   // The presence actor also watches the coordinator: a closed control connection (rank 0's
   // process killed, or its node gone) fails this rank at once, not at the heartbeat deadline.
+  // With recovery, it hears from the coordinator when an epoch ends.
   s.presence = s.system.spawn([&s](caf::event_based_actor* self) -> caf::behavior {
     self->monitor(s.remote);
     self->set_down_handler([&s](caf::down_msg& down) {
@@ -162,11 +244,11 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
       s.fail(
           concat("lost the coordinator (rank 0): its control connection closed (", s.system.render(down.reason), ")"));
     });
-    return {[](int) {}};
+    return {[](int) {}, [&s](epoch_atom, int epoch, const std::string& why) { s.heard_of(epoch, why); }};
   });
   const std::vector<uint8_t> address = s.transport->address();
   const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank,
-                                   std::string(address.begin(), address.end()), s.presence);
+                                   std::string(address.begin(), address.end()), s.presence, c.node);
   if (joined != "accepted") {
     throw Error::FailedPrecondition(
         concat("the coordinator at ", c.master_addr, ":", c.master_port, " refused rank ", c.rank, ": ", joined));
@@ -184,27 +266,66 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   }
   std::vector<std::vector<uint8_t>> addresses;
   for (const std::string& text : decode_addresses(roster.substr(9))) addresses.emplace_back(text.begin(), text.end());
-  s.transport->on_failure([&s](int peer, const std::string& reason) {
-    if (s.finishing) return;  // peers close their endpoints as the job ends
-    s.fail(concat("the data plane to rank ", peer, " broke: ", reason));
-  });
   s.transport->connect(addresses, c.rank);
   s.heartbeats = std::thread([&s] { s.beat(); });
   LOG(INFO) << "rank " << c.rank << " of " << c.world_size << " joined the job at " << c.master_addr << ":"
-            << c.master_port;
+            << c.master_port << (c.recovery ? " (recovery on)" : "");
 }
 
 Job::~Job() {
   try {
     finish();
   } catch (const Error& error) {
-    LOG(ERROR) << "rank " << state_->config.rank << ": " << error.what();
+    LOG(ERROR) << "rank " << state_->rank.load() << ": " << error.what();
   }
 }
 
-int Job::rank() const { return state_->config.rank; }
-int Job::world_size() const { return state_->config.world_size; }
+int Job::rank() const { return state_->rank.load(); }
+int Job::world_size() const { return state_->world_size.load(); }
 Transport& Job::transport() { return *state_->transport; }
+int Job::node() const { return state_->config.node; }
+int Job::member() const { return state_->config.rank; }
+bool Job::recovery() const { return state_->config.recovery; }
+double Job::heartbeat_deadline_seconds() const { return state_->config.heartbeat_deadline_seconds; }
+int Job::epoch() const { return state_->epoch.load(); }
+bool Job::epoch_ended() const { return state_->newest.load() > state_->epoch.load(); }
+
+void Job::on_epoch_end(std::function<void(const std::string& why)> handler) {
+  std::lock_guard<std::mutex> lock(state_->handler_mutex);
+  state_->on_epoch_end = std::move(handler);
+}
+
+void Job::reform() {
+  State& s = *state_;
+  if (!s.config.recovery) throw Error::FailedPrecondition("reform(): this job runs without recovery");
+  s.transport->close();
+  s.retired.push_back(std::move(s.transport));
+  s.transport = s.new_transport();
+  const std::vector<uint8_t> bytes = s.transport->address();
+  const std::string address(bytes.begin(), bytes.end());
+  int target = std::max(s.newest.load(), s.epoch.load() + 1);
+  const auto deadline = Clock::now() + millis(s.config.join_timeout_seconds);
+  while (Clock::now() < deadline) {
+    const std::string answer =
+        s.ask(millis(s.config.join_timeout_seconds), reform_atom::value, s.config.rank, target, address);
+    if (answer.rfind("roster ", 0) == 0) {
+      s.take_roster(answer);
+      LOG(INFO) << "member " << s.config.rank << " is rank " << s.rank.load() << " of " << s.world_size.load()
+                << " in epoch " << s.epoch.load();
+      return;
+    }
+    if (answer.rfind("epoch ", 0) == 0) {  // another loss meanwhile: form the epoch after
+      target = std::atoi(answer.c_str() + 6);
+      s.heard_of(target, "another member was lost while the job re-formed");
+      continue;
+    }
+    const bool removed = answer.rfind("removed: ", 0) == 0;
+    throw Error::FailedPrecondition(
+        concat(removed ? "" : "the job failed while it re-formed: ", answer.substr(answer.find(": ") + 2)));
+  }
+  throw Error::FailedPrecondition(
+      concat("the job did not re-form within ", s.config.join_timeout_seconds, " s (epoch ", target, ")"));
+}
 
 void Job::finish() {
   State& s = *state_;

@@ -78,6 +78,7 @@ struct Transport::State {
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::mutex mutex;
+  bool closed = false;                              // under `mutex`: close() began
   std::deque<std::function<void()>> commands;       // run on the progress thread
   std::unordered_map<uint64_t, Pending*> receives;  // progress thread only
   std::unordered_set<Pending*> sends;               // progress thread only: sends in flight
@@ -86,22 +87,29 @@ struct Transport::State {
   std::function<void(int, const std::string&)> failure;
   std::atomic<uint64_t> sent{0}, received{0};
 
-  void post(std::function<void()> command) {
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      commands.push_back(std::move(command));
-    }
+  // Commands posted once the transport closed are dropped (false).
+  bool post(std::function<void()> command) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (closed) return false;
+    commands.push_back(std::move(command));
     const uint64_t one = 1;
     [[maybe_unused]] const ssize_t written = ::write(wake, &one, sizeof one);
+    return true;
   }
 
-  // Runs `command` on the progress thread and waits for it (errors come back here).
+  // Runs `command` on the progress thread and waits for it (errors come back here). Once the
+  // transport closed: Result{}, and `command` does not run.
   template <typename Result>
   Result call(std::function<Result()> command) {
     auto task = std::make_shared<std::packaged_task<Result()>>(std::move(command));
     std::future<Result> result = task->get_future();
-    post([task] { (*task)(); });
-    return result.get();
+    if (!post([task] { (*task)(); })) return Result{};
+    task.reset();  // the command holds it: dropped unrun, it breaks the promise
+    try {
+      return result.get();
+    } catch (const std::future_error&) {  // dropped: the transport closed
+      return Result{};
+    }
   }
 
   void fail(int peer, const std::string& reason) {
@@ -260,16 +268,29 @@ Transport::Transport() : state_(std::make_unique<State>()) {
   s.thread = std::thread([&s] { s.loop(); });
 }
 
-Transport::~Transport() {
+Transport::~Transport() { close(); }
+
+void Transport::close() {
   State& s = *state_;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (s.closed || s.stopping) return;
+  }
   s.call<int>([&s] {
     s.cancel_receives([](const State::Pending&) { return true; });
     return 0;
   });
-  s.stopping = true;
-  s.post([] {});
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.closed = true;
+    s.stopping = true;
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(s.wake, &one, sizeof one);
+  }
   s.thread.join();
-  // The endpoints close here, on this thread, now that the progress thread is gone.
+  s.commands.clear();  // posted before the close but not run: their waiters get Result{}
+  // The endpoints close here, on this thread, now that the progress thread is gone. A peer that
+  // died may never answer: the wait is bounded.
   std::vector<void*> closing;
   for (ucp_ep_h endpoint : s.endpoints) {
     if (endpoint == nullptr) continue;
@@ -286,10 +307,16 @@ Transport::~Transport() {
     }
     if (ucp_request_check_status(request) != UCS_INPROGRESS) ucp_request_free(request);
   }
+  s.endpoints.clear();
   ucp_worker_destroy(s.worker);
   ucp_cleanup(s.context);
   ::close(s.epoll);
   ::close(s.wake);
+}
+
+bool Transport::same_machine(int peer) const {
+  const State& s = *state_;
+  return peer >= 0 && peer < static_cast<int>(s.same_machine.size()) && s.same_machine[peer];
 }
 
 std::vector<uint8_t> Transport::address() const { return state_->address; }

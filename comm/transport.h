@@ -32,7 +32,7 @@ struct Completion {
 class Transport {
  public:
   Transport();
-  // Cancels receives still posted, closes the endpoints and stops the progress thread.
+  // close().
   ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
@@ -59,6 +59,15 @@ class Transport {
 
   // Called on the progress thread when a transfer fails or a peer's endpoint breaks.
   void on_failure(std::function<void(int peer, const std::string& reason)> handler);
+
+  // Cancels receives still posted, stops the progress thread and closes the endpoints (waiting
+  // at most 2 s for peers that may be dead). Afterwards every call returns at once and does
+  // nothing: no `done` runs any more. Recovery closes an epoch's transport this way, after the
+  // actors that used it were aborted and before their buffers go away.
+  void close();
+
+  // Whether `peer` (a rank connect() was given) runs on this machine, where UCX uses shared memory.
+  bool same_machine(int peer) const;
 
   // What UCX chose: its transports per endpoint ("tcp", "posix", ...), for logs and tests.
   std::string describe() const;

@@ -16,6 +16,8 @@ std::string_view to_string(ErrorCode code) {
       return "failed precondition";
     case ErrorCode::kOutOfRange:
       return "out of range";
+    case ErrorCode::kAborted:
+      return "aborted";
     case ErrorCode::kDataLoss:
       return "data loss";
   }

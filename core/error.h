@@ -18,6 +18,7 @@ enum class ErrorCode {
   kFailedPrecondition,  // the request is valid but the state does not allow it
   kOutOfRange,          // an index or label lies outside its range
   kDataLoss,            // a file or message is corrupt or truncated
+  kAborted,             // stopped from outside: the job's membership changed (recovery)
 };
 
 std::string_view to_string(ErrorCode code);
@@ -33,6 +34,7 @@ class Error : public std::runtime_error {
   static Error FailedPrecondition(std::string message) { return {ErrorCode::kFailedPrecondition, std::move(message)}; }
   static Error OutOfRange(std::string message) { return {ErrorCode::kOutOfRange, std::move(message)}; }
   static Error DataLoss(std::string message) { return {ErrorCode::kDataLoss, std::move(message)}; }
+  static Error Aborted(std::string message) { return {ErrorCode::kAborted, std::move(message)}; }
 
   ErrorCode code() const { return code_; }
 

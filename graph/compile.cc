@@ -311,6 +311,7 @@ class Compiler {
         def->set_layout(variable.layout);
         def->set_elsewhere(variable.elsewhere);
         def->set_writes_checkpoint(variable.writes_checkpoint);
+        for (int rank : variable.slice_ranks) def->add_slice_ranks(rank);
       }
     }
     std::vector<int> local(all_.actors_size());

@@ -52,10 +52,16 @@ class Lowering {
       const Layout layout = layouts_.output({node.id, 0});
       std::set<int> ranks;
       for (int device : layout.placement.devices) ranks.insert(rank_of(device));
-      std::set<std::vector<int64_t>> written;  // the starts of slices a device already writes
+      std::set<std::vector<int64_t>> written;                 // the starts of slices a device already writes
+      std::map<std::vector<int64_t>, std::set<int>> holders;  // each slice's ranks
+      for (int e = 0; e < layout.placement.size(); ++e) {
+        const Region region = shard_region(node.outputs[0].shape, layout.placement, layout.sbp, e);
+        holders[region.starts].insert(rank_of(layout.placement.devices[e]));
+      }
       for (int e = 0; e < layout.placement.size(); ++e) {
         const Region region = shard_region(node.outputs[0].shape, layout.placement, layout.sbp, e);
         const bool writes = written.insert(region.starts).second;
+        const std::set<int>& slice_ranks = holders.at(region.starts);
         if (!kept(layout.placement.devices[e])) continue;
         result_.variables.push_back({.logical = node.id,
                                      .device = device_index(layout.placement.devices[e]),
@@ -64,7 +70,8 @@ class Lowering {
                                      .starts = region.starts,
                                      .layout = layout.to_string(),
                                      .elsewhere = ranks.size() > 1,
-                                     .writes_checkpoint = writes});
+                                     .writes_checkpoint = writes,
+                                     .slice_ranks = std::vector<int>(slice_ranks.begin(), slice_ranks.end())});
       }
     }
     const std::vector<bool> needed = needed_nodes(graph_, fetches_, training_);

@@ -46,6 +46,7 @@ struct PhysicalVariable {
   std::string layout{};
   bool elsewhere = false;          // other shards of the variable live on other ranks
   bool writes_checkpoint = false;  // the first device of the placement that holds this slice
+  std::vector<int> slice_ranks{};  // the ranks that hold this slice (this one too), ascending
 };
 
 struct PhysicalGraph {

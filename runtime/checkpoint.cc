@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <random>
@@ -437,10 +438,40 @@ struct RankChannel::State {
   comm::Transport* transport = nullptr;
   uint64_t transport_group = 0;
   std::mutex mutex;  // one operation at a time
-  std::string broken;
+  std::mutex broken_mutex;
+  std::string broken;  // under broken_mutex
+
+  std::string why_broken() {
+    std::lock_guard<std::mutex> lock(broken_mutex);
+    return broken;
+  }
+
+  // Runs one operation of the communicator and waits for it, at most `timeout_seconds`.
+  void wait_for(const std::string& what, double timeout_seconds, int rank,
+                const std::function<void(comm::Communicator::Done)>& start) {
+    if (const std::string why = why_broken(); !why.empty())
+      throw Error::Aborted(concat(what, ": the ranks' channel broke earlier: ", why));
+    auto promise = std::make_shared<std::promise<std::string>>();
+    std::future<std::string> done = promise->get_future();
+    start([promise](const std::string& error) { promise->set_value(error); });
+    if (done.wait_for(std::chrono::duration<double>(timeout_seconds)) != std::future_status::ready) {
+      const std::string why = concat("rank ", rank, " waited ", timeout_seconds, " s for the other ranks to ", what);
+      {
+        std::lock_guard<std::mutex> lock(broken_mutex);
+        if (broken.empty()) broken = why;
+      }
+      communicator->abort(why);
+      done.wait();
+      throw Error::FailedPrecondition(why);
+    }
+    const std::string error = done.get();
+    if (error.empty()) return;
+    if (const std::string why = why_broken(); !why.empty()) throw Error::Aborted(concat(what, ": ", why));
+    throw Error::FailedPrecondition(concat(what, ": ", error));
+  }
 };
 
-RankChannel::RankChannel(int ranks, int rank, comm::Transport* transport)
+RankChannel::RankChannel(int ranks, int rank, comm::Transport* transport, int group)
     : ranks_(ranks), rank_(rank), state_(std::make_unique<State>()) {
   if (ranks <= 1) return;
   if (transport == nullptr)
@@ -451,7 +482,7 @@ RankChannel::RankChannel(int ranks, int rank, comm::Transport* transport)
   state_->transport_group = comm::Transport::new_group();
   state_->workers = std::make_unique<comm::CollectiveWorkers>(1);
   state_->communicator =
-      std::make_unique<comm::CpuCommunicator>(comm::CommunicatorOptions{.group = 0,
+      std::make_unique<comm::CpuCommunicator>(comm::CommunicatorOptions{.group = group,
                                                                         .member_ranks = members,
                                                                         .rank = rank,
                                                                         .transport = transport,
@@ -468,25 +499,84 @@ RankChannel::~RankChannel() {
   state_->workers.reset();
 }
 
+void RankChannel::abort(const std::string& why) {
+  if (!state_->communicator) return;
+  {
+    std::lock_guard<std::mutex> lock(state_->broken_mutex);
+    if (!state_->broken.empty()) return;
+    state_->broken = why;
+  }
+  state_->communicator->abort(why);
+}
+
 std::vector<int64_t> RankChannel::all_max(std::vector<int64_t> values, const std::string& what,
                                           double timeout_seconds) {
   if (ranks_ <= 1) return values;
   std::lock_guard<std::mutex> lock(state_->mutex);
-  if (!state_->broken.empty())
-    throw Error::FailedPrecondition(concat(what, ": the ranks' channel broke earlier: ", state_->broken));
   std::vector<int64_t> result(values.size());
-  auto promise = std::make_shared<std::promise<std::string>>();
-  std::future<std::string> done = promise->get_future();
-  state_->communicator->all_reduce(rank_, values.data(), result.data(), values.size(), DType::i64, comm::ReduceOp::max,
-                                   [promise](const std::string& error) { promise->set_value(error); });
-  if (done.wait_for(std::chrono::duration<double>(timeout_seconds)) != std::future_status::ready) {
-    state_->broken = concat("rank ", rank_, " waited ", timeout_seconds, " s for the other ranks to ", what);
-    state_->communicator->abort(state_->broken);
-    done.wait();
-    throw Error::FailedPrecondition(state_->broken);
+  state_->wait_for(what, timeout_seconds, rank_, [&](comm::Communicator::Done done) {
+    state_->communicator->all_reduce(rank_, values.data(), result.data(), values.size(), DType::i64,
+                                     comm::ReduceOp::max, std::move(done));
+  });
+  return result;
+}
+
+std::vector<std::vector<int64_t>> RankChannel::all_gather(const std::vector<int64_t>& values, const std::string& what,
+                                                          double timeout_seconds) {
+  if (ranks_ <= 1) return {values};
+  std::vector<int64_t> sizes(ranks_, 0);
+  sizes[rank_] = static_cast<int64_t>(values.size());
+  sizes = all_max(sizes, what, timeout_seconds);
+  std::vector<size_t> counts(sizes.begin(), sizes.end());
+  int64_t total = 0;
+  for (int64_t size : sizes) total += size;
+  std::vector<int64_t> gathered(static_cast<size_t>(total));
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->wait_for(what, timeout_seconds, rank_, [&](comm::Communicator::Done done) {
+      state_->communicator->all_gather(rank_, values.data(), gathered.data(), counts, DType::i64, std::move(done));
+    });
   }
-  const std::string error = done.get();
-  if (!error.empty()) throw Error::FailedPrecondition(concat(what, ": ", error));
+  std::vector<std::vector<int64_t>> result(ranks_);
+  size_t at = 0;
+  for (int r = 0; r < ranks_; ++r) {
+    result[r].assign(gathered.begin() + static_cast<std::ptrdiff_t>(at),
+                     gathered.begin() + static_cast<std::ptrdiff_t>(at + counts[r]));
+    at += counts[r];
+  }
+  return result;
+}
+
+std::vector<std::vector<int64_t>> RankChannel::all_to_all(const std::vector<std::vector<int64_t>>& to_each,
+                                                          const std::vector<size_t>& from_each, const std::string& what,
+                                                          double timeout_seconds) {
+  if (static_cast<int>(to_each.size()) != ranks_ || static_cast<int>(from_each.size()) != ranks_) {
+    throw Error::InvalidArgument(concat(what, ": all_to_all expects one piece per rank (", ranks_, ")"));
+  }
+  if (ranks_ <= 1) return {to_each[0]};
+  std::vector<size_t> send_counts;
+  std::vector<int64_t> send;
+  for (const std::vector<int64_t>& piece : to_each) {
+    send_counts.push_back(piece.size());
+    send.insert(send.end(), piece.begin(), piece.end());
+  }
+  size_t total = 0;
+  for (size_t count : from_each) total += count;
+  std::vector<int64_t> received(total);
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->wait_for(what, timeout_seconds, rank_, [&](comm::Communicator::Done done) {
+      state_->communicator->all_to_all(rank_, send.data(), received.data(), send_counts, from_each, DType::i64,
+                                       std::move(done));
+    });
+  }
+  std::vector<std::vector<int64_t>> result(ranks_);
+  size_t at = 0;
+  for (int r = 0; r < ranks_; ++r) {
+    result[r].assign(received.begin() + static_cast<std::ptrdiff_t>(at),
+                     received.begin() + static_cast<std::ptrdiff_t>(at + from_each[r]));
+    at += from_each[r];
+  }
   return result;
 }
 

@@ -71,13 +71,14 @@ struct LocalVariable {
 // The variables of `graph` in its order, with no shards: Session fills in its own.
 std::vector<LocalVariable> variables_of(const Graph& graph);
 
-// Agreement between the ranks of a job around a save or a restore: an all-reduce (max) of a few
-// integers over one member per rank, on its own tag space of the job's transport. With one rank
-// it returns its input.
+// Agreement between the ranks of a job around a save or a restore, and recovery's exchanges
+// (runtime/recovery.h): collectives of a few values over one member per rank, on their own tag
+// space of the job's transport. Channels that run at the same time take distinct groups. With
+// one rank each returns its input.
 class RankChannel {
  public:
-  // `transport` may be null when ranks == 1.
-  RankChannel(int ranks, int rank, comm::Transport* transport);
+  // `transport` may be null when ranks == 1. Group 0 is the checkpoints', 1 recovery's.
+  RankChannel(int ranks, int rank, comm::Transport* transport, int group = 0);
   ~RankChannel();
   RankChannel(const RankChannel&) = delete;
   RankChannel& operator=(const RankChannel&) = delete;
@@ -85,8 +86,17 @@ class RankChannel {
   int ranks() const { return ranks_; }
   int rank() const { return rank_; }
   // Every rank's `values`, reduced by max. Error::FailedPrecondition naming the wait when another
-  // rank does not take part within `timeout_seconds`.
+  // rank does not take part within `timeout_seconds`; Error::Aborted once abort() was called.
   std::vector<int64_t> all_max(std::vector<int64_t> values, const std::string& what, double timeout_seconds = 600);
+  // Every rank's `values` (of any length), in rank order.
+  std::vector<std::vector<int64_t>> all_gather(const std::vector<int64_t>& values, const std::string& what,
+                                               double timeout_seconds = 600);
+  // to_each[r] goes to rank r; from_each[r] values come from rank r (its to_each[this rank] size).
+  std::vector<std::vector<int64_t>> all_to_all(const std::vector<std::vector<int64_t>>& to_each,
+                                               const std::vector<size_t>& from_each, const std::string& what,
+                                               double timeout_seconds = 600);
+  // From any thread: the operation in flight and every later one fail with Error::Aborted.
+  void abort(const std::string& why);
 
  private:
   int ranks_, rank_;

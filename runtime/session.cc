@@ -5,15 +5,21 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "actors/executor.h"
+#include "comm/job.h"
 #include "devices/arena.h"
 #include "graph/proto_conversion.h"
+#include "graph/relayout.h"
 #include "runtime/interpreter.h"
+#include "runtime/recovery.h"
 
 namespace tessel {
 namespace {
@@ -23,8 +29,9 @@ struct VariableShard {
   int device = 0;
   TensorType type;
   int64_t offset = 0;
-  std::vector<int64_t> starts;  // in the whole variable
-  bool writes = false;          // this copy goes into checkpoints
+  std::vector<int64_t> starts;   // in the whole variable
+  bool writes = false;           // this copy goes into checkpoints
+  std::vector<int> slice_ranks;  // the ranks that hold this slice
 };
 
 struct VariableSlot {
@@ -78,13 +85,54 @@ PlanOptions with_ranks(PlanOptions options, const SessionOptions& session) {
 }  // namespace
 
 struct Session::Impl {
-  Impl(Graph& graph, const PlanOptions& plan_options, const SessionOptions& options)
-      : graph(graph), options(options), fetches(plan_options.fetches), plan_options(with_ranks(plan_options, options)) {
+  Impl(Graph& graph, const PlanOptions& plan_options, const SessionOptions& given)
+      : graph(graph),
+        options(with_job(given)),
+        fetches(plan_options.fetches),
+        plan_options(with_ranks(plan_options, options)) {
     if (options.use_interpreter) {
       interpreter = std::make_unique<Interpreter>(graph);
       return;
     }
-    plan = compile_plan(graph, this->plan_options);
+    build(/*initialize=*/true);
+    if (!recovering()) return;
+    if (options.snapshot_every < 1) {
+      throw Error::InvalidArgument(
+          concat("SessionOptions::snapshot_every is ", options.snapshot_every, ", expected at least 1"));
+    }
+    const int devices = devices_spanned(graph, this->plan_options.placement);
+    if (devices % this->plan_options.ranks != 0) {
+      throw Error::InvalidArgument(concat("recovery keeps each rank's devices, but the graph's ", devices,
+                                          " devices do not divide evenly over ", this->plan_options.ranks, " ranks"));
+    }
+    devices_per_rank = devices / this->plan_options.ranks;
+    options.job->on_epoch_end([this](const std::string& why) { interrupt(why); });
+    memory.begin_epoch(share(), recovery_channel());
+    memory.snapshot(executor->steps_done(), recovery_channel());
+  }
+
+  ~Impl() {
+    if (options.job != nullptr) options.job->on_epoch_end({});
+  }
+
+  static SessionOptions with_job(SessionOptions options) {
+    if (options.job == nullptr) return options;
+    options.ranks = options.job->world_size();
+    options.rank = options.job->rank();
+    options.transport = &options.job->transport();
+    return options;
+  }
+
+  bool recovering() const { return options.job != nullptr && options.job->recovery() && !interpreter; }
+
+  // Compiles this rank's share of the plan for the current ranks, lays out its variables and
+  // makes its executor; with `initialize`, the variables take their initial values.
+  void build(bool initialize) {
+    slots.clear();
+    evaluation.clear();
+    executor.reset();
+    variables.clear();
+    plan = compile_plan(graph, plan_options);
     const proto::RankPlan& rank = share_of(plan, options.rank);
     std::map<std::string, Attributes> attrs;  // each variable's node attributes (its initializer)
     for (int d = 0; d < rank.devices_size(); ++d) {
@@ -100,7 +148,9 @@ struct Session::Impl {
         slot.type = def.has_logical_type() ? tensor_type_from_proto(def.logical_type()) : shard;
         std::vector<int64_t> starts(def.starts().begin(), def.starts().end());
         starts.resize(shard.shape.rank(), 0);
-        slot.shards.push_back({d, shard, def.offset(), std::move(starts), def.writes_checkpoint()});
+        std::vector<int> slice_ranks(def.slice_ranks().begin(), def.slice_ranks().end());
+        if (slice_ranks.empty()) slice_ranks.push_back(options.rank);
+        slot.shards.push_back({d, shard, def.offset(), std::move(starts), def.writes_checkpoint(), slice_ranks});
         slot.elsewhere |= def.elsewhere();
         slot.layout = def.layout();
         if (slot.shards.size() == 1) attrs[def.name()] = attributes_from_proto(def.attrs());
@@ -114,11 +164,156 @@ struct Session::Impl {
       slot.elsewhere = true;
     }
     for (const auto& [name, slot] : slots) {
-      if (slot.shards.empty()) continue;
+      if (slot.shards.empty() || !initialize) continue;
       Node node{.op = "variable", .name = name, .attrs = attrs.at(name), .outputs = {slot.type}};
       write_shards(slot, initial_value(node, graph.seed()));
     }
     executor = make_executor(plan, 0);
+  }
+
+  // This rank's slices of every variable, for recovery's memory.
+  recovery::Share share() const {
+    recovery::Share result{
+        .epoch = options.job->epoch(), .rank = options.rank, .ranks = plan_options.ranks, .node = options.job->node()};
+    const std::vector<checkpoint::LocalVariable> all = checkpoint::variables_of(graph);
+    for (size_t v = 0; v < all.size(); ++v) {
+      result.names.push_back(all[v].name);
+      result.whole_shapes.push_back(all[v].shape);
+      result.element_bytes.push_back(size_of(all[v].dtype));
+      const VariableSlot& found = slot(all[v].name);
+      std::map<std::vector<int64_t>, size_t> by_starts;  // each slice once, with every device's copy
+      for (const VariableShard& shard : found.shards) {
+        std::byte* bytes = variables[shard.device]->data() + shard.offset;
+        auto [it, fresh] = by_starts.emplace(shard.starts, result.slices.size());
+        if (fresh) {
+          result.slices.push_back({.variable = static_cast<int>(v),
+                                   .starts = shard.starts,
+                                   .shape = shard.type.shape,
+                                   .copies = {bytes},
+                                   .ranks = shard.slice_ranks});
+        } else {
+          result.slices[it->second].copies.push_back(bytes);
+        }
+      }
+    }
+    return result;
+  }
+
+  // Recovery's channel of this epoch. Made after the epoch ended (the handler found nothing to
+  // abort), it is born aborted.
+  checkpoint::RankChannel& recovery_channel() {
+    if (!recovery) {
+      std::lock_guard<std::mutex> lock(interrupt_mutex);
+      recovery = std::make_unique<checkpoint::RankChannel>(plan_options.ranks, options.rank, options.transport, 1);
+      if (options.job->epoch_ended()) recovery->abort("the job's membership changed");
+    }
+    return *recovery;
+  }
+
+  // On a job thread, when the job's epoch ended: stop what waits on the old membership.
+  void interrupt(const std::string& why) {
+    std::lock_guard<std::mutex> lock(interrupt_mutex);
+    heard_at = std::chrono::system_clock::now();
+    heard_steady = std::chrono::steady_clock::now();
+    heard_why = why;
+    if (executor) executor->interrupt(why);
+    if (recovery) recovery->abort(why);
+    if (channel) channel->abort(why);
+  }
+
+  // After the job's epoch ended: abort, re-form, re-plan on the devices that remain, restore and
+  // go on. Returns the step the state was restored to. Another loss on the way starts it again.
+  MembershipChange recover() {
+    comm::Job& job = *options.job;
+    MembershipChange change;
+    for (int attempt = 0;; ++attempt) {
+      const auto since = [&] {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - heard_steady).count();
+      };
+      if (attempt == 0) {
+        std::lock_guard<std::mutex> lock(interrupt_mutex);
+        if (heard_steady <= recovered_at) {  // the epoch ended before the handler ran
+          heard_steady = std::chrono::steady_clock::now();
+          heard_at = std::chrono::system_clock::now();
+        }
+        change.why = heard_why;
+        change.heard_at_unix_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(heard_at.time_since_epoch()).count();
+      }
+      // Abort: every actor, the channels, a save in flight (abandoned).
+      {
+        std::lock_guard<std::mutex> lock(interrupt_mutex);
+        if (executor) executor->abandon("the job's membership changed");
+        for (auto& [fetch_list, evaluated] : evaluation) evaluated.executor->abandon("the job's membership changed");
+        if (recovery) recovery->abort("the job's membership changed");
+        if (channel) channel->abort("the job's membership changed");
+      }
+      if (pending.valid()) {
+        try {
+          pending.get();
+        } catch (const std::exception& error) {
+          LOG(WARNING) << "the checkpoint in flight was abandoned: " << error.what();
+        }
+      }
+      change.abort_ms = since();
+      job.reform();  // closes the old transport: nothing the old actors sent can land any more
+      change.reform_ms = since();
+      {
+        std::lock_guard<std::mutex> lock(interrupt_mutex);
+        executor.reset();
+        evaluation.clear();
+        recovery.reset();
+        channel.reset();
+        last_snapshot.reset();
+      }
+      const int from = devices_per_rank * plan_options.ranks;
+      options.ranks = plan_options.ranks = job.world_size();
+      options.rank = plan_options.rank = job.rank();
+      options.transport = &job.transport();
+      const int to = devices_per_rank * plan_options.ranks;
+      relay_graph(graph, from, to);
+      plan_options.placement = relaid_placement(plan_options.placement, from, to);
+      {
+        std::lock_guard<std::mutex> lock(interrupt_mutex);
+        build(/*initialize=*/false);
+        // The epoch may have ended before this executor existed: the handler could not stop it.
+        if (job.epoch_ended()) executor->interrupt("the job's membership changed");
+      }
+      change.replan_ms = since();
+      try {
+        std::string missing;
+        int64_t step = memory.restore(share(), recovery_channel(), &missing);
+        change.source = "memory";
+        if (step < 0) {
+          if (options.checkpoint_dir.empty() || checkpoint::list(options.checkpoint_dir).empty()) {
+            throw Error::FailedPrecondition(
+                concat("recovery cannot restore the variables: ", missing,
+                       ", and there is no checkpoint to fall back on (set checkpoint_dir)"));
+          }
+          LOG(WARNING) << "recovery: " << missing << "; restoring the newest checkpoint instead";
+          std::vector<HostTensor> copies;
+          const CheckpointInfo info =
+              checkpoint::restore(options.checkpoint_dir, local_variables(copies), graph, rank_channel());
+          step = info.step;
+          change.source = info.path;
+        }
+        executor->set_steps_done(step);
+        change.resumed_at = step;
+        memory.begin_epoch(share(), recovery_channel());
+        memory.snapshot(step, recovery_channel());
+      } catch (const Error& error) {
+        if (!job.epoch_ended()) throw;
+        LOG(WARNING) << "recovery: another member was lost while restoring (" << error.what() << "); again";
+        continue;
+      }
+      change.restore_ms = since();
+      change.epoch = job.epoch();
+      change.ranks = plan_options.ranks;
+      change.rank = options.rank;
+      change.devices = to;
+      recovered_at = std::chrono::steady_clock::now();
+      return change;
+    }
   }
 
   std::unique_ptr<Executor> make_executor(const proto::Plan& for_plan, int tag_space) const {
@@ -199,8 +394,11 @@ struct Session::Impl {
   }
 
   checkpoint::RankChannel& rank_channel() {
-    if (!channel)
+    if (!channel) {
+      std::lock_guard<std::mutex> lock(interrupt_mutex);
       channel = std::make_unique<checkpoint::RankChannel>(plan_options.ranks, options.rank, options.transport);
+      if (options.job != nullptr && options.job->epoch_ended()) channel->abort("the job's membership changed");
+    }
     return *channel;
   }
 
@@ -219,6 +417,70 @@ struct Session::Impl {
       ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
       return checkpoint::write(root, *snapshot, graph, ranks, options.keep_checkpoints);
     });
+  }
+
+  void save_now() {
+    save(options.checkpoint_dir, options.data_position ? options.data_position() : std::map<std::string, int64_t>{});
+  }
+
+  // run() with recovery: steps go in chunks to each snapshot (and checkpoint) boundary; a lost
+  // member sends it through recover() and on from the restored step, to the same last step.
+  std::vector<std::vector<HostTensor>> run_recovering(int64_t steps, const FeedFn& feed, const StepFn& on_step) {
+    const int64_t first = executor->steps_done(), last = first + steps;
+    std::map<int64_t, std::vector<HostTensor>> outputs;  // by step: a step run again replaces its values
+    bool ran_out = false;
+    std::optional<MembershipChange> reported;  // a recovery whose first step is not done yet
+    const StepFn record = [&](int64_t step, const std::vector<HostTensor>& values) {
+      if (step >= first) outputs[step] = values;
+      if (reported) {
+        reported->first_step_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - heard_steady).count();
+        LOG(WARNING) << reported->to_string();
+        reported.reset();
+      }
+      if (on_step) on_step(step, values);
+    };
+    const int64_t every = options.snapshot_every;
+    const int64_t saves = options.checkpoint_dir.empty() ? 0 : options.checkpoint_every;
+    while (!ran_out && executor->steps_done() < last) {
+      try {
+        if (options.job->epoch_ended()) throw Error::Aborted("the job's membership changed between steps");
+        const int64_t done = executor->steps_done();
+        int64_t count = std::min(last - done, every - done % every);
+        if (saves > 0) count = std::min(count, saves - done % saves);
+        const size_t ran = executor->run(count, feed, record).size();
+        ran_out = static_cast<int64_t>(ran) < count;
+        const int64_t now = executor->steps_done();
+        if (ran > 0 && now % every == 0) memory.snapshot(now, recovery_channel());
+        if (ran > 0 && saves > 0 && now % saves == 0) save_now();
+      } catch (const Error& error) {
+        if (!lost_a_member(error)) throw;
+        reported = recover();
+        // Values of steps after the restored one come again.
+        outputs.erase(outputs.lower_bound(reported->resumed_at), outputs.end());
+        if (options.on_membership_change) options.on_membership_change(*reported);
+        ran_out = false;
+      }
+    }
+    if (reported) LOG(WARNING) << reported->to_string();  // no step after it
+    std::vector<std::vector<HostTensor>> result;
+    for (auto& [step, values] : outputs) result.push_back(std::move(values));
+    return result;
+  }
+
+  // Whether `error` came of a lost member: the job's epoch ended, now or within a heartbeat
+  // deadline (a transfer to a dead peer may fail before the coordinator has said so). Errors in
+  // the caller's own input are never that.
+  bool lost_a_member(const Error& error) const {
+    const ErrorCode code = error.code();
+    if (code == ErrorCode::kInvalidArgument || code == ErrorCode::kShapeMismatch || code == ErrorCode::kNotFound)
+      return false;
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration<double>(2 * options.job->heartbeat_deadline_seconds() + 1);
+    while (!options.job->epoch_ended() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return options.job->epoch_ended();
   }
 
   struct EvaluationPlan {
@@ -240,7 +502,26 @@ struct Session::Impl {
   std::unique_ptr<checkpoint::RankChannel> channel;     // made by the first save or restore
   std::future<CheckpointInfo> pending;                  // the save in flight (it uses `channel`)
   std::shared_ptr<checkpoint::Snapshot> last_snapshot;  // its bytes, reused by the next save
+  // Recovery (SessionOptions::job).
+  int devices_per_rank = 1;
+  recovery::Memory memory;
+  std::unique_ptr<checkpoint::RankChannel> recovery;  // recovery's exchanges, this epoch
+  std::mutex interrupt_mutex;  // the job's thread against executor, channel and recovery changing
+  std::chrono::system_clock::time_point heard_at{};
+  std::chrono::steady_clock::time_point heard_steady{};
+  std::chrono::steady_clock::time_point recovered_at{};  // the end of the last recovery
+  std::string heard_why;
 };
+
+std::string MembershipChange::to_string() const {
+  char phases[256];
+  std::snprintf(phases, sizeof phases,
+                "abort %.0f ms, re-form %.0f ms, re-plan %.0f ms, restore %.0f ms, first step done %.0f ms", abort_ms,
+                reform_ms - abort_ms, replan_ms - reform_ms, restore_ms - replan_ms, first_step_ms);
+  return concat("recovered: epoch ", epoch, " after ", why.empty() ? "a lost member" : why, "; now rank ", rank, " of ",
+                ranks, " over ", devices, " devices, resumed at step ", resumed_at, " from ", source, "; heard at ",
+                heard_at_unix_ms, " ms (unix); ", phases, " after hearing");
+}
 
 Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions options)
     : Session(graph,
@@ -266,6 +547,7 @@ std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& f
   if (steps < 0) throw Error::InvalidArgument(concat("run(", steps, ", ...): expected a step count of at least 0"));
   Impl& impl = *impl_;
   const OneCallAtATime guard(impl.busy, "run");
+  if (impl.recovering()) return impl.run_recovering(steps, feed, on_step);
   const auto run_some = [&](int64_t count) {
     if (!impl.interpreter) return impl.executor->run(count, feed, on_step);
     std::vector<std::vector<HostTensor>> outputs;
@@ -287,10 +569,7 @@ std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& f
     std::vector<std::vector<HostTensor>> part = run_some(count);
     const bool ran_out = static_cast<int64_t>(part.size()) < count;
     for (auto& values : part) outputs.push_back(std::move(values));
-    if (!part.empty() && steps_done() % every == 0) {
-      impl.save(impl.options.checkpoint_dir,
-                impl.options.data_position ? impl.options.data_position() : std::map<std::string, int64_t>{});
-    }
+    if (!part.empty() && steps_done() % every == 0) impl.save_now();
     if (ran_out) break;
   }
   return outputs;

@@ -23,6 +23,25 @@
 #include "runtime/checkpoint.h"
 
 namespace tessel {
+namespace comm {
+class Job;
+}
+
+// What a recovery did. SessionOptions::on_membership_change gets it as soon as the variables are
+// restored (they hold the values of step resumed_at then; first_step_ms is still 0), and every
+// rank's run() logs it in one line once the first step after it completed.
+struct MembershipChange {
+  int epoch = 0;
+  std::string why;               // who was lost, as the coordinator saw it
+  int ranks = 0, rank = 0;       // the job's ranks now, and this one's number among them
+  int devices = 0;               // devices the plan spans now
+  int64_t resumed_at = 0;        // the steps done the state was restored to
+  std::string source;            // "memory" (snapshots) or the checkpoint's path
+  int64_t heard_at_unix_ms = 0;  // when this rank heard of the loss (wall clock)
+  // Milliseconds of each phase, from when this rank heard of the loss.
+  double abort_ms = 0, reform_ms = 0, replan_ms = 0, restore_ms = 0, first_step_ms = 0;
+  std::string to_string() const;
+};
 
 struct SessionOptions {
   bool use_interpreter = false;  // the reference interpreter instead of actors
@@ -49,6 +68,17 @@ struct SessionOptions {
   // The program's own data-stream position, saved with each checkpoint of checkpoint_every
   // (the step is saved anyway, and is the position when the feeds are a function of the step).
   std::function<std::map<std::string, int64_t>()> data_position{};
+  // A job of several processes, in place of ranks, rank and transport: they are the job's. With
+  // the job's recovery on (comm/job.h), run() survives the loss of ranks: it keeps a snapshot in
+  // memory every `snapshot_every` steps (runtime/recovery.h), and when a member is lost it aborts
+  // the step, re-forms the job, re-lays the graph's placements over the devices that remain
+  // (devices per rank stay; graph/relayout.h), re-plans, restores every variable from the
+  // survivors' snapshots (or, when a slice survived nowhere, from the newest checkpoint in
+  // checkpoint_dir), and goes on from that step: the global batch is the same, each survivor takes
+  // a larger share. Steps after the restored one run again, and on_step sees them again.
+  comm::Job* job = nullptr;
+  int64_t snapshot_every = 1;
+  std::function<void(const MembershipChange&)> on_membership_change{};
 };
 
 // One shard of a variable held by this rank, and where it starts in the whole variable.

@@ -143,7 +143,20 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
   if (env("TESSEL_JOB_TOKEN")) config.token = *env("TESSEL_JOB_TOKEN");
 
   // Flags beat the environment.
-  const int nnodes = flag("--nnodes") ? to_int("--nnodes", *flag("--nnodes"), 1, 1 << 16) : 1;
+  // --nnodes N, or torchrun's MIN:MAX: the job starts with MAX nodes and, with recovery on,
+  // goes on while MIN remain.
+  int nnodes = 1;
+  if (const std::string* text = flag("--nnodes")) {
+    const size_t colon = text->find(':');
+    if (colon == std::string::npos) {
+      nnodes = to_int("--nnodes", *text, 1, 1 << 16);
+    } else {
+      nnodes = to_int("--nnodes (after ':')", text->substr(colon + 1), 1, 1 << 16);
+      config.min_nodes = to_int("--nnodes (before ':')", text->substr(0, colon), 1, nnodes);
+      config.recovery = true;
+    }
+  }
+  if (env("TESSEL_RECOVERY") && *env("TESSEL_RECOVERY") == "1") config.recovery = true;
   const int nproc = flag("--nproc-per-node") ? to_int("--nproc-per-node", *flag("--nproc-per-node"), 1, 1024) : 1;
   const bool shape_flags = flag("--nnodes") || flag("--nproc-per-node") || flag("--node-rank");
   if (rank < 0 || shape_flags) {

@@ -11,15 +11,19 @@ namespace tessel::launch {
 
 struct LaunchConfig {
   int world_size = 1;
-  std::vector<int> ranks;        // the global ranks this launcher starts, one process each
-  int first_local_rank = 0;      // local rank of ranks[0]
-  int node = 0;                  // this node's index among the job's nodes
+  std::vector<int> ranks;    // the global ranks this launcher starts, one process each
+  int first_local_rank = 0;  // local rank of ranks[0]
+  int node = 0;              // this node's index among the job's nodes
   std::string master_addr = "127.0.0.1";
   int master_port = 29400;
   bool port_given = false;       // by a flag or the environment; else a launcher starting every rank picks a free one
   std::string token;             // empty: generate one
   std::string source = "flags";  // "flags", "slurm", "open mpi" or "torchrun"
   double heartbeat_deadline = 5;
+  // --nnodes MIN:MAX: recovery on (a lost rank no longer ends the job), which goes on while
+  // ranks on at least `min_nodes` nodes remain.
+  bool recovery = false;
+  int min_nodes = 1;
   std::vector<std::string> command;
 };
 

@@ -10,7 +10,10 @@
 // TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN and TESSEL_HEARTBEAT_DEADLINE (comm/job.h reads them).
 // Its output lines are prefixed "[rank R] ". When a rank fails, the others are stopped
 // (SIGTERM, then SIGKILL after 5 s) and the launcher exits 1 naming the rank and how it ended;
-// when every rank exits 0, so does the launcher.
+// when every rank exits 0, so does the launcher. With --nnodes MIN:MAX (recovery on), a rank that
+// is killed, or that the job removed (status 4: it froze past the deadline and woke), is logged
+// and the others go on without it (comm/job.h); the launcher exits 0 when the ranks that remain
+// finish, and 1 when one of them fails on its own (the job failed: status 3).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -154,6 +157,8 @@ Child start(const tessel::launch::LaunchConfig& config, int index) {
     setenv("TESSEL_MASTER_PORT", std::to_string(config.master_port).c_str(), 1);
     setenv("TESSEL_JOB_TOKEN", config.token.c_str(), 1);
     setenv("TESSEL_HEARTBEAT_DEADLINE", std::to_string(config.heartbeat_deadline).c_str(), 1);
+    setenv("TESSEL_RECOVERY", config.recovery ? "1" : "0", 1);
+    setenv("TESSEL_MIN_NODES", std::to_string(config.min_nodes).c_str(), 1);
     setenv("GLOG_logtostderr", "1", 0);
     std::vector<char*> argv;
     for (const std::string& word : config.command) argv.push_back(const_cast<char*>(word.c_str()));
@@ -184,7 +189,9 @@ int main(int argc, char** argv) {
     const bool asked = std::strcmp(error.what(), "--help") == 0;  // the usage, on stdout, status 0
     std::fprintf(asked ? stdout : stderr,
                  "tessel-launch: %s\nusage: tessel-launch [--nnodes N] [--nproc-per-node P] [--node-rank K] "
-                 "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S] -- PROGRAM [ARGS]\n",
+                 "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S] -- PROGRAM [ARGS]\n"
+                 "  --nnodes MIN:MAX turns recovery on: the job starts with MAX nodes and goes on, resharded onto\n"
+                 "  the ranks that remain, while ranks on MIN nodes remain\n",
                  asked ? "starts the ranks of a job on this node" : error.what());
     return asked ? 0 : 2;
   }
@@ -201,6 +208,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < config.ranks.size(); ++i) children.push_back(start(config, static_cast<int>(i)));
 
   std::string failure;
+  std::vector<std::string> lost;  // ranks that ended badly while recovery let the job go on
   int running = static_cast<int>(children.size());
   while (running > 0 && failure.empty()) {
     pump(children, 50);
@@ -211,8 +219,17 @@ int main(int argc, char** argv) {
       child.running = false;
       --running;
       if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && failure.empty()) {
-        failure =
+        const std::string what =
             "rank " + std::to_string(child.rank) + " (pid " + std::to_string(child.pid) + ") " + how_it_ended(status);
+        // With recovery, a rank killed, or removed from the job (status 4), is lost and the job
+        // goes on without it; a rank that failed on its own (the job failed: status 3) is not.
+        const bool lost_rank = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 4);
+        if (config.recovery && lost_rank) {
+          std::fprintf(stderr, "tessel-launch: %s; recovery is on, so the job goes on without it\n", what.c_str());
+          lost.push_back(what);
+        } else {
+          failure = what;
+        }
       }
     }
   }
@@ -242,6 +259,15 @@ int main(int argc, char** argv) {
   if (!failure.empty()) {
     std::fprintf(stderr, "tessel-launch: %s; stopped the other ranks\n", failure.c_str());
     return 1;
+  }
+  if (!lost.empty()) {
+    if (lost.size() == children.size()) {
+      std::fprintf(stderr, "tessel-launch: every rank here was lost\n");
+      return 1;
+    }
+    std::fprintf(stderr, "tessel-launch: the job finished on %zu of %zu ranks here (lost: %zu)\n",
+                 children.size() - lost.size(), children.size(), lost.size());
+    return 0;
   }
   std::fprintf(stderr, "tessel-launch: all %zu ranks exited 0\n", children.size());
   return 0;

@@ -8,7 +8,8 @@
 // job's ranks divide 4 (one process: 4 devices; 2 ranks: 2 each) and one per rank otherwise, so
 // `tessel-launch --nproc-per-node 8` trains over 8 devices.
 //
-// Exits 0 when every parameter matches the one-device run within 1e-4 relative, 1 otherwise.
+// Exits 0 when every parameter matches the one-device run within --tolerance relative (1e-4 by
+// default), 1 otherwise.
 //
 // Started by tessel-launch (TESSEL_RANK set), each process is one rank of a job: the example's
 // devices are spread over the ranks, and each rank checks its own shards against the
@@ -24,6 +25,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 
 #include "apps/models/parallel.h"
@@ -44,7 +46,7 @@ namespace {
                "tessel-example: %s\n"
                "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--hidden N] [--plan]\n"
                "                      [--checkpoint-dir DIR] [--checkpoint-every K] [--resume] [--sample-log FILE] "
-               "[--no-check]\n"
+               "[--no-check] [--tolerance X]\n"
                "NAME is one of:%s\n",
                problem.c_str(), names.c_str());
   std::exit(asked ? 0 : 2);
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
   std::string name;
   int64_t steps = 100, every = 10, workers = 1, devices = 0, hidden = 128, checkpoint_every = 0;
   bool show_plan = false, resume = false, check = true;
+  double tolerance = 1e-4;
   std::string checkpoint_dir, sample_log;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -88,6 +91,12 @@ int main(int argc, char** argv) {
       if (checkpoint_dir.empty()) usage("--checkpoint-dir expects a directory, got ''");
     } else if (flag == "--checkpoint-every") {
       checkpoint_every = integer(flag, value());
+    } else if (flag == "--tolerance") {
+      const std::string text = value();
+      char* end = nullptr;
+      tolerance = std::strtod(text.c_str(), &end);
+      if (text.empty() || *end != '\0' || !(tolerance > 0))
+        usage("--tolerance expects a positive number, got '" + text + "'");
     } else if (flag == "--no-check") {
       check = false;
     } else if (flag == "--resume") {
@@ -113,15 +122,54 @@ int main(int argc, char** argv) {
     const models::ExampleSize size{.hidden = hidden, .devices = static_cast<int>(devices)};
     models::ParallelExample example = models::build_parallel_example(name, size);
     Graph& g = *example.graph;
-    auto session = std::make_unique<Session>(g, std::vector<Tensor>{example.loss},
-                                             SessionOptions{.worker_threads = static_cast<int>(workers),
-                                                            .placement = example.placement,
-                                                            .ranks = ranks,
-                                                            .rank = rank,
-                                                            .transport = job ? &job->transport() : nullptr,
-                                                            .checkpoint_dir = checkpoint_dir,
-                                                            .checkpoint_every = checkpoint_every});
+    // With recovery on (tessel-launch --nnodes MIN:MAX), every process logs its own samples, and
+    // the steps it runs again after a recovery.
+    const bool recovery = job && job->recovery();
+    std::FILE* samples = nullptr;
+    if (!sample_log.empty() && (rank == 0 || recovery)) {
+      const std::string path = recovery ? concat(sample_log, ".member", job->member()) : sample_log;
+      samples = std::fopen(path.c_str(), "a");
+      if (samples == nullptr) throw Error::FailedPrecondition(concat("cannot open --sample-log ", path));
+    }
+    // After a recovery: this rank's restored shards against a one-device run of as many steps.
+    std::unique_ptr<Session> session;
+    const auto check_restored = [&](const MembershipChange& change) {
+      Interpreter fresh(g);
+      for (int64_t step = 0; step < change.resumed_at; ++step) fresh.train_step(example.feeds(step), {example.loss});
+      double worst = 0;
+      for (const Tensor& param : g.params()) {
+        const std::string variable = g.node(param.node()).attrs.get_string("name");
+        const HostTensor b = fresh.variable(variable);
+        double scale = 1e-3;
+        for (int64_t i = 0; i < b.numel(); ++i) scale = std::max(scale, std::abs(b.get(i)));
+        for (const VariableShardValue& shard : session->local_shards(variable)) {
+          const HostTensor expected = block_of(b, shard.starts, shard.value.shape());
+          for (int64_t i = 0; i < expected.numel(); ++i)
+            worst = std::max(worst, std::abs(shard.value.get(i) - expected.get(i)) / scale);
+        }
+      }
+      std::printf("restored state at step %lld, now rank %d of %d: largest difference from one device %.2e: %s\n",
+                  static_cast<long long>(change.resumed_at), change.rank, change.ranks, worst,
+                  worst <= tolerance ? "the same numbers" : "DIFFERENT");
+      std::fflush(stdout);
+    };
+    session = std::make_unique<Session>(g, std::vector<Tensor>{example.loss},
+                                        SessionOptions{.worker_threads = static_cast<int>(workers),
+                                                       .placement = example.placement,
+                                                       .checkpoint_dir = checkpoint_dir,
+                                                       .checkpoint_every = checkpoint_every,
+                                                       .job = job.get(),
+                                                       .on_membership_change = [&](const MembershipChange& change) {
+                                                         if (samples != nullptr) {
+                                                           std::fprintf(samples, "resumed at step %lld\n",
+                                                                        static_cast<long long>(change.resumed_at));
+                                                           std::fflush(samples);
+                                                         }
+                                                         if (check) check_restored(change);
+                                                       }});
     Interpreter reference(g);
+    int64_t reference_steps = 0;  // steps the one-device run has trained
+    std::map<int64_t, HostTensor> reference_losses;
     if (resume) {
       const CheckpointInfo restored = session->restore(checkpoint_dir);
       for (const std::string& skipped : restored.skipped)
@@ -131,14 +179,9 @@ int main(int argc, char** argv) {
                     static_cast<long long>(restored.step), static_cast<long long>(restored.bytes));
       }
       // The one-device reference is the uninterrupted run: it trains the steps the checkpoint holds.
-      for (int64_t step = 0; check && step < restored.step; ++step) {
-        reference.train_step(example.feeds(step), {example.loss});
+      for (; check && reference_steps < restored.step; ++reference_steps) {
+        reference.train_step(example.feeds(reference_steps), {example.loss});
       }
-    }
-    std::FILE* samples = nullptr;
-    if (!sample_log.empty() && rank == 0) {
-      samples = std::fopen(sample_log.c_str(), "a");
-      if (samples == nullptr) throw Error::FailedPrecondition(concat("cannot open --sample-log ", sample_log));
     }
     const proto::Plan& plan = session->plan();
     if (show_plan && rank == 0) std::fputs(describe_plan(plan).c_str(), stdout);
@@ -164,8 +207,11 @@ int main(int argc, char** argv) {
     session->run(
         std::max<int64_t>(0, steps - first), [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
         [&](int64_t step, const std::vector<HostTensor>& fetched) {
-          const std::vector<HostTensor> expected =
-              check ? reference.train_step(example.feeds(step), {example.loss}) : fetched;
+          // A step run again after a recovery was trained by the one-device run already.
+          for (; check && reference_steps <= step; ++reference_steps) {
+            reference_losses[reference_steps] = reference.train_step(example.feeds(reference_steps), {example.loss})[0];
+          }
+          const HostTensor expected = check ? reference_losses.at(step) : fetched[0];
           if (samples != nullptr) {
             std::fprintf(samples, "step %lld samples %lld-%lld\n", static_cast<long long>(step),
                          static_cast<long long>(step * size.batch),
@@ -175,7 +221,7 @@ int main(int argc, char** argv) {
           if (!fetched[0].defined()) return;  // another rank holds the loss
           if (!header) std::printf("%6s  %14s  %14s\n", "step", "loss (devices)", "loss (1 device)"), header = true;
           if (step % every == 0 || step + 1 == steps) {
-            std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0), expected[0].get(0));
+            std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0), expected.get(0));
           }
         });
     double worst = 0;
@@ -195,15 +241,15 @@ int main(int argc, char** argv) {
         }
       }
     }
-    const bool same = worst <= 1e-4;
+    const bool same = worst <= tolerance;
     if (!check)
       std::printf("trained to step %lld (--no-check: not compared with one device)\n", static_cast<long long>(steps));
     if (check)
       std::printf(
           "parameters after %lld steps (%d shards on rank %d): largest difference from one device %.2e "
           "(relative, in %s): %s\n",
-          static_cast<long long>(steps), shards, rank, worst, worst_name.empty() ? "-" : worst_name.c_str(),
-          same ? "the same numbers" : "DIFFERENT");
+          static_cast<long long>(steps), shards, job ? job->rank() : 0, worst,
+          worst_name.empty() ? "-" : worst_name.c_str(), same ? "the same numbers" : "DIFFERENT");
     std::fflush(stdout);
     if (samples != nullptr) std::fclose(samples);
     session.reset();  // drains (and finishes a save in flight): its transfers end on every rank before the job does

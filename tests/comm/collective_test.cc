@@ -257,7 +257,9 @@ TEST(Communicator, MembersCallingDifferentOperationsAreRefused) {
   Group group(std::vector<int>{0, 0}, 1);
   std::vector<float> send(8, 1), gathered(8, 0), reduced(8, 0);
   Completions done(2);
-  group.of(0).all_gather(0, send.data(), gathered.data(), {4, 4}, f32, done.of(0));
+  // Their first pieces already disagree (2 floats against 4), so neither can finish first: with
+  // {4, 4} member 0 could complete its one phase before member 1 saw the mismatch in its second.
+  group.of(0).all_gather(0, send.data(), gathered.data(), {2, 2}, f32, done.of(0));
   group.of(1).all_reduce(1, send.data(), reduced.data(), 8, f32, ReduceOp::sum, done.of(1));
   for (int member : {0, 1}) {
     const std::optional<std::string> error = done.wait(member);
