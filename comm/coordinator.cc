@@ -55,6 +55,8 @@ struct Membership {
   std::map<caf::actor_addr, int> presences;  // each joined member's presence actor -> member
   std::map<int, caf::actor> presence_of;     // member -> its presence actor
   std::map<int, std::string> removed;        // members lost, and why
+  std::map<int, std::string> controls;       // member -> "host:port" of its standby coordinator
+  bool active = true;                        // false: a standby until take_over()
   int refused = 0;
   std::string failure;
   std::vector<caf::response_promise> rosters, leaves;
@@ -66,6 +68,21 @@ struct Membership {
   std::map<int, std::string> reformed;  // members that gave their address for `epoch`
   std::vector<std::pair<int, caf::response_promise>> reforms;  // (the epoch asked for, its answer)
 };
+
+// "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES": an epoch's members in rank order, each
+// one's node and standby coordinator, and their UCX addresses (comm/control_messages.h).
+std::string roster_text(const Membership& m, const std::vector<std::pair<int, std::string>>& formed) {
+  std::string members, controls;
+  std::vector<std::string> addresses;
+  for (const auto& [member, address] : formed) {
+    members += concat(members.empty() ? "" : ",", member, "@", m.nodes.count(member) ? m.nodes.at(member) : 0);
+    const auto control = m.controls.find(member);
+    controls += concat(controls.empty() ? "" : ",",
+                       control == m.controls.end() || control->second.empty() ? std::string("-") : control->second);
+    addresses.push_back(address);
+  }
+  return concat("roster ", m.epoch, " ", members, " ", controls, " ", encode_addresses(addresses));
+}
 
 caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string token, int world_size,
                                    std::chrono::milliseconds deadline, std::chrono::milliseconds join_timeout,
@@ -84,9 +101,8 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       return;
     }
     if (m->complete && !m->rosters.empty()) {
-      std::vector<std::string> addresses;
-      for (const auto& [rank, address] : m->members) addresses.push_back(address);
-      const std::string roster = "accepted " + encode_addresses(addresses);
+      std::vector<std::pair<int, std::string>> formed(m->members.begin(), m->members.end());
+      const std::string roster = roster_text(*m, formed);
       for (auto& promise : m->rosters) promise.deliver(roster);
       m->rosters.clear();
     }
@@ -102,18 +118,13 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
     }
     if (!m->reforms.empty() && m->reformed.size() == m->members.size()) {
       m->roster.clear();
-      std::vector<std::string> addresses;
-      std::string members;
-      for (const auto& [member, address] : m->reformed) {
+      std::vector<std::pair<int, std::string>> formed(m->reformed.begin(), m->reformed.end());
+      for (const auto& [member, address] : formed) {
         m->roster.push_back(member);
         m->members[member] = address;
-        addresses.push_back(address);
-        members += concat(members.empty() ? "" : ",", member);
       }
-      const std::string encoded = encode_addresses(addresses);
-      for (auto& [epoch, promise] : m->reforms) {
-        promise.deliver(concat("roster ", m->epoch, " ", members, " ", encoded));
-      }
+      const std::string roster = roster_text(*m, formed);
+      for (auto& [epoch, promise] : m->reforms) promise.deliver(roster);
       m->reforms.clear();
       LOG(INFO) << "coordinator: epoch " << m->epoch << " formed with " << m->roster.size() << " ranks";
     }
@@ -182,10 +193,12 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
   });
   return {
       [=](join_atom, const std::string& presented, int rank, const std::string& address, const caf::actor& presence,
-          int node) -> std::string {
+          int node, const std::string& control) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
         std::string reason;
-        if (presented.empty())
+        if (!m->active)
+          reason = "this is a standby coordinator";
+        else if (presented.empty())
           reason = "no job token";
         else if (presented != token)
           reason = "wrong job token";
@@ -200,6 +213,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         }
         m->members[rank] = address;
         m->nodes[rank] = node;
+        m->controls[rank] = control;
         if (presence) {
           m->presences[presence.address()] = rank;
           m->presence_of[rank] = presence;
@@ -219,6 +233,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       },
       [=](roster_atom, int) -> caf::result<std::string> {
         std::lock_guard<std::mutex> lock(m->mutex);
+        if (!m->active) return "standby";
         auto promise = self->make_response_promise<std::string>();
         m->rosters.push_back(promise);
         settle();
@@ -226,6 +241,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       },
       [=](heartbeat_atom, int member) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
+        if (!m->active) return "standby";
         if (!m->failure.empty()) return "failed: " + m->failure;
         if (auto removed = m->removed.find(member); removed != m->removed.end()) {
           return "removed: the job went on without this rank: " + removed->second;
@@ -233,14 +249,21 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         if (m->members.count(member)) m->last_heard[member] = Clock::now();
         return concat("ok ", m->epoch);
       },
-      [=](reform_atom, int member, int epoch, const std::string& address) -> caf::result<std::string> {
+      [=](reform_atom, int member, int epoch, const std::string& address,
+          const caf::actor& presence) -> caf::result<std::string> {
         std::lock_guard<std::mutex> lock(m->mutex);
+        if (!m->active) return "standby";
         if (!m->failure.empty()) return "failed: " + m->failure;
         if (auto removed = m->removed.find(member); removed != m->removed.end()) {
           return "removed: the job went on without this rank: " + removed->second;
         }
         if (!m->members.count(member)) return concat("failed: rank ", member, " is not a member of this job");
         if (epoch != m->epoch) return concat("epoch ", m->epoch);
+        if (presence && !m->presence_of.count(member)) {  // a coordinator that took over meets it here
+          m->presences[presence.address()] = member;
+          m->presence_of[member] = presence;
+          self->monitor(presence);
+        }
         m->reformed[member] = address;
         auto promise = self->make_response_promise<std::string>();
         m->reforms.emplace_back(epoch, promise);
@@ -249,6 +272,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       },
       [=](report_atom, int member, int epoch, int peer, const std::string& why) {
         std::lock_guard<std::mutex> lock(m->mutex);
+        if (!m->active) return;
         // The peer is a rank of `epoch`; a report about an epoch that ended is stale.
         if (epoch != m->epoch || peer < 0 || peer >= static_cast<int>(m->roster.size())) return;
         const int lost = m->roster[peer];
@@ -257,6 +281,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       },
       [=](leave_atom, int rank) -> caf::result<std::string> {
         std::lock_guard<std::mutex> lock(m->mutex);
+        if (!m->active) return "standby";
         m->left.insert(rank);
         auto promise = self->make_response_promise<std::string>();
         m->leaves.push_back(promise);
@@ -266,6 +291,10 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       [=](check_atom) {
         std::lock_guard<std::mutex> lock(m->mutex);
         const auto now = Clock::now();
+        if (!m->active) {
+          self->delayed_send(self, interval, check_atom::value);
+          return;
+        }
         if (!m->complete) {  // still gathering: only the join timeout counts
           if (m->failure.empty() && !m->members.empty() && now - m->first_join > join_timeout) {
             std::string missing;
@@ -311,6 +340,7 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
                          double heartbeat_deadline_seconds, double join_timeout_seconds, CoordinatorOptions options)
     : state_(std::make_unique<State>()) {
   state_->membership->options = options;
+  state_->membership->active = !options.standby;
   if (token.empty()) throw Error::InvalidArgument("the job token must not be empty");
   if (world_size < 1) throw Error::InvalidArgument(concat("world size must be at least 1, got ", world_size));
   if (!(heartbeat_deadline_seconds > 0)) {
@@ -354,6 +384,29 @@ bool Coordinator::complete() const {
   return state_->membership->complete;
 }
 
+void Coordinator::take_over(int epoch, const std::vector<TakeoverMember>& members) {
+  Membership& m = *state_->membership;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  if (m.active) return;
+  m.active = true;
+  m.complete = true;
+  m.epoch = epoch;
+  const auto now = Clock::now();
+  for (const TakeoverMember& member : members) {
+    m.members[member.member] = "";
+    m.nodes[member.member] = member.node;
+    m.controls[member.member] = member.control;
+    m.last_heard[member.member] = now;
+    m.roster.push_back(member.member);
+  }
+  LOG(WARNING) << "coordinator: took over the job at epoch " << epoch << " with " << members.size() << " members";
+}
+
+bool Coordinator::active() const {
+  std::lock_guard<std::mutex> lock(state_->membership->mutex);
+  return state_->membership->active;
+}
+
 int Coordinator::epoch() const {
   std::lock_guard<std::mutex> lock(state_->membership->mutex);
   return state_->membership->epoch;
@@ -376,7 +429,7 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   JoinReply reply;
   caf::scoped_actor self{system};
   self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string(),
-                caf::actor{}, 0)
+                caf::actor{}, 0, std::string())
       .receive(
           [&](const std::string& answer) {
             reply.accepted = answer == "accepted";

@@ -19,6 +19,16 @@ struct CoordinatorOptions {
   // instead of failing the job, as long as members on `min_nodes` nodes remain.
   bool recovery = false;
   int min_nodes = 1;
+  // A standby, which every rank of a recovering job keeps: it refuses everything until
+  // take_over(), when the coordinator was lost and the job elected this rank's (comm/job.h).
+  bool standby = false;
+};
+
+// A member of the last roster, for a coordinator that takes over.
+struct TakeoverMember {
+  int member = 0;
+  int node = 0;
+  std::string control;  // "host:port" of its standby coordinator
 };
 
 class Coordinator {
@@ -41,6 +51,10 @@ class Coordinator {
   bool complete() const;             // every rank of the world has joined
   std::string failure() const;       // why the job failed; empty while it has not
   int epoch() const;                 // 0, and one more at each membership change
+  // A standby becomes the job's coordinator at `epoch`, with the members of the last roster that
+  // remain: each reforms with it, and one that does not is lost at the heartbeat deadline.
+  void take_over(int epoch, const std::vector<TakeoverMember>& members);
+  bool active() const;
 
  private:
   struct State;

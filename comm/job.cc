@@ -1,6 +1,11 @@
 #include "comm/job.h"
 
+#include <arpa/inet.h>
 #include <glog/logging.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -34,6 +39,30 @@ double number_from(const char* name, const char* text, double low, double high) 
         concat("environment variable ", name, "='", text, "': expected a number in [", low, ", ", high, "]"));
   }
   return value;
+}
+
+// This machine's address on the way to `host` (the coordinator's): what other ranks can reach.
+std::string local_address_towards(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || found == nullptr)
+    return "127.0.0.1";
+  std::string address = "127.0.0.1";
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0) {  // a UDP connect sends nothing
+    sockaddr_in local{};
+    socklen_t length = sizeof local;
+    char text[INET_ADDRSTRLEN] = {};
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
+        inet_ntop(AF_INET, &local.sin_addr, text, sizeof text) != nullptr) {
+      address = text;
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  freeaddrinfo(found);
+  return address;
 }
 
 }  // namespace
@@ -89,6 +118,18 @@ struct Job::State {
   bool finished = false;
   // Epochs: `epoch` is the one this rank runs in, `newest` the newest it heard of.
   std::atomic<int> rank{0}, world_size{1}, epoch{0}, newest{0};
+  // The coordinator's election (recovery): every rank keeps a standby, announced as `control`;
+  // the last roster says who would take over, in rank order.
+  struct RosterMember {
+    int member = 0, node = 0;
+    std::string control;
+  };
+  std::unique_ptr<Coordinator> standby;
+  std::string control;
+  std::vector<RosterMember> roster;
+  int coordinator_member = 0;  // whose process hosts the coordinator
+  std::mutex remote_mutex;     // `remote` changes when a coordinator takes over
+  std::atomic<bool> coordinator_lost{false};
   std::mutex handler_mutex;
   std::function<void(const std::string&)> on_epoch_end;
 
@@ -121,10 +162,15 @@ struct Job::State {
   // A request to the coordinator; its string answer, or Error on no answer in time.
   template <typename... Args>
   std::string ask(std::chrono::milliseconds timeout, Args... args) {
+    caf::actor coordinator;
+    {
+      std::lock_guard<std::mutex> lock(remote_mutex);
+      coordinator = remote;
+    }
     caf::scoped_actor self{system};
     std::string answer;
     std::optional<std::string> error;
-    self->request(remote, timeout, args...)
+    self->request(coordinator, timeout, args...)
         .receive([&](const std::string& text) { answer = text; }, [&](caf::error& e) { error = system.render(e); });
     if (error) {
       throw Error::FailedPrecondition(
@@ -163,6 +209,57 @@ struct Job::State {
     return made;
   }
 
+  // The coordinator's process or connection is gone. Without recovery the job fails; with it,
+  // the epoch ends and reform() elects the next coordinator.
+  void lose_coordinator(const std::string& why) {
+    if (finishing) return;  // the coordinator goes away as the job ends
+    if (!config.recovery) fail(concat("lost the coordinator (rank 0): ", why));
+    if (coordinator_lost.exchange(true)) return;
+    heard_of(std::max(newest.load(), epoch.load()) + 1,
+             concat("lost the coordinator (member ", coordinator_member, "): ", why));
+  }
+
+  // The first member of the last roster, past the lost coordinator's, that answers: this rank's
+  // own standby takes over when it is that member.
+  void elect(int next_epoch) {
+    std::vector<RosterMember> candidates;
+    std::vector<TakeoverMember> remaining;
+    for (const RosterMember& member : roster) {
+      if (member.member == coordinator_member) continue;
+      candidates.push_back(member);
+      remaining.push_back({member.member, member.node, member.control});
+    }
+    const auto deadline = Clock::now() + millis(config.join_timeout_seconds);
+    for (const RosterMember& candidate : candidates) {
+      if (candidate.member == config.rank) {
+        standby->take_over(next_epoch, remaining);
+      }
+      const size_t colon = candidate.control.rfind(':');
+      if (colon == std::string::npos) continue;
+      const std::string host = candidate.control.substr(0, colon);
+      const auto port = static_cast<uint16_t>(std::atoi(candidate.control.c_str() + colon + 1));
+      // A candidate that is alive answers at once; a dead one on this machine refuses at once.
+      for (int attempt = 0; attempt < 3 && Clock::now() < deadline; ++attempt) {
+        auto found = system.middleman().remote_actor(host, port);
+        if (!found) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          continue;
+        }
+        {
+          std::lock_guard<std::mutex> lock(remote_mutex);
+          remote = *found;
+        }
+        caf::anon_send(presence, watch_atom::value, *found);
+        coordinator_member = candidate.member;
+        coordinator_lost = false;
+        LOG(WARNING) << "member " << config.rank << ": member " << candidate.member << " is the coordinator now, at "
+                     << candidate.control;
+        return;
+      }
+    }
+    fail("lost the coordinator, and no member of the last roster could take over");
+  }
+
   void beat() {
     const auto interval = millis(config.heartbeat_interval_seconds);
     const auto deadline = millis(config.heartbeat_deadline_seconds);
@@ -171,11 +268,12 @@ struct Job::State {
       lock.unlock();
       std::string answer;
       try {
-        answer = ask(deadline, heartbeat_atom::value, config.rank);
+        if (!coordinator_lost) answer = ask(deadline, heartbeat_atom::value, config.rank);
       } catch (const Error& error) {
         lock.lock();
         if (stopping) return;
-        fail(concat("lost the coordinator (rank 0): ", error.what()));
+        lock.unlock();
+        lose_coordinator(error.what());
       }
       if (answer.rfind("failed: ", 0) == 0) fail(answer.substr(8));
       if (answer.rfind("removed: ", 0) == 0) {
@@ -189,25 +287,40 @@ struct Job::State {
     }
   }
 
-  // "roster EPOCH M0,M1,... ADDRESSES": connects this epoch's transport to the members in rank order.
+  // "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES": connects this epoch's transport to the
+  // members in rank order.
   void take_roster(const std::string& answer) {
     std::istringstream words(answer.substr(7));
-    int formed = 0;
-    std::string members_text, addresses_text;
-    words >> formed >> members_text >> addresses_text;
-    std::vector<int> members;
-    for (size_t at = 0; at <= members_text.size();) {
-      const size_t comma = std::min(members_text.find(',', at), members_text.size());
-      members.push_back(std::atoi(members_text.substr(at, comma - at).c_str()));
-      at = comma + 1;
-    }
-    const auto found = std::find(members.begin(), members.end(), config.rank);
-    if (found == members.end()) throw Error::FailedPrecondition(concat("epoch ", formed, " formed without this rank"));
+    int formed = -1;
+    std::string members_text, controls_text, addresses_text;
+    words >> formed >> members_text >> controls_text >> addresses_text;
+    const auto split = [](const std::string& text) {
+      std::vector<std::string> parts;
+      for (size_t at = 0; at <= text.size();) {
+        const size_t comma = std::min(text.find(',', at), text.size());
+        parts.push_back(text.substr(at, comma - at));
+        at = comma + 1;
+      }
+      return parts;
+    };
+    const std::vector<std::string> members = split(members_text), controls = split(controls_text);
     std::vector<std::vector<uint8_t>> addresses;
     for (const std::string& text : decode_addresses(addresses_text)) addresses.emplace_back(text.begin(), text.end());
-    if (addresses.size() != members.size())
-      throw Error::FailedPrecondition(concat("epoch ", formed, "'s roster does not hold together"));
-    rank = static_cast<int>(found - members.begin());
+    if (formed < 0 || addresses.size() != members.size() || controls.size() != members.size())
+      throw Error::FailedPrecondition(
+          concat("epoch ", formed, "'s roster does not hold together: ", answer.substr(0, 80)));
+    std::vector<RosterMember> next;
+    int mine = -1;
+    for (size_t r = 0; r < members.size(); ++r) {
+      const size_t at = members[r].find('@');
+      next.push_back({std::atoi(members[r].c_str()),
+                      at == std::string::npos ? 0 : std::atoi(members[r].c_str() + at + 1),
+                      controls[r] == "-" ? std::string() : controls[r]});
+      if (next.back().member == config.rank) mine = static_cast<int>(r);
+    }
+    if (mine < 0) throw Error::FailedPrecondition(concat("epoch ", formed, " formed without this rank"));
+    roster = std::move(next);
+    rank = mine;
     world_size = static_cast<int>(members.size());
     epoch = formed;
     int known = newest.load();
@@ -233,6 +346,14 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
                                                   c.heartbeat_deadline_seconds, c.join_timeout_seconds,
                                                   CoordinatorOptions{.recovery = c.recovery, .min_nodes = c.min_nodes});
   }
+  if (c.recovery && c.rank != 0) {  // a standby, should the coordinator be lost
+    s.standby = std::make_unique<Coordinator>(
+        c.token, c.world_size, "0.0.0.0", 0, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
+        CoordinatorOptions{.recovery = true, .min_nodes = c.min_nodes, .standby = true});
+    s.control = concat(local_address_towards(c.master_addr, c.master_port), ":", s.standby->port());
+  } else if (c.recovery) {
+    s.control = concat(local_address_towards(c.master_addr, c.master_port), ":", s.coordinator->port());
+  }
   s.connect_to_coordinator();
   // The presence actor also watches the coordinator: a closed control connection (rank 0's
   // process killed, or its node gone) fails this rank at once, not at the heartbeat deadline.
@@ -240,15 +361,18 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   s.presence = s.system.spawn([&s](caf::event_based_actor* self) -> caf::behavior {
     self->monitor(s.remote);
     self->set_down_handler([&s](caf::down_msg& down) {
-      if (s.finishing) return;  // the coordinator goes away as the job ends
-      s.fail(
-          concat("lost the coordinator (rank 0): its control connection closed (", s.system.render(down.reason), ")"));
+      {
+        std::lock_guard<std::mutex> lock(s.remote_mutex);
+        if (down.source != s.remote.address()) return;  // a coordinator lost before
+      }
+      s.lose_coordinator(concat("its control connection closed (", s.system.render(down.reason), ")"));
     });
-    return {[](int) {}, [&s](epoch_atom, int epoch, const std::string& why) { s.heard_of(epoch, why); }};
+    return {[](int) {}, [&s](epoch_atom, int epoch, const std::string& why) { s.heard_of(epoch, why); },
+            [self](watch_atom, const caf::actor& next) { self->monitor(next); }};
   });
   const std::vector<uint8_t> address = s.transport->address();
   const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank,
-                                   std::string(address.begin(), address.end()), s.presence, c.node);
+                                   std::string(address.begin(), address.end()), s.presence, c.node, s.control);
   if (joined != "accepted") {
     throw Error::FailedPrecondition(
         concat("the coordinator at ", c.master_addr, ":", c.master_port, " refused rank ", c.rank, ": ", joined));
@@ -261,12 +385,10 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
     throw Error::FailedPrecondition(concat("not every one of the ", c.world_size, " ranks joined within ",
                                            c.join_timeout_seconds, " s: ", error.what()));
   }
-  if (roster.rfind("accepted ", 0) != 0) {
+  if (roster.rfind("roster ", 0) != 0) {
     throw Error::FailedPrecondition(concat("the job failed while its ranks gathered: ", roster));
   }
-  std::vector<std::vector<uint8_t>> addresses;
-  for (const std::string& text : decode_addresses(roster.substr(9))) addresses.emplace_back(text.begin(), text.end());
-  s.transport->connect(addresses, c.rank);
+  s.take_roster(roster);
   s.heartbeats = std::thread([&s] { s.beat(); });
   LOG(INFO) << "rank " << c.rank << " of " << c.world_size << " joined the job at " << c.master_addr << ":"
             << c.master_port << (c.recovery ? " (recovery on)" : "");
@@ -304,10 +426,24 @@ void Job::reform() {
   const std::vector<uint8_t> bytes = s.transport->address();
   const std::string address(bytes.begin(), bytes.end());
   int target = std::max(s.newest.load(), s.epoch.load() + 1);
+  if (s.coordinator_lost) s.elect(target);
   const auto deadline = Clock::now() + millis(s.config.join_timeout_seconds);
   while (Clock::now() < deadline) {
-    const std::string answer =
-        s.ask(millis(s.config.join_timeout_seconds), reform_atom::value, s.config.rank, target, address);
+    std::string answer;
+    try {
+      answer =
+          s.ask(millis(s.config.join_timeout_seconds), reform_atom::value, s.config.rank, target, address, s.presence);
+    } catch (const Error& error) {  // the coordinator went while the job re-formed
+      s.lose_coordinator(error.what());
+    }
+    if (s.coordinator_lost) {
+      s.elect(target);
+      continue;
+    }
+    if (answer == "standby") {  // elected, but it has not heard yet that its predecessor is gone
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
     if (answer.rfind("roster ", 0) == 0) {
       s.take_roster(answer);
       LOG(INFO) << "member " << s.config.rank << " is rank " << s.rank.load() << " of " << s.world_size.load()
@@ -348,7 +484,7 @@ void Job::finish() {
   if (unanswered) throw *unanswered;
   if (answer != "done") s.fail(answer.rfind("failed: ", 0) == 0 ? answer.substr(8) : answer);
   // Rank 0's coordinator answers the other ranks' leave; give those answers time to go out.
-  if (s.coordinator) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  if (s.coordinator || (s.standby && s.standby->active())) std::this_thread::sleep_for(std::chrono::milliseconds(200));
 }
 
 }  // namespace tessel::comm

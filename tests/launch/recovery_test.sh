@@ -5,6 +5,7 @@
 #   recovery_test.sh BIN baseline LAYOUT    no failure: every rank ends equal to one device
 #   recovery_test.sh BIN kill LAYOUT        kill -9 of member 2 mid-run
 #   recovery_test.sh BIN stop LAYOUT        SIGSTOP of member 2: only the heartbeat deadline can tell
+#   recovery_test.sh BIN coordinator LAYOUT kill -9 of member 0, whose process hosts the coordinator
 #   recovery_test.sh BIN twice LAYOUT       member 2 killed, then later member 1 as well
 #   recovery_test.sh BIN during LAYOUT      member 1 killed, and member 3 a few milliseconds later,
 #                                           while the others recover
@@ -51,7 +52,7 @@ pid_of() {
 # Waits until member 0 logged $1 steps (bounded).
 wait_for_step() {
   for _ in $(seq 3000); do
-    [ -f "$work/s.member0" ] && [ "$(grep -c '^step' "$work/s.member0")" -ge "$1" ] && return
+    [ -f "$work/s.member$watch" ] && [ "$(grep -c '^step' "$work/s.member$watch")" -ge "$1" ] && return
     sleep 0.01
   done
   fail "the job did not reach step $1"
@@ -62,6 +63,8 @@ setsid "$launch" --nnodes 1:1 --nproc-per-node 4 --heartbeat-deadline $deadline 
   "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 > "$work/job.log" 2>&1 &
 group=$!
 lost=0
+watch=0  # a member that survives: its log and lines are checked
+[ "$mode" = coordinator ] && watch=1
 case $mode in
 baseline) ;;
 kill)
@@ -71,6 +74,9 @@ stop)
   wait_for_step $kill_at
   victim=$(pid_of 2)
   kill -STOP "$victim"; lost=1 ;;
+coordinator)  # member 0, whose process hosts the coordinator: the survivors elect member 1's standby
+  wait_for_step $kill_at
+  kill -9 "$(pid_of 0)"; lost=1 ;;
 twice)
   wait_for_step $kill_at
   kill -9 "$(pid_of 2)"
@@ -108,23 +114,23 @@ done
 lost=$((4 - survivors))
 same=$(grep -c "parameters after .* the same numbers" "$work/job.log")
 [ "$same" = "$survivors" ] || fail "$same of $survivors surviving ranks ended equal to one device within 1e-5"
-recoveries=$(grep -c "^\[rank 0\] .*recovered: epoch" "$work/job.log")
-[ "$mode" = baseline ] || [ "$recoveries" -ge 1 ] || fail "member 0 logged no recovery"
+recoveries=$(grep -c "^\[rank $watch\] .*recovered: epoch" "$work/job.log")
+[ "$mode" = baseline ] || [ "$recoveries" -ge 1 ] || fail "member $watch logged no recovery"
 restored=$(grep -c "^\[rank .\] restored state at step .* the same numbers" "$work/job.log")
 [ "$restored" -ge "$recoveries" ] || fail "a restored state differed from the one-device run at its step"
 grep "restored state at step .* DIFFERENT" "$work/job.log" && fail "a restored state differed from the one-device run"
-# The samples the final parameters saw, from member 0's log: a resume drops the steps after it.
+# The samples the final parameters saw, from a survivor's log: a resume drops the steps after it.
 awk '/^resumed at step/ { from = $4; for (s in seen) if (s + 0 >= from) delete seen[s]; next }
      /^step/ { if ($2 in seen) { print "step " $2 " twice"; bad = 1 } seen[$2] = $4 }
      END { n = 0; for (s in seen) n++
            for (s = 0; s < n; s++) if (!(s in seen)) { print "step " s " missing"; bad = 1 }
-           print n " steps"; exit bad }' "$work/s.member0" > "$work/samples.check" ||
+           print n " steps"; exit bad }' "$work/s.member$watch" > "$work/samples.check" ||
   fail "the samples are wrong: $(head -3 "$work/samples.check")"
 [ "$(tail -1 "$work/samples.check")" = "$steps steps" ] || fail "expected $steps steps, $(tail -1 "$work/samples.check")"
 # Each step's samples are its batch: 64 rows, in order.
-awk '/^step/ { split($4, r, "-"); if (r[1] != $2 * 64 || r[2] != $2 * 64 + 63) { print; exit 1 } }' "$work/s.member0" ||
+awk '/^step/ { split($4, r, "-"); if (r[1] != $2 * 64 || r[2] != $2 * 64 + 63) { print; exit 1 } }' "$work/s.member$watch" ||
   fail "a step trained on other samples than its batch"
-grep "^\[rank 0\] .*recovered: epoch" "$work/job.log" | sed 's/^.*recovered: /recovered: /'
-grep "^\[rank 0\] restored state at step" "$work/job.log" | sed 's/^\[rank 0\] //'
-grep "^\[rank 0\] parameters after" "$work/job.log" | sed 's/^\[rank 0\] //'
+grep "^\[rank $watch\] .*recovered: epoch" "$work/job.log" | sed 's/^.*recovered: /recovered: /'
+grep "^\[rank $watch\] restored state at step" "$work/job.log" | sed 's/^\[rank .\] //'
+grep "^\[rank $watch\] parameters after" "$work/job.log" | sed 's/^\[rank .\] //'
 echo "PASS: $layout over 4 ranks, $mode: $lost lost, $survivors finished with the one-device parameters; every sample once"
