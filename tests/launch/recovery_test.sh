@@ -11,6 +11,11 @@
 #                                           while the others recover
 #   recovery_test.sh BIN adjacent LAYOUT    members 2 and 3 killed at once: a slice and its buddy's
 #                                           copy are both gone, and the newest checkpoint serves
+#   recovery_test.sh BIN intruder LAYOUT    member 2 killed; joins with a wrong token, and as rank 2
+#                                           again, are refused while the job recovers
+#   RECOVERY_SEED=S recovery_test.sh BIN random LAYOUT
+#                                           two members (any, member 0 too) killed at random steps,
+#                                           after a random delay into the step
 #
 # Each passes when the launcher exits 0, every surviving rank's parameters equal the one-device
 # run's within 1e-5 relative (the example checks its own shards), every restored state equals
@@ -65,6 +70,14 @@ group=$!
 lost=0
 watch=0  # a member that survives: its log and lines are checked
 [ "$mode" = coordinator ] && watch=1
+if [ "$mode" = random ]; then  # RECOVERY_SEED picks two members, the steps and delays they die at
+  RANDOM=${RECOVERY_SEED:-1}
+  first=$((RANDOM % 4)) second=$(((first + 1 + RANDOM % 3) % 4))
+  first_step=$((30 + RANDOM % 150)) second_gap=$((30 + RANDOM % 100))
+  first_delay=$((RANDOM % 10)) second_delay=$((RANDOM % 10))
+  for m in 0 1 2 3; do [ $m != $first ] && [ $m != $second ] && { watch=$m; break; }; done
+  echo "seed ${RECOVERY_SEED:-1}: member $first at step $first_step + ${first_delay} ms, member $second $second_gap steps later + ${second_delay} ms"
+fi
 case $mode in
 baseline) ;;
 kill)
@@ -77,6 +90,25 @@ stop)
 coordinator)  # member 0, whose process hosts the coordinator: the survivors elect member 1's standby
   wait_for_step $kill_at
   kill -9 "$(pid_of 0)"; lost=1 ;;
+random)
+  wait_for_step $first_step
+  sleep "0.00$first_delay"
+  kill -9 "$(pid_of $first)"
+  wait_for_step $((first_step + second_gap))
+  sleep "0.00$second_delay"
+  kill -9 "$(pid_of $second)"; lost=2 ;;
+intruder)  # while the job recovers, joins with a wrong token, and as a lost member, are refused
+  wait_for_step $kill_at
+  kill -9 "$(pid_of 2)"; lost=1
+  port=$(sed -n 's/.*coordinator at 127.0.0.1:\([0-9]*\).*/\1/p' "$work/job.log" | head -1)
+  timeout 30 "$launch" --nnodes 2 --node-rank 1 --master-port "$port" --token wrong-token -- "$example" "$layout" \
+    > "$work/intruder.log" 2>&1
+  grep -q "refused: wrong job token" "$work/intruder.log" || fail "the wrong token was not refused: $(tail -3 "$work/intruder.log")"
+  token=$(tr '\0' '\n' < "/proc/$(pid_of 1)/environ" | sed -n 's/^TESSEL_JOB_TOKEN=//p')
+  timeout 30 "$launch" --nnodes 4 --node-rank 2 --nproc-per-node 1 --master-port "$port" --token "$token" -- \
+    "$example" "$layout" > "$work/impostor.log" 2>&1
+  grep -q "refused: rank 2 has already joined" "$work/impostor.log" ||
+    fail "a second rank 2 was not refused: $(tail -3 "$work/impostor.log")" ;;
 twice)
   wait_for_step $kill_at
   kill -9 "$(pid_of 2)"
@@ -130,6 +162,10 @@ awk '/^resumed at step/ { from = $4; for (s in seen) if (s + 0 >= from) delete s
 # Each step's samples are its batch: 64 rows, in order.
 awk '/^step/ { split($4, r, "-"); if (r[1] != $2 * 64 || r[2] != $2 * 64 + 63) { print; exit 1 } }' "$work/s.member$watch" ||
   fail "a step trained on other samples than its batch"
+if [ "$mode" = intruder ]; then
+  grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/job.log" || fail "the refusal was not logged"
+  echo "refused during the recovery: a wrong token, and a second rank 2"
+fi
 grep "^\[rank $watch\] .*recovered: epoch" "$work/job.log" | sed 's/^.*recovered: /recovered: /'
 grep "^\[rank $watch\] restored state at step" "$work/job.log" | sed 's/^\[rank .\] //'
 grep "^\[rank $watch\] parameters after" "$work/job.log" | sed 's/^\[rank .\] //'
