@@ -2,6 +2,10 @@
 // others refused, and the job goes on.
 #include "comm/coordinator.h"
 
+#include <chrono>
+#include <functional>
+#include <thread>
+
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -47,6 +51,76 @@ TEST(Coordinator, UnreachableCoordinatorIsAClearError) {
 TEST(Coordinator, RejectsBadConfiguration) {
   EXPECT_TESSEL_ERROR(Coordinator("", 2), ErrorCode::kInvalidArgument, "token must not be empty");
   EXPECT_TESSEL_ERROR(Coordinator("t", 0), ErrorCode::kInvalidArgument, "at least 1");
+}
+
+// Waits until `condition` holds, for at most `seconds`; returns whether it held.
+bool eventually(const std::function<bool()>& condition, double seconds = 3) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+// Ranks 0 .. world_size-1 join; join_coordinator() sends no heartbeats, so once the roster is
+// whole every rank goes silent and misses the deadline.
+void join_every_rank(const Coordinator& coordinator, const std::string& token, int world_size) {
+  for (int rank = 0; rank < world_size; ++rank) {
+    ASSERT_TRUE(join_coordinator("127.0.0.1", coordinator.port(), token, rank).accepted) << "rank " << rank;
+  }
+  ASSERT_TRUE(coordinator.complete());
+}
+
+TEST(Coordinator, WithoutRecoveryASilentRankFailsTheJobInEpochZero) {
+  Coordinator coordinator("t", 2, "127.0.0.1", 0, /*heartbeat_deadline_seconds=*/0.2);
+  join_every_rank(coordinator, "t", 2);
+  ASSERT_TRUE(eventually([&] { return !coordinator.failure().empty(); }));
+  EXPECT_NE(coordinator.failure().find("sent no heartbeat"), std::string::npos) << coordinator.failure();
+  EXPECT_NE(coordinator.failure().find("the deadline is 0.2 s"), std::string::npos) << coordinator.failure();
+  EXPECT_EQ(coordinator.epoch(), 0);
+  EXPECT_EQ(coordinator.members(), (std::vector<int>{0, 1})) << "a failed job removes no member";
+}
+
+// join_coordinator() cannot heartbeat, so both ranks fall silent together: the first loss starts
+// epoch 1 among the other rank, and the job fails only when the second loss leaves no member.
+// (A rank that stays alive through epoch 1 needs heartbeats, which only comm/job.h sends.)
+TEST(Coordinator, WithRecoveryASilentRankStartsTheNextEpoch) {
+  Coordinator coordinator("t", 2, "127.0.0.1", 0, /*heartbeat_deadline_seconds=*/0.2, /*join_timeout_seconds=*/60,
+                          {.recovery = true});
+  join_every_rank(coordinator, "t", 2);
+  ASSERT_TRUE(eventually([&] { return !coordinator.failure().empty(); }));
+  EXPECT_EQ(coordinator.epoch(), 1);
+  EXPECT_NE(coordinator.failure().find("sent no heartbeat"), std::string::npos) << coordinator.failure();
+  EXPECT_NE(coordinator.failure().find("0 rank(s) on 0 node(s) remain, and the job needs 1 node(s)"), std::string::npos)
+      << coordinator.failure();
+  EXPECT_TRUE(coordinator.members().empty());
+  const JoinReply rejoin = join_coordinator("127.0.0.1", coordinator.port(), "t", 0);
+  EXPECT_FALSE(rejoin.accepted) << "a lost rank does not come back under its old number";
+  EXPECT_NE(rejoin.message.find("already joined"), std::string::npos) << rejoin.message;
+}
+
+TEST(Coordinator, WithRecoveryTooFewNodesLeftFailsTheJobWithoutANewEpoch) {
+  // join_coordinator() joins every rank from node 0: after a loss, one node remains.
+  Coordinator coordinator("t", 2, "127.0.0.1", 0, /*heartbeat_deadline_seconds=*/0.2, /*join_timeout_seconds=*/60,
+                          {.recovery = true, .min_nodes = 2});
+  join_every_rank(coordinator, "t", 2);
+  ASSERT_TRUE(eventually([&] { return !coordinator.failure().empty(); }));
+  EXPECT_NE(coordinator.failure().find("rank 0 sent no heartbeat"), std::string::npos) << coordinator.failure();
+  EXPECT_NE(coordinator.failure().find("1 rank(s) on 1 node(s) remain, and the job needs 2 node(s)"), std::string::npos)
+      << coordinator.failure();
+  EXPECT_EQ(coordinator.epoch(), 0);
+}
+
+TEST(Coordinator, WithRecoveryARankMissingFromTheFirstRosterStillFailsTheJob) {
+  Coordinator coordinator("t", 2, "127.0.0.1", 0, /*heartbeat_deadline_seconds=*/0.2, /*join_timeout_seconds=*/0.3,
+                          {.recovery = true});
+  ASSERT_TRUE(join_coordinator("127.0.0.1", coordinator.port(), "t", 0).accepted);
+  ASSERT_TRUE(eventually([&] { return !coordinator.failure().empty(); }));
+  EXPECT_NE(coordinator.failure().find("rank(s) 1 did not join within 0.3 s"), std::string::npos)
+      << coordinator.failure();
+  EXPECT_EQ(coordinator.epoch(), 0);
+  EXPECT_FALSE(coordinator.complete());
 }
 
 }  // namespace
