@@ -20,6 +20,7 @@ int devices_spanned(const Graph& graph, const Placement& default_placement) {
 
 Placement relaid_placement(const Placement& placement, int from, int to) {
   if (from < 1 || to < 1) throw Error::InvalidArgument(concat("re-laying from ", from, " to ", to, " devices"));
+  if (placement.devices.empty()) throw Error::InvalidArgument("re-laying a placement of no devices");
   if (placement.device != DeviceType::cpu)
     throw Error::FailedPrecondition(concat("cannot re-lay ", placement.to_string(), ": only CPU placements move"));
   std::vector<int> sorted = placement.devices;
@@ -36,6 +37,10 @@ Placement relaid_placement(const Placement& placement, int from, int to) {
   int count = last - first;
   if (placement.mesh_rank() == 2) {
     const int columns = static_cast<int>(placement.mesh[1]);
+    if (count < columns && columns <= to) {  // a mesh that still fits keeps one row, moved to fit
+      first = std::min(first, to - columns);
+      count = columns;
+    }
     if (count < columns) {
       throw Error::FailedPrecondition(concat("cannot re-lay ", placement.to_string(), " over ", to,
                                              " devices: its mesh keeps ", columns, " columns, but its share is ", count,
