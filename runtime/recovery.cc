@@ -103,7 +103,7 @@ void Memory::begin_epoch(const Share& share, checkpoint::RankChannel& channel) {
   }
 }
 
-void Memory::snapshot(int64_t step, checkpoint::RankChannel& channel) {
+int64_t Memory::snapshot(int64_t step, checkpoint::RankChannel& channel, int64_t proposal) {
   // Write over the older snapshot, marked empty until it is whole.
   Held& held = held_[0].step <= held_[1].step ? held_[0] : held_[1];
   held.step = -1;
@@ -134,8 +134,16 @@ void Memory::snapshot(int64_t step, checkpoint::RankChannel& channel) {
       }
     }
     for (const Incoming& in : incoming_) from_each[in.from] += words_for(in.bytes);
+    for (int r = 0; r < share_.ranks; ++r) {  // the proposal goes to everyone, after the pieces
+      if (r == share_.rank) continue;
+      to_each[r].push_back(proposal);
+      from_each[r] += 1;
+    }
     const std::vector<std::vector<int64_t>> received =
         channel.all_to_all(to_each, from_each, concat("send step ", step, "'s snapshot to the buddy rank"));
+    for (int r = 0; r < share_.ranks; ++r) {
+      if (r != share_.rank) proposal = std::max(proposal, received[r].back());
+    }
     std::vector<size_t> offset(share_.ranks, 0);
     for (size_t k = 0; k < incoming_.size(); ++k) {
       const Incoming& in = incoming_[k];
@@ -149,6 +157,7 @@ void Memory::snapshot(int64_t step, checkpoint::RankChannel& channel) {
     }
   }
   held.step = step;
+  return proposal;
 }
 
 int64_t Memory::restore(const Share& share, checkpoint::RankChannel& channel, std::string* missing) {

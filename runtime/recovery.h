@@ -57,8 +57,9 @@ class Memory {
   void begin_epoch(const Share& share, checkpoint::RankChannel& channel);
   // Every rank together, at a step boundary with nothing in flight: copies this rank's slices and
   // sends the ones no other node holds to the buddy. Error::Aborted when the channel was aborted
-  // (the snapshot is then dropped, and the one before it stands).
-  void snapshot(int64_t step, checkpoint::RankChannel& channel);
+  // (the snapshot is then dropped, and the one before it stands). Each rank also proposes the
+  // steps until the next snapshot; all get back the largest proposal, so they agree on it.
+  int64_t snapshot(int64_t step, checkpoint::RankChannel& channel, int64_t proposal = 1);
   // Every rank together, after a re-plan: fills every copy of every slice of `share` and returns
   // the step the values are of. -1 when no step has every slice on some rank; `missing` then names
   // a variable's slice that survived nowhere.

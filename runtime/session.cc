@@ -4,7 +4,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <future>
@@ -96,9 +98,9 @@ struct Session::Impl {
     }
     build(/*initialize=*/true);
     if (!recovering()) return;
-    if (options.snapshot_every < 1) {
-      throw Error::InvalidArgument(
-          concat("SessionOptions::snapshot_every is ", options.snapshot_every, ", expected at least 1"));
+    if (options.snapshot_every < 0) {
+      throw Error::InvalidArgument(concat("SessionOptions::snapshot_every is ", options.snapshot_every,
+                                          ", expected 0 (as often as costs under 5% of the steps) or more"));
     }
     const int devices = devices_spanned(graph, this->plan_options.placement);
     if (devices % this->plan_options.ranks != 0) {
@@ -108,7 +110,7 @@ struct Session::Impl {
     devices_per_rank = devices / this->plan_options.ranks;
     options.job->on_epoch_end([this](const std::string& why) { interrupt(why); });
     memory.begin_epoch(share(), recovery_channel());
-    memory.snapshot(executor->steps_done(), recovery_channel());
+    snapshot(executor->steps_done());
   }
 
   ~Impl() {
@@ -300,7 +302,7 @@ struct Session::Impl {
         executor->set_steps_done(step);
         change.resumed_at = step;
         memory.begin_epoch(share(), recovery_channel());
-        memory.snapshot(step, recovery_channel());
+        snapshot(step);
       } catch (const Error& error) {
         if (!job.epoch_ended()) throw;
         LOG(WARNING) << "recovery: another member was lost while restoring (" << error.what() << "); again";
@@ -440,18 +442,22 @@ struct Session::Impl {
       }
       if (on_step) on_step(step, values);
     };
-    const int64_t every = options.snapshot_every;
     const int64_t saves = options.checkpoint_dir.empty() ? 0 : options.checkpoint_every;
     while (!ran_out && executor->steps_done() < last) {
       try {
         if (options.job->epoch_ended()) throw Error::Aborted("the job's membership changed between steps");
         const int64_t done = executor->steps_done();
-        int64_t count = std::min(last - done, every - done % every);
+        int64_t count = std::min(last - done, std::max<int64_t>(1, memory.newest_step() + snapshot_interval - done));
         if (saves > 0) count = std::min(count, saves - done % saves);
+        const auto started = std::chrono::steady_clock::now();
         const size_t ran = executor->run(count, feed, record).size();
         ran_out = static_cast<int64_t>(ran) < count;
         const int64_t now = executor->steps_done();
-        if (ran > 0 && now % every == 0) memory.snapshot(now, recovery_channel());
+        if (ran > 0) {
+          step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() /
+                         static_cast<double>(ran);
+        }
+        if (ran > 0 && now >= memory.newest_step() + snapshot_interval) snapshot(now);
         if (ran > 0 && saves > 0 && now % saves == 0) save_now();
       } catch (const Error& error) {
         if (!lost_a_member(error)) throw;
@@ -466,6 +472,20 @@ struct Session::Impl {
     std::vector<std::vector<HostTensor>> result;
     for (auto& [step, values] : outputs) result.push_back(std::move(values));
     return result;
+  }
+
+  // A snapshot in memory at `step`, and the steps until the next one: SessionOptions::snapshot_every,
+  // or with 0 as many as keep a snapshot's cost under 5% of the steps between two (the ranks take
+  // the largest of their estimates).
+  void snapshot(int64_t step) {
+    const auto started = std::chrono::steady_clock::now();
+    const int64_t proposal = options.snapshot_every > 0 ? options.snapshot_every : snapshot_proposal;
+    snapshot_interval = memory.snapshot(step, recovery_channel(), proposal);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (options.snapshot_every == 0 && step_seconds > 0) {
+      snapshot_proposal = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(seconds / (0.05 * step_seconds))), 1,
+                                              kMaxSnapshotInterval);
+    }
   }
 
   // Whether `error` came of a lost member: the job's epoch ended, now or within a heartbeat
@@ -511,6 +531,11 @@ struct Session::Impl {
   std::chrono::steady_clock::time_point heard_steady{};
   std::chrono::steady_clock::time_point recovered_at{};  // the end of the last recovery
   std::string heard_why;
+  // Snapshots' pace: steps between two (agreed by the ranks), this rank's next proposal, and the
+  // last measured time of a step.
+  static constexpr int64_t kMaxSnapshotInterval = 1000;
+  int64_t snapshot_interval = 1, snapshot_proposal = 1;
+  double step_seconds = 0;
 };
 
 std::string MembershipChange::to_string() const {

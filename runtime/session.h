@@ -77,7 +77,9 @@ struct SessionOptions {
   // checkpoint_dir), and goes on from that step: the global batch is the same, each survivor takes
   // a larger share. Steps after the restored one run again, and on_step sees them again.
   comm::Job* job = nullptr;
-  int64_t snapshot_every = 1;
+  // Steps between two snapshots; 0: as many as keep a snapshot's cost under 5% of the steps
+  // between two (1 when it is that cheap), measured as the job runs.
+  int64_t snapshot_every = 0;
   std::function<void(const MembershipChange&)> on_membership_change{};
 };
 

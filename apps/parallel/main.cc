@@ -17,11 +17,17 @@
 //
 //   tessel-launch --nproc-per-node 2 -- tessel-example data-parallel
 //
+// Recovery: under tessel-launch --nnodes MIN:MAX the job survives lost ranks (runtime/session.h,
+// SessionOptions::job); --snapshot-every K keeps the in-memory snapshots every K steps (by
+// default as often as costs under 5% of the steps). With a sample log, every process then writes FILE.memberM, with a line "resumed at
+// step S" at each recovery (the steps after S run again).
+//
 // Checkpoints: --checkpoint-dir DIR --checkpoint-every K saves every K steps (in the
 // background); --resume restores the newest complete checkpoint in DIR, onto this run's layout
 // whatever layout wrote it, and trains on to --steps. --sample-log FILE appends, as each step
 // completes, the samples it trained on ("step 12 samples 768-831"; sample i of step s is row i
 // of its batch, s * batch + i). --no-check trains without the one-device run beside it.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -46,7 +52,7 @@ namespace {
                "tessel-example: %s\n"
                "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--hidden N] [--plan]\n"
                "                      [--checkpoint-dir DIR] [--checkpoint-every K] [--resume] [--sample-log FILE] "
-               "[--no-check] [--tolerance X]\n"
+               "[--no-check] [--tolerance X] [--snapshot-every K]\n"
                "NAME is one of:%s\n",
                problem.c_str(), names.c_str());
   std::exit(asked ? 0 : 2);
@@ -65,7 +71,7 @@ int main(int argc, char** argv) {
   using namespace tessel;
   init_logging(argv[0]);
   std::string name;
-  int64_t steps = 100, every = 10, workers = 1, devices = 0, hidden = 128, checkpoint_every = 0;
+  int64_t steps = 100, every = 10, workers = 1, devices = 0, hidden = 128, checkpoint_every = 0, snapshot_every = 0;
   bool show_plan = false, resume = false, check = true;
   double tolerance = 1e-4;
   std::string checkpoint_dir, sample_log;
@@ -89,6 +95,8 @@ int main(int argc, char** argv) {
     } else if (flag == "--checkpoint-dir") {
       checkpoint_dir = value();
       if (checkpoint_dir.empty()) usage("--checkpoint-dir expects a directory, got ''");
+    } else if (flag == "--snapshot-every") {
+      snapshot_every = integer(flag, value());  // 0 (the default): as often as costs under 5%
     } else if (flag == "--checkpoint-every") {
       checkpoint_every = integer(flag, value());
     } else if (flag == "--tolerance") {
@@ -159,6 +167,7 @@ int main(int argc, char** argv) {
                                                        .checkpoint_dir = checkpoint_dir,
                                                        .checkpoint_every = checkpoint_every,
                                                        .job = job.get(),
+                       .snapshot_every = snapshot_every,
                                                        .on_membership_change = [&](const MembershipChange& change) {
                                                          if (samples != nullptr) {
                                                            std::fprintf(samples, "resumed at step %lld\n",
@@ -204,6 +213,7 @@ int main(int argc, char** argv) {
         static_cast<long long>(plan.boxing_lower_bound()));
     bool header = false;
     const int64_t first = session->steps_done();
+    const auto started = std::chrono::steady_clock::now();
     session->run(
         std::max<int64_t>(0, steps - first), [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
         [&](int64_t step, const std::vector<HostTensor>& fetched) {
@@ -224,6 +234,11 @@ int main(int argc, char** argv) {
             std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0), expected.get(0));
           }
         });
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if ((job ? job->rank() : 0) == 0 && steps > first) {
+      std::printf("trained %lld steps in %.3f s: %.3f ms per step\n", static_cast<long long>(steps - first), seconds,
+                  1e3 * seconds / static_cast<double>(steps - first));
+    }
     double worst = 0;
     std::string worst_name;
     int shards = 0;
