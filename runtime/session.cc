@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <future>
 #include <map>
@@ -215,9 +215,11 @@ struct Session::Impl {
   // On a job thread, when the job's epoch ended: stop what waits on the old membership.
   void interrupt(const std::string& why) {
     std::lock_guard<std::mutex> lock(interrupt_mutex);
-    heard_at = std::chrono::system_clock::now();
-    heard_steady = std::chrono::steady_clock::now();
-    heard_why = why;
+    if (heard_steady <= recovered_at) {  // the first loss since the last recovery: its phases count from here
+      heard_at = std::chrono::system_clock::now();
+      heard_steady = std::chrono::steady_clock::now();
+      heard_why = why;
+    }
     if (executor) executor->interrupt(why);
     if (recovery) recovery->abort(why);
     if (channel) channel->abort(why);

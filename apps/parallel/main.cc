@@ -19,8 +19,8 @@
 //
 // Recovery: under tessel-launch --nnodes MIN:MAX the job survives lost ranks (runtime/session.h,
 // SessionOptions::job); --snapshot-every K keeps the in-memory snapshots every K steps (by
-// default as often as costs under 5% of the steps). With a sample log, every process then writes FILE.memberM, with a line "resumed at
-// step S" at each recovery (the steps after S run again).
+// default as often as costs under 5% of the steps). With a sample log, every process then writes FILE.memberM, with a
+// line "resumed at step S" at each recovery (the steps after S run again).
 //
 // Checkpoints: --checkpoint-dir DIR --checkpoint-every K saves every K steps (in the
 // background); --resume restores the newest complete checkpoint in DIR, onto this run's layout
@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
                                                        .checkpoint_dir = checkpoint_dir,
                                                        .checkpoint_every = checkpoint_every,
                                                        .job = job.get(),
-                       .snapshot_every = snapshot_every,
+                                                       .snapshot_every = snapshot_every,
                                                        .on_membership_change = [&](const MembershipChange& change) {
                                                          if (samples != nullptr) {
                                                            std::fprintf(samples, "resumed at step %lld\n",

@@ -13,6 +13,10 @@
 #                                           copy are both gone, and the newest checkpoint serves
 #   recovery_test.sh BIN intruder LAYOUT    member 2 killed; joins with a wrong token, and as rank 2
 #                                           again, are refused while the job recovers
+#   recovery_test.sh BIN node-killed LAYOUT every process of node 1 killed (2 nodes in network
+#                                           namespaces over a veth pair, 2 ranks each)
+#   recovery_test.sh BIN node0-killed LAYOUT every process of node 0, the coordinator's, killed
+#   recovery_test.sh BIN node-cut LAYOUT    node 1's link cut and its processes frozen
 #   RECOVERY_SEED=S recovery_test.sh BIN random LAYOUT
 #                                           two members (any, member 0 too) killed at random steps,
 #                                           after a random delay into the step
@@ -64,12 +68,52 @@ wait_for_step() {
 }
 
 [ "$mode" = adjacent ] && extra+=(--checkpoint-dir "$work/ck" --checkpoint-every 20)
-setsid "$launch" --nnodes 1:1 --nproc-per-node 4 --heartbeat-deadline $deadline -- "$example" "$layout" \
-  "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 > "$work/job.log" 2>&1 &
-group=$!
+[ "$mode" = node-cut ] && deadline=2
+if [ "${mode#node}" != "$mode" ]; then
+  # Two nodes: network namespaces, each joined by a veth pair to a bridge in a third (the switch),
+  # 2 ranks each (members 0, 1 on node 0 and 2, 3 on node 1), UCX over tcp between them as between
+  # two hosts. Cutting a node's cable at the switch leaves the other's link up.
+  if ! ip netns add tessel-probe-$$ 2>/dev/null; then
+    echo "SKIP: cannot make network namespaces here (needs root and iproute2)"; exit 0
+  fi
+  ip netns del tessel-probe-$$
+  na=tessel-na-$$ nb=tessel-nb-$$ hub=tessel-hub-$$
+  namespaces="$na $nb $hub"
+  trap 'cleanup; for ns in $namespaces; do ip netns del $ns 2>/dev/null; done' EXIT
+  ip netns add $na && ip netns add $nb && ip netns add $hub || fail "ip netns add"
+  ip -n $hub link add br-$$ type bridge && ip -n $hub link set br-$$ up || fail "ip link add bridge"
+  for side in a b; do
+    ns=$([ $side = a ] && echo $na || echo $nb) address=$([ $side = a ] && echo 10.79.0.1 || echo 10.79.0.2)
+    ip link add nv$side-$$ netns $ns type veth peer name hv$side-$$ netns $hub || fail "ip link add veth"
+    ip -n $hub link set hv$side-$$ master br-$$ && ip -n $hub link set hv$side-$$ up
+    ip -n $ns addr add $address/24 dev nv$side-$$ && ip -n $ns link set nv$side-$$ up && ip -n $ns link set lo up
+  done
+  # UCX lists only running devices: wait for both nodes' ends to report a carrier.
+  for _ in $(seq 50); do
+    [ "$(ip netns exec $na cat /sys/class/net/nva-$$/operstate)" = up ] &&
+      [ "$(ip netns exec $nb cat /sys/class/net/nvb-$$/operstate)" = up ] && break
+    sleep 0.1
+  done
+  for node in 0 1; do
+    ns=$([ $node = 0 ] && echo $na || echo $nb) dev=$([ $node = 0 ] && echo nva-$$ || echo nvb-$$)
+    ip netns exec $ns env UCX_TLS=tcp UCX_NET_DEVICES=$dev setsid "$launch" --nnodes 1:2 --node-rank $node \
+      --nproc-per-node 2 --master-addr 10.79.0.1 --master-port 29700 --token nodes-$$ \
+      --heartbeat-deadline $deadline -- "$example" "$layout" "${extra[@]}" --steps $steps --every 50 \
+      --sample-log "$work/s" --tolerance 1e-5 > "$work/node$node.log" 2>&1 &
+    eval "node${node}_sid=\$!"
+  done
+  # The job's log is the surviving node's; `group` is its launcher.
+  if [ "$mode" = node0-killed ]; then group=$node1_sid other=$node0_sid; ln -s node1.log "$work/job.log"
+  else group=$node0_sid other=$node1_sid; ln -s node0.log "$work/job.log"; fi
+else
+  setsid "$launch" --nnodes 1:1 --nproc-per-node 4 --heartbeat-deadline $deadline -- "$example" "$layout" \
+    "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 > "$work/job.log" 2>&1 &
+  group=$!
+fi
 lost=0
 watch=0  # a member that survives: its log and lines are checked
 [ "$mode" = coordinator ] && watch=1
+[ "$mode" = node0-killed ] && watch=2
 if [ "$mode" = random ]; then  # RECOVERY_SEED picks two members, the steps and delays they die at
   RANDOM=${RECOVERY_SEED:-1}
   first=$((RANDOM % 4)) second=$(((first + 1 + RANDOM % 3) % 4))
@@ -109,6 +153,13 @@ intruder)  # while the job recovers, joins with a wrong token, and as a lost mem
     "$example" "$layout" > "$work/impostor.log" 2>&1
   grep -q "refused: rank 2 has already joined" "$work/impostor.log" ||
     fail "a second rank 2 was not refused: $(tail -3 "$work/impostor.log")" ;;
+node-killed | node0-killed)  # every process of one node (node 0's hosts the coordinator)
+  wait_for_step $kill_at
+  pkill -9 -s "$other"; lost=2 ;;
+node-cut)  # node 1's link cut and its processes frozen: only the heartbeat deadline can tell
+  wait_for_step $kill_at
+  ip -n $hub link set hvb-$$ down
+  pkill -STOP -s "$other"; lost=2 ;;
 twice)
   wait_for_step $kill_at
   kill -9 "$(pid_of 2)"
@@ -126,14 +177,15 @@ adjacent)  # members 2 and 3 at once: 2's slices and their copy on 3 are gone; t
   kill -9 "$(pid_of 2)" "$second"; lost=2 ;;
 *) echo "unknown mode '$mode'"; exit 2 ;;
 esac
-if [ -n "${victim:-}" ]; then  # the frozen rank stays frozen until the others finished
+if [ -n "${victim:-}" ] || [ "$mode" = node-cut ]; then  # the frozen stay frozen until the others finished
   for _ in $(seq 1200); do
-    [ "$(grep -c "parameters after" "$work/job.log")" -ge 3 ] && break
+    [ "$(grep -c "parameters after" "$work/job.log")" -ge $((4 - lost)) ] && break
     sleep 0.1
   done
-  kill -9 "$victim"
+  [ -n "${victim:-}" ] && kill -9 "$victim"
+  [ "$mode" = node-cut ] && pkill -9 -s "$other"
 fi
-for _ in $(seq 1200); do kill -0 "$group" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq ${RECOVERY_WAIT:-1200}); do kill -0 "$group" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$group" 2>/dev/null && fail "the job did not finish within 120 s"
 wait "$group"; status=$?
 [ "$status" = 0 ] || fail "the launcher exited $status"
