@@ -241,6 +241,10 @@ int64_t Memory::restore(const Share& share, checkpoint::RankChannel& channel, st
     if (missing != nullptr) *missing = first_missing.empty() ? "no rank holds a snapshot" : first_missing;
     return -1;
   }
+  // Snapshots newer than the chosen step hold states that the steps after it will make again.
+  for (Held& held : held_) {
+    if (held.step > chosen_step) held.step = -1;
+  }
   const Held* source = nullptr;  // this rank's snapshot of the chosen step, if it has one
   for (const Held* held : valid) {
     if (held->step == chosen_step && held->layout == chosen_layout) source = held;

@@ -61,8 +61,8 @@ class Memory {
   // steps until the next snapshot; all get back the largest proposal, so they agree on it.
   int64_t snapshot(int64_t step, checkpoint::RankChannel& channel, int64_t proposal = 1);
   // Every rank together, after a re-plan: fills every copy of every slice of `share` and returns
-  // the step the values are of. -1 when no step has every slice on some rank; `missing` then names
-  // a variable's slice that survived nowhere.
+  // the step the values are of; snapshots of later steps are dropped (those steps run again). -1 when no step has every
+  // slice on some rank; `missing` then names a variable's slice that survived nowhere.
   int64_t restore(const Share& share, checkpoint::RankChannel& channel, std::string* missing);
 
   int64_t newest_step() const;  // -1 before the first snapshot

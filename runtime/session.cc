@@ -449,7 +449,7 @@ struct Session::Impl {
       try {
         if (options.job->epoch_ended()) throw Error::Aborted("the job's membership changed between steps");
         const int64_t done = executor->steps_done();
-        int64_t count = std::min(last - done, std::max<int64_t>(1, memory.newest_step() + snapshot_interval - done));
+        int64_t count = std::min(last - done, std::max<int64_t>(1, last_memory_snapshot + snapshot_interval - done));
         if (saves > 0) count = std::min(count, saves - done % saves);
         const auto started = std::chrono::steady_clock::now();
         const size_t ran = executor->run(count, feed, record).size();
@@ -459,7 +459,7 @@ struct Session::Impl {
           step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() /
                          static_cast<double>(ran);
         }
-        if (ran > 0 && now >= memory.newest_step() + snapshot_interval) snapshot(now);
+        if (ran > 0 && now >= last_memory_snapshot + snapshot_interval) snapshot(now);
         if (ran > 0 && saves > 0 && now % saves == 0) save_now();
       } catch (const Error& error) {
         if (!lost_a_member(error)) throw;
@@ -483,6 +483,7 @@ struct Session::Impl {
     const auto started = std::chrono::steady_clock::now();
     const int64_t proposal = options.snapshot_every > 0 ? options.snapshot_every : snapshot_proposal;
     snapshot_interval = memory.snapshot(step, recovery_channel(), proposal);
+    last_memory_snapshot = step;  // the same on every rank: snapshots are taken together
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (options.snapshot_every == 0 && step_seconds > 0) {
       snapshot_proposal = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(seconds / (0.05 * step_seconds))), 1,
@@ -536,7 +537,7 @@ struct Session::Impl {
   // Snapshots' pace: steps between two (agreed by the ranks), this rank's next proposal, and the
   // last measured time of a step.
   static constexpr int64_t kMaxSnapshotInterval = 1000;
-  int64_t snapshot_interval = 1, snapshot_proposal = 1;
+  int64_t snapshot_interval = 1, snapshot_proposal = 1, last_memory_snapshot = 0;
   double step_seconds = 0;
 };
 
