@@ -215,8 +215,14 @@ struct Job::State {
     if (finishing) return;  // the coordinator goes away as the job ends
     if (!config.recovery) fail(concat("lost the coordinator (rank 0): ", why));
     if (coordinator_lost.exchange(true)) return;
-    heard_of(std::max(newest.load(), epoch.load()) + 1,
-             concat("lost the coordinator (member ", coordinator_member, "): ", why));
+    const std::string reason = concat("lost the coordinator (member ", coordinator_member, "): ", why);
+    LOG(WARNING) << "rank " << rank.load() << " (member " << config.rank << "): " << reason;
+    std::function<void(const std::string&)> handler;
+    {
+      std::lock_guard<std::mutex> lock(handler_mutex);
+      handler = on_epoch_end;
+    }
+    if (handler) handler(reason);
   }
 
   // The first member of the last roster, past the lost coordinator's, that answers: this rank's
@@ -323,9 +329,9 @@ struct Job::State {
     rank = mine;
     world_size = static_cast<int>(members.size());
     epoch = formed;
-    int known = newest.load();
-    while (formed > known && !newest.compare_exchange_weak(known, formed)) {
-    }
+    // The roster is the coordinator's word: an epoch heard of from a coordinator since lost is
+    // over. One that begins after this, the coordinator announces again (its heartbeat answers too).
+    newest = formed;
     transport->connect(addresses, rank);
   }
 };
@@ -410,7 +416,9 @@ int Job::member() const { return state_->config.rank; }
 bool Job::recovery() const { return state_->config.recovery; }
 double Job::heartbeat_deadline_seconds() const { return state_->config.heartbeat_deadline_seconds; }
 int Job::epoch() const { return state_->epoch.load(); }
-bool Job::epoch_ended() const { return state_->newest.load() > state_->epoch.load(); }
+bool Job::epoch_ended() const {
+  return state_->coordinator_lost.load() || state_->newest.load() > state_->epoch.load();
+}
 
 void Job::on_epoch_end(std::function<void(const std::string& why)> handler) {
   std::lock_guard<std::mutex> lock(state_->handler_mutex);
