@@ -28,6 +28,7 @@ void put_box(std::vector<int64_t>& out, const std::vector<int64_t>& starts, cons
 class Reader {
  public:
   Reader(const std::vector<int64_t>& words, int from) : words_(words), from_(from) {}
+  bool done() const { return at_ >= words_.size(); }
   int64_t next() {
     if (at_ >= words_.size()) throw Error::DataLoss(concat("recovery: rank ", from_, "'s description is truncated"));
     return words_[at_++];
@@ -38,11 +39,15 @@ class Reader {
       throw Error::DataLoss(concat("recovery: rank ", from_, " described ", value, " items, expected 0 to ", limit));
     return value;
   }
-  Region box() {
+  // A box of a variable of `whole` shape: as many axes, and inside it.
+  Region box(const Shape& whole) {
     const int64_t axes = count(16);
+    if (axes != whole.rank())
+      throw Error::DataLoss(
+          concat("recovery: rank ", from_, " described a box of ", axes, " axes in a variable of ", whole.rank()));
     Region region;
-    for (int64_t i = 0; i < axes; ++i) region.starts.push_back(next());
-    for (int64_t i = 0; i < axes; ++i) region.extents.push_back(count(int64_t{1} << 40));
+    for (int64_t i = 0; i < axes; ++i) region.starts.push_back(count(whole.dims()[i]));
+    for (int64_t i = 0; i < axes; ++i) region.extents.push_back(count(whole.dims()[i] - region.starts[i]));
     return region;
   }
 
@@ -91,13 +96,15 @@ void Memory::begin_epoch(const Share& share, checkpoint::RankChannel& channel) {
   for (int r = 0; r < ranks; ++r) {
     if (r == me || buddy_of(r) != me) continue;
     Reader reader(described[r], r);
-    size_t at = 0;
-    while (at < described[r].size()) {
+    while (!reader.done()) {
       const int variable = static_cast<int>(reader.count(static_cast<int64_t>(share.names.size()) - 1));
-      const Region box = reader.box();
+      const Region box = reader.box(share.whole_shapes.at(variable));
       Incoming in{.from = r, .variable = variable, .starts = box.starts, .shape = box.shape()};
       in.bytes = static_cast<size_t>(reader.count(int64_t{1} << 40));
-      at += 3 + 2 * box.starts.size();
+      if (in.bytes != static_cast<size_t>(in.shape.numel()) * share.element_bytes.at(variable)) {
+        throw Error::DataLoss(concat("recovery: rank ", r, " would send ", in.bytes, " bytes of a box of ",
+                                     in.shape.numel(), " elements of '", share.names.at(variable), "'"));
+      }
       incoming_.push_back(std::move(in));
     }
   }
@@ -202,13 +209,13 @@ int64_t Memory::restore(const Share& share, checkpoint::RankChannel& channel, st
       std::vector<Known>& known = candidates[{step, layout}];
       for (int64_t p = 0; p < pieces; ++p) {
         const int variable = static_cast<int>(reader.count(variables - 1));
-        known.push_back({r, variable, reader.box(), static_cast<size_t>(p)});
+        known.push_back({r, variable, reader.box(share.whole_shapes.at(variable)), static_cast<size_t>(p)});
       }
     }
     const int64_t slices = reader.count(int64_t{1} << 24);
     for (int64_t k = 0; k < slices; ++k) {
       const int variable = static_cast<int>(reader.count(variables - 1));
-      needs[r].emplace_back(variable, reader.box());
+      needs[r].emplace_back(variable, reader.box(share.whole_shapes.at(variable)));
     }
   }
   // The newest (step, layout) whose distinct pieces cover every variable (the pieces of one
