@@ -143,6 +143,13 @@ struct Job::State {
     std::_Exit(3);
   }
 
+  // Runs the handler under its mutex: on_epoch_end({}) waits for a call under way, so the
+  // handler's owner may go once it returned.
+  void tell_epoch_end(const std::string& why) {
+    std::lock_guard<std::mutex> lock(handler_mutex);
+    if (on_epoch_end) on_epoch_end(why);
+  }
+
   // The coordinator began epoch `heard` (or later): tell the handler once per epoch.
   void heard_of(int heard, const std::string& why) {
     int known = newest.load();
@@ -151,12 +158,7 @@ struct Job::State {
     if (heard <= known) return;
     LOG(WARNING) << "rank " << rank.load() << " (member " << config.rank << "): epoch " << epoch.load()
                  << " ended: " << why;
-    std::function<void(const std::string&)> handler;
-    {
-      std::lock_guard<std::mutex> lock(handler_mutex);
-      handler = on_epoch_end;
-    }
-    if (handler) handler(why);
+    tell_epoch_end(why);
   }
 
   // A request to the coordinator; its string answer, or Error on no answer in time.
@@ -217,12 +219,7 @@ struct Job::State {
     if (coordinator_lost.exchange(true)) return;
     const std::string reason = concat("lost the coordinator (member ", coordinator_member, "): ", why);
     LOG(WARNING) << "rank " << rank.load() << " (member " << config.rank << "): " << reason;
-    std::function<void(const std::string&)> handler;
-    {
-      std::lock_guard<std::mutex> lock(handler_mutex);
-      handler = on_epoch_end;
-    }
-    if (handler) handler(reason);
+    tell_epoch_end(reason);
   }
 
   // The first member of the last roster, past the lost coordinator's, that answers: this rank's

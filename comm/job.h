@@ -83,6 +83,7 @@ class Job {
   bool epoch_ended() const;
   // `handler` runs, on a thread of the job's, as soon as this rank hears that its epoch ended,
   // with why. Keep it short: abort what uses the transport, and let the caller's thread reform().
+  // Replacing it (with {} too) waits for a call under way to return.
   void on_epoch_end(std::function<void(const std::string& why)> handler);
   // Joins the newest epoch: closes this epoch's transport (its peers may be dead; the bytes in
   // flight are dropped), makes a new one, gives its address and waits until every member has;
