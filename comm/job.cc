@@ -215,6 +215,11 @@ struct Job::State {
   // the epoch ends and reform() elects the next coordinator.
   void lose_coordinator(const std::string& why) {
     if (finishing) return;  // the coordinator goes away as the job ends
+    if ((coordinator && coordinator_member == config.rank) || (standby && standby->active())) {
+      // It runs in this process, which is alive: a slow answer (a loaded machine) is no loss.
+      LOG(WARNING) << "member " << config.rank << ": the coordinator in this process was slow to answer: " << why;
+      return;
+    }
     if (!config.recovery) fail(concat("lost the coordinator (rank 0): ", why));
     if (coordinator_lost.exchange(true)) return;
     const std::string reason = concat("lost the coordinator (member ", coordinator_member, "): ", why);

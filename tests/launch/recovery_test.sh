@@ -48,15 +48,23 @@ extra=()
 # under load a short one would also remove live ranks, which the job survives but the test does not expect.
 deadline=5
 [ "$mode" = stop ] && deadline=2
-# The pid of the example process that is member (first rank) $1.
-pid_of() {
-  for _ in $(seq 100); do
+# The pid of the example process that is member (first rank) $1, looked up once for all members
+# (a scan under load is slow, and a job of short steps may be past the kill point meanwhile).
+declare -A member_pid=()
+find_members() {  # in this shell, right after the launch
+  for _ in $(seq 500); do
     for p in $(pgrep -s "$group" -f "apps/parallel/tessel-example"); do
-      tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "TESSEL_RANK=$1" && { echo "$p"; return; }
+      m=$(tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | sed -n 's/^TESSEL_RANK=//p')
+      [ -n "$m" ] && member_pid[$m]=$p
     done
+    [ ${#member_pid[@]} -ge 4 ] && return
     sleep 0.02
   done
-  echo "FAIL: no process of member $1" >&2
+  fail "the job's 4 processes did not all start"
+}
+pid_of() {
+  [ -n "${member_pid[$1]:-}" ] || { echo "FAIL: no process of member $1" >&2; return; }
+  echo "${member_pid[$1]}"
 }
 # Waits until member 0 logged $1 steps (bounded).
 wait_for_step() {
@@ -109,6 +117,7 @@ else
   setsid "$launch" --nnodes 1:1 --nproc-per-node 4 --heartbeat-deadline $deadline -- "$example" "$layout" \
     "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 > "$work/job.log" 2>&1 &
   group=$!
+  find_members
 fi
 lost=0
 watch=0  # a member that survives: its log and lines are checked
