@@ -147,6 +147,9 @@ random)
   wait_for_step $first_step
   sleep "0.00$first_delay"
   kill -9 "$(pid_of $first)"
+  # The second loss comes after the job recovered from the first (when the test ran late, both
+  # could otherwise land together, and a slice with its buddy's copy: only a checkpoint serves that).
+  for _ in $(seq 3000); do grep -q "^resumed at step" "$work/s.member$watch" 2>/dev/null && break; sleep 0.01; done
   wait_for_step $((first_step + second_gap))
   sleep "0.00$second_delay"
   kill -9 "$(pid_of $second)"; lost=2 ;;
@@ -172,6 +175,7 @@ node-cut)  # node 1's link cut and its processes frozen: only the heartbeat dead
 twice)
   wait_for_step $kill_at
   kill -9 "$(pid_of 2)"
+  for _ in $(seq 3000); do grep -q "^resumed at step" "$work/s.member$watch" 2>/dev/null && break; sleep 0.01; done
   wait_for_step $((kill_at + 60))
   kill -9 "$(pid_of 1)"; lost=2 ;;
 during)  # members 1 and 3 keep their buddy copies on 2 and 0: their slices survive both losses
