@@ -34,6 +34,7 @@ inline caf::actor_system_config& with_middleman(caf::actor_system_config& config
 
 // Addresses travel as one string: hex digits, ranks separated by ','.
 std::string encode_addresses(const std::vector<std::string>& addresses);
+// Error::DataLoss for text that is not such a list (it comes over the network).
 std::vector<std::string> decode_addresses(const std::string& text);
 
 }  // namespace tessel::comm

@@ -25,13 +25,18 @@ std::string encode_addresses(const std::vector<std::string>& addresses) {
 
 std::vector<std::string> decode_addresses(const std::string& text) {
   std::vector<std::string> addresses(1);
-  const auto value = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  const auto value = [&](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw Error::DataLoss(concat("an address list holds '", c, "', expected hex digits and ','"));
+  };
   for (size_t i = 0; i < text.size();) {
     if (text[i] == ',') {
       addresses.emplace_back();
       ++i;
       continue;
     }
+    if (i + 1 >= text.size()) throw Error::DataLoss("an address list ends in half a byte");
     addresses.back() += static_cast<char>(value(text[i]) << 4 | value(text[i + 1]));
     i += 2;
   }

@@ -471,6 +471,21 @@ struct RankChannel::State {
   }
 };
 
+namespace {
+
+// `flat` cut into consecutive pieces of `counts[r]` values.
+std::vector<std::vector<int64_t>> split_by(const std::vector<int64_t>& flat, const std::vector<size_t>& counts) {
+  std::vector<std::vector<int64_t>> pieces;
+  auto at = flat.begin();
+  for (size_t count : counts) {
+    pieces.emplace_back(at, at + static_cast<std::ptrdiff_t>(count));
+    at += static_cast<std::ptrdiff_t>(count);
+  }
+  return pieces;
+}
+
+}  // namespace
+
 RankChannel::RankChannel(int ranks, int rank, comm::Transport* transport, int group)
     : ranks_(ranks), rank_(rank), state_(std::make_unique<State>()) {
   if (ranks <= 1) return;
@@ -537,14 +552,7 @@ std::vector<std::vector<int64_t>> RankChannel::all_gather(const std::vector<int6
       state_->communicator->all_gather(rank_, values.data(), gathered.data(), counts, DType::i64, std::move(done));
     });
   }
-  std::vector<std::vector<int64_t>> result(ranks_);
-  size_t at = 0;
-  for (int r = 0; r < ranks_; ++r) {
-    result[r].assign(gathered.begin() + static_cast<std::ptrdiff_t>(at),
-                     gathered.begin() + static_cast<std::ptrdiff_t>(at + counts[r]));
-    at += counts[r];
-  }
-  return result;
+  return split_by(gathered, counts);
 }
 
 std::vector<std::vector<int64_t>> RankChannel::all_to_all(const std::vector<std::vector<int64_t>>& to_each,
@@ -570,14 +578,7 @@ std::vector<std::vector<int64_t>> RankChannel::all_to_all(const std::vector<std:
                                        std::move(done));
     });
   }
-  std::vector<std::vector<int64_t>> result(ranks_);
-  size_t at = 0;
-  for (int r = 0; r < ranks_; ++r) {
-    result[r].assign(received.begin() + static_cast<std::ptrdiff_t>(at),
-                     received.begin() + static_cast<std::ptrdiff_t>(at + from_each[r]));
-    at += from_each[r];
-  }
-  return result;
+  return split_by(received, from_each);
 }
 
 // --- Saving ---
