@@ -1,9 +1,11 @@
 // Private to comm/: the control plane's messages between ranks and the coordinator. Includes
-// CAF, so only comm/*.cc include it. Answers are strings: "accepted", "ok EPOCH", "done",
-// "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES" (the members in rank order, with their
-// nodes and standby coordinators), "standby" (a standby coordinator not yet elected), "epoch EPOCH" (a reform for an
-// epoch that already ended: ask again for this one), "removed: <why>" (this member is no longer in the job), or
-// "refused: <why>" / "failed: <why>".
+// CAF, so only comm/*.cc include it. Answers are strings: "accepted", "joined MEMBER EPOCH" (a
+// rank joined the running job as MEMBER, to re-form into EPOCH), "ok EPOCH", "done",
+// "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES NEXT" (the members in rank order, with their
+// nodes and standby coordinators, and the next joining member's name), "finished: <why>" (the job
+// ended before a joining member could join it), "standby" (a standby coordinator not yet elected), "epoch EPOCH" (a
+// reform for an epoch that already ended: ask again for this one), "removed: <why>" (this member is no longer in the
+// job), or "refused: <why>" / "failed: <why>".
 #pragma once
 
 #include <caf/all.hpp>
@@ -11,8 +13,8 @@
 
 namespace tessel::comm {
 
-using join_atom =
-    caf::atom_constant<caf::atom("join")>;  // (token, rank, UCX address, presence, node, standby's host:port)
+using join_atom =  // (token, rank or -1 to join the running job, UCX address, presence, node, standby's host:port)
+    caf::atom_constant<caf::atom("join")>;
 using roster_atom = caf::atom_constant<caf::atom("roster")>;        // (rank) -> every rank's address, once all joined
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;  // (rank) -> "ok" or "failed: ..."
 using leave_atom = caf::atom_constant<caf::atom("leave")>;          // (rank) -> "done" once every rank left

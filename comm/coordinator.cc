@@ -2,7 +2,9 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -71,11 +73,20 @@ struct Membership {
   int epoch = 0;
   std::vector<int> roster;              // the members of the last epoch that formed, in rank order
   std::map<int, std::string> reformed;  // members that gave their address for `epoch`
-  std::vector<std::pair<int, caf::response_promise>> reforms;  // (the epoch asked for, its answer)
+  struct Reform {
+    int member, epoch;  // who asked, for which epoch
+    caf::response_promise answer;
+  };
+  std::vector<Reform> reforms;
+  // Growing (recovery): a member that joined the running job gets the next name; until an epoch
+  // formed with it, it is `joining`.
+  int next_member = 0;
+  std::set<int> joining;
 };
 
-// "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES": an epoch's members in rank order, each
-// one's node and standby coordinator, and their UCX addresses (comm/control_messages.h).
+// "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES NEXT": an epoch's members in rank order,
+// each one's node and standby coordinator, their UCX addresses, and the name the next member to
+// join would get (comm/control_messages.h).
 std::string roster_text(const Membership& m, const std::vector<std::pair<int, std::string>>& formed) {
   std::string members, controls;
   std::vector<std::string> addresses;
@@ -86,7 +97,7 @@ std::string roster_text(const Membership& m, const std::vector<std::pair<int, st
                        control == m.controls.end() || control->second.empty() ? std::string("-") : control->second);
     addresses.push_back(address);
   }
-  return concat("roster ", m.epoch, " ", members, " ", controls, " ", encode_addresses(addresses));
+  return concat("roster ", m.epoch, " ", members, " ", controls, " ", encode_addresses(addresses), " ", m.next_member);
 }
 
 caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string token, int world_size,
@@ -99,7 +110,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
     if (!m->failure.empty()) {
       for (auto& promise : m->rosters) promise.deliver(std::string("failed: ") + m->failure);
       for (auto& promise : m->leaves) promise.deliver(std::string("failed: ") + m->failure);
-      for (auto& [epoch, promise] : m->reforms) promise.deliver(std::string("failed: ") + m->failure);
+      for (auto& reform : m->reforms) reform.answer.deliver(std::string("failed: ") + m->failure);
       m->rosters.clear();
       m->leaves.clear();
       m->reforms.clear();
@@ -114,8 +125,8 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
     // A reform for an epoch that ended is told the current one; the current one forms once every
     // member gave its address.
     for (auto it = m->reforms.begin(); it != m->reforms.end();) {
-      if (it->first < m->epoch) {
-        it->second.deliver(concat("epoch ", m->epoch));
+      if (it->epoch < m->epoch) {
+        it->answer.deliver(concat("epoch ", m->epoch));
         it = m->reforms.erase(it);
       } else {
         ++it;
@@ -129,8 +140,9 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         m->members[member] = address;
       }
       const std::string roster = roster_text(*m, formed);
-      for (auto& [epoch, promise] : m->reforms) promise.deliver(roster);
+      for (auto& reform : m->reforms) reform.answer.deliver(roster);
       m->reforms.clear();
+      m->joining.clear();
       LOG(INFO) << "coordinator: epoch " << m->epoch << " formed with " << m->roster.size() << " ranks";
     }
     bool everyone_left = m->complete;
@@ -139,6 +151,56 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       for (auto& promise : m->leaves) promise.deliver(std::string("done"));
       m->leaves.clear();
     }
+  };
+  // The next epoch begins (with the members there are now): every member re-forms into it.
+  const auto begin_epoch = [=](const std::string& why) {
+    ++m->epoch;
+    m->reformed.clear();
+    LOG(WARNING) << "coordinator: epoch " << m->epoch << " begins: " << why << "; " << m->members.size()
+                 << " rank(s) now";
+    for (const auto& [other, presence] : m->presence_of) {
+      if (!m->joining.count(other)) self->send(presence, epoch_atom::value, m->epoch, why);
+    }
+    const auto now = Clock::now();
+    for (auto& [other, heard] : m->last_heard) heard = now;  // re-forming is not silence
+    settle();
+  };
+  // A member that joined the running job (join as rank -1) gets the next name and starts the next
+  // epoch, which forms once it and every other member gave their addresses.
+  const auto grow = [=](const std::string& address, const caf::actor& presence, int node,
+                        const std::string& control) -> std::string {
+    std::set<int> nodes{node};
+    for (const auto& [other, its_node] : m->nodes) nodes.insert(its_node);
+    std::string reason;
+    if (!m->options.recovery)
+      reason = "this job runs without recovery, so it takes no new ranks";
+    else if (!m->complete)
+      reason = "the job has not formed yet: a rank joins a running job only";
+    else if (!m->failure.empty())
+      reason = "the job failed: " + m->failure;
+    else if (!m->left.empty())
+      reason = "the job is finishing";
+    else if (m->options.max_nodes > 0 && static_cast<int>(nodes.size()) > m->options.max_nodes)
+      reason = concat("node ", node, " would be the job's node number ", nodes.size(), ", and it runs on at most ",
+                      m->options.max_nodes, " (tessel-launch --nnodes MIN:MAX)");
+    if (!reason.empty()) {
+      ++m->refused;
+      LOG(WARNING) << "coordinator: refused a new rank from node " << node << ": " << reason;
+      return "refused: " + reason;
+    }
+    const int member = m->next_member++;
+    m->members[member] = address;
+    m->nodes[member] = node;
+    m->controls[member] = control;
+    m->joining.insert(member);
+    m->last_heard[member] = Clock::now();
+    if (presence) {
+      m->presences[presence.address()] = member;
+      m->presence_of[member] = presence;
+      self->monitor(presence);
+    }
+    begin_epoch(concat("member ", member, " joined from node ", node));
+    return concat("joined ", member, " ", m->epoch);
   };
   // A member is gone. Without recovery, or before the first roster formed, the job fails. With
   // recovery the next epoch starts among the others, as long as enough nodes remain.
@@ -151,6 +213,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       return;
     }
     m->members.erase(member);
+    m->joining.erase(member);
     m->reformed.erase(member);
     m->nodes.erase(member);
     m->last_heard.erase(member);
@@ -176,14 +239,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
       settle();
       return;
     }
-    ++m->epoch;
-    m->reformed.clear();
-    LOG(WARNING) << "coordinator: epoch " << m->epoch << " begins: " << why << "; " << m->members.size()
-                 << " rank(s) remain";
-    for (const auto& [other, presence] : m->presence_of) self->send(presence, epoch_atom::value, m->epoch, why);
-    const auto now = Clock::now();
-    for (auto& [other, heard] : m->last_heard) heard = now;  // recovering is not silence
-    settle();
+    begin_epoch(why);
   };
   // A member's presence actor lives as long as its process: when it goes down before the member
   // left, its process (or its connection) ended. A killed rank is noticed at once; the heartbeat
@@ -207,6 +263,8 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           reason = "no job token";
         else if (presented != token)
           reason = "wrong job token";
+        else if (rank == -1)
+          return grow(address, presence, node, control);
         else if (rank < 0 || rank >= world_size)
           reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
         else if (m->members.count(rank) || m->removed.count(rank))
@@ -230,6 +288,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         // Ranks wait for the roster without heartbeats: their deadlines start when it is whole.
         if (static_cast<int>(m->members.size()) == world_size) {
           m->complete = true;
+          m->next_member = world_size;
           for (const auto& [member, ignored] : m->members) m->roster.push_back(member);
           for (auto& [member, heard] : m->last_heard) heard = now;
         }
@@ -271,7 +330,7 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         }
         m->reformed[member] = address;
         auto promise = self->make_response_promise<std::string>();
-        m->reforms.emplace_back(epoch, promise);
+        m->reforms.push_back({member, epoch, promise});
         settle();
         return promise;
       },
@@ -288,6 +347,27 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         std::lock_guard<std::mutex> lock(m->mutex);
         if (!m->active) return "standby";
         m->left.insert(rank);
+        // The steps are done: a member still joining has nothing left to join.
+        for (int member : m->joining) {
+          for (auto it = m->reforms.begin(); it != m->reforms.end();) {
+            if (it->member != member) {
+              ++it;
+              continue;
+            }
+            it->answer.deliver(concat("finished: the job finished before member ", member, " could join it"));
+            it = m->reforms.erase(it);
+          }
+          m->members.erase(member);
+          m->reformed.erase(member);
+          m->last_heard.erase(member);
+          m->presence_of.erase(member);
+          m->nodes.erase(member);
+          LOG(WARNING) << "coordinator: member " << member << " joined as the job finished; it is let go";
+        }
+        for (auto it = m->presences.begin(); it != m->presences.end();) {
+          it = m->joining.count(it->second) ? m->presences.erase(it) : std::next(it);
+        }
+        m->joining.clear();
         auto promise = self->make_response_promise<std::string>();
         m->leaves.push_back(promise);
         settle();
@@ -389,15 +469,17 @@ bool Coordinator::complete() const {
   return state_->membership->complete;
 }
 
-void Coordinator::take_over(int epoch, const std::vector<TakeoverMember>& members) {
+void Coordinator::take_over(int epoch, const std::vector<TakeoverMember>& members, int next_member) {
   Membership& m = *state_->membership;
   std::lock_guard<std::mutex> lock(m.mutex);
   if (m.active) return;
   m.active = true;
   m.complete = true;
   m.epoch = epoch;
+  m.next_member = next_member;
   const auto now = Clock::now();
   for (const TakeoverMember& member : members) {
+    m.next_member = std::max(m.next_member, member.member + 1);
     m.members[member.member] = "";
     m.nodes[member.member] = member.node;
     m.controls[member.member] = member.control;
@@ -405,6 +487,16 @@ void Coordinator::take_over(int epoch, const std::vector<TakeoverMember>& member
     m.roster.push_back(member.member);
   }
   LOG(WARNING) << "coordinator: took over the job at epoch " << epoch << " with " << members.size() << " members";
+}
+
+bool Coordinator::listen_also(uint16_t port) {
+  auto published = state_->system.middleman().publish(state_->actor, port, "0.0.0.0", /*reuse_addr=*/true);
+  if (!published) {
+    LOG(WARNING) << "coordinator: cannot also listen on port " << port << ": "
+                 << state_->system.render(published.error());
+    return false;
+  }
+  return true;
 }
 
 bool Coordinator::active() const {
@@ -423,7 +515,7 @@ std::string Coordinator::failure() const {
 }
 
 JoinReply join_coordinator(const std::string& host, uint16_t port, const std::string& token, int rank,
-                           int timeout_seconds) {
+                           int timeout_seconds, int node) {
   caf::actor_system_config config;
   caf::actor_system system{with_middleman(config)};
   auto coordinator = system.middleman().remote_actor(host, port);
@@ -434,10 +526,10 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   JoinReply reply;
   caf::scoped_actor self{system};
   self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string(),
-                caf::actor{}, 0, std::string())
+                caf::actor{}, node, std::string())
       .receive(
           [&](const std::string& answer) {
-            reply.accepted = answer == "accepted";
+            reply.accepted = answer == "accepted" || answer.rfind("joined ", 0) == 0;
             reply.message = answer;
           },
           [&](caf::error& error) {

@@ -19,6 +19,9 @@ struct CoordinatorOptions {
   // instead of failing the job, as long as members on `min_nodes` nodes remain.
   bool recovery = false;
   int min_nodes = 1;
+  // With recovery, a rank may join the running job (join_coordinator's rank -1): it starts the
+  // next epoch, with it. 0: from any number of nodes; else the job's ranks stay on at most this many.
+  int max_nodes = 0;
   // A standby, which every rank of a recovering job keeps: it refuses everything until
   // take_over(), when the coordinator was lost and the job elected this rank's (comm/job.h).
   bool standby = false;
@@ -52,9 +55,13 @@ class Coordinator {
   std::string failure() const;       // why the job failed; empty while it has not
   int epoch() const;                 // 0, and one more at each membership change
   // A standby becomes the job's coordinator at `epoch`, with the members of the last roster that
-  // remain: each reforms with it, and one that does not is lost at the heartbeat deadline.
-  void take_over(int epoch, const std::vector<TakeoverMember>& members);
+  // remain: each reforms with it, and one that does not is lost at the heartbeat deadline. A rank
+  // that joins from then on is named `next_member` (or after the highest member), then onwards.
+  void take_over(int epoch, const std::vector<TakeoverMember>& members, int next_member = 0);
   bool active() const;
+  // Also listens on `port` (every interface), as a coordinator that took over does on the job's
+  // first coordinator port, for ranks that join the running job there. False when it is taken.
+  bool listen_also(uint16_t port);
 
  private:
   struct State;
@@ -66,9 +73,10 @@ struct JoinReply {
   std::string message;  // why a join was refused
 };
 
-// Joins the coordinator at host:port as `rank`, presenting `token`. Error::FailedPrecondition
+// Joins the coordinator at host:port as `rank`, presenting `token`; rank -1 joins a running job
+// with recovery as a new member (the message is then "joined MEMBER EPOCH"), from `node`. Error::FailedPrecondition
 // when the coordinator cannot be reached within `timeout_seconds`.
 JoinReply join_coordinator(const std::string& host, uint16_t port, const std::string& token, int rank,
-                           int timeout_seconds = 10);
+                           int timeout_seconds = 10, int node = 0);
 
 }  // namespace tessel

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -90,13 +91,17 @@ std::optional<JobConfig> job_config_from_environment() {
     config.join_timeout_seconds = number_from("TESSEL_JOIN_TIMEOUT", timeout, 0.1, 86400);
   }
   config.node = integer("TESSEL_NODE_RANK", 0, 1 << 20, 0);
-  if (const char* recovery = std::getenv("TESSEL_RECOVERY")) {
-    const std::string text = recovery;
-    if (text != "0" && text != "1")
-      throw Error::InvalidArgument(concat("environment variable TESSEL_RECOVERY='", text, "': expected 0 or 1"));
-    config.recovery = text == "1";
-  }
+  const auto boolean = [](const char* name, bool fallback) {
+    const char* text = std::getenv(name);
+    if (text == nullptr) return fallback;
+    if (std::strcmp(text, "0") != 0 && std::strcmp(text, "1") != 0)
+      throw Error::InvalidArgument(concat("environment variable ", name, "='", text, "': expected 0 or 1"));
+    return text[0] == '1';
+  };
+  config.recovery = boolean("TESSEL_RECOVERY", false);
   config.min_nodes = integer("TESSEL_MIN_NODES", 1, 1 << 20, 1);
+  config.max_nodes = integer("TESSEL_MAX_NODES", 0, 1 << 20, 0);
+  config.join = boolean("TESSEL_JOIN", false);
   if (config.token.empty()) throw Error::InvalidArgument("TESSEL_JOB_TOKEN is not set: a job needs its token");
   return config;
 }
@@ -128,6 +133,7 @@ struct Job::State {
   std::string control;
   std::vector<RosterMember> roster;
   int coordinator_member = 0;  // whose process hosts the coordinator
+  int next_member = 0;         // the name of the next member to join, as of the last roster
   std::mutex remote_mutex;     // `remote` changes when a coordinator takes over
   std::atomic<bool> coordinator_lost{false};
   std::mutex handler_mutex;
@@ -240,7 +246,9 @@ struct Job::State {
     const auto deadline = Clock::now() + millis(config.join_timeout_seconds);
     for (const RosterMember& candidate : candidates) {
       if (candidate.member == config.rank) {
-        standby->take_over(next_epoch, remaining);
+        standby->take_over(next_epoch, remaining, next_member);
+        // Where replacements look for the job (a rank restarted on this machine, say).
+        standby->listen_also(config.master_port);
       }
       const size_t colon = candidate.control.rfind(':');
       if (colon == std::string::npos) continue;
@@ -295,13 +303,57 @@ struct Job::State {
     }
   }
 
-  // "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES": connects this epoch's transport to the
-  // members in rank order.
+  // Gives this epoch's transport address for epoch `target` (or a later one, when another member
+  // is lost or joins meanwhile) and waits until every member has: then the roster is this rank's.
+  void form(int target, const std::string& address) {
+    const auto deadline = Clock::now() + millis(config.join_timeout_seconds);
+    while (Clock::now() < deadline) {
+      std::string answer;
+      try {
+        answer = ask(millis(config.join_timeout_seconds), reform_atom::value, config.rank, target, address, presence);
+      } catch (const Error& error) {  // the coordinator went while the job re-formed
+        lose_coordinator(error.what());
+      }
+      if (coordinator_lost) {
+        elect(target);
+        continue;
+      }
+      if (answer == "standby") {  // elected, but it has not heard yet that its predecessor is gone
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      if (answer.rfind("roster ", 0) == 0) {
+        take_roster(answer);
+        LOG(INFO) << "member " << config.rank << " is rank " << rank.load() << " of " << world_size.load()
+                  << " in epoch " << epoch.load();
+        return;
+      }
+      if (answer.rfind("epoch ", 0) == 0) {  // another loss or join meanwhile: form the epoch after
+        target = std::atoi(answer.c_str() + 6);
+        heard_of(target, "the membership changed again while the job re-formed");
+        continue;
+      }
+      if (answer.rfind("finished: ", 0) == 0) {  // a joining member the job no longer needs
+        std::fprintf(stderr, "tessel member %d: %s\n", config.rank, answer.substr(10).c_str());
+        std::fflush(stderr);
+        std::_Exit(0);
+      }
+      const bool removed = answer.rfind("removed: ", 0) == 0;
+      throw Error::FailedPrecondition(
+          concat(removed ? "" : "the job failed while it re-formed: ", answer.substr(answer.find(": ") + 2)));
+    }
+    throw Error::FailedPrecondition(
+        concat("the job did not re-form within ", config.join_timeout_seconds, " s (epoch ", target, ")"));
+  }
+
+  // "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES NEXT": connects this epoch's transport to
+  // the members in rank order.
   void take_roster(const std::string& answer) {
     std::istringstream words(answer.substr(7));
     int formed = -1;
     std::string members_text, controls_text, addresses_text;
-    words >> formed >> members_text >> controls_text >> addresses_text;
+    int next = 0;
+    words >> formed >> members_text >> controls_text >> addresses_text >> next;
     const auto split = [](const std::string& text) {
       std::vector<std::string> parts;
       for (size_t at = 0; at <= text.size();) {
@@ -317,17 +369,18 @@ struct Job::State {
     if (formed < 0 || addresses.size() != members.size() || controls.size() != members.size())
       throw Error::FailedPrecondition(
           concat("epoch ", formed, "'s roster does not hold together: ", answer.substr(0, 80)));
-    std::vector<RosterMember> next;
+    std::vector<RosterMember> next_roster;
     int mine = -1;
     for (size_t r = 0; r < members.size(); ++r) {
       const size_t at = members[r].find('@');
-      next.push_back({std::atoi(members[r].c_str()),
-                      at == std::string::npos ? 0 : std::atoi(members[r].c_str() + at + 1),
-                      controls[r] == "-" ? std::string() : controls[r]});
-      if (next.back().member == config.rank) mine = static_cast<int>(r);
+      next_roster.push_back({std::atoi(members[r].c_str()),
+                             at == std::string::npos ? 0 : std::atoi(members[r].c_str() + at + 1),
+                             controls[r] == "-" ? std::string() : controls[r]});
+      if (next_roster.back().member == config.rank) mine = static_cast<int>(r);
     }
     if (mine < 0) throw Error::FailedPrecondition(concat("epoch ", formed, " formed without this rank"));
-    roster = std::move(next);
+    roster = std::move(next_roster);
+    next_member = next;
     rank = mine;
     world_size = static_cast<int>(members.size());
     epoch = formed;
@@ -342,22 +395,26 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.config = std::move(config);
   const JobConfig& c = s.config;
-  if (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size) {
+  if (!c.join && (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size)) {
     throw Error::InvalidArgument(concat("rank ", c.rank, " is outside a job of ", c.world_size, " ranks"));
   }
   if (c.token.empty()) throw Error::InvalidArgument("a job needs a token");
+  if (c.join && !c.recovery) {
+    throw Error::InvalidArgument(
+        "a rank joins a running job only with recovery on (TESSEL_RECOVERY=1; tessel-launch --join sets it)");
+  }
   s.rank = c.rank;
   s.world_size = c.world_size;
   s.transport = s.new_transport();
-  if (c.rank == 0) {
-    s.coordinator = std::make_unique<Coordinator>(c.token, c.world_size, "0.0.0.0", c.master_port,
-                                                  c.heartbeat_deadline_seconds, c.join_timeout_seconds,
-                                                  CoordinatorOptions{.recovery = c.recovery, .min_nodes = c.min_nodes});
+  if (c.rank == 0 && !c.join) {
+    s.coordinator = std::make_unique<Coordinator>(
+        c.token, c.world_size, "0.0.0.0", c.master_port, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
+        CoordinatorOptions{.recovery = c.recovery, .min_nodes = c.min_nodes, .max_nodes = c.max_nodes});
   }
-  if (c.recovery && c.rank != 0) {  // a standby, should the coordinator be lost
+  if (c.recovery && !s.coordinator) {  // a standby, should the coordinator be lost
     s.standby = std::make_unique<Coordinator>(
         c.token, c.world_size, "0.0.0.0", 0, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
-        CoordinatorOptions{.recovery = true, .min_nodes = c.min_nodes, .standby = true});
+        CoordinatorOptions{.recovery = true, .min_nodes = c.min_nodes, .max_nodes = c.max_nodes, .standby = true});
     s.control = concat(local_address_towards(c.master_addr, c.master_port), ":", s.standby->port());
   } else if (c.recovery) {
     s.control = concat(local_address_towards(c.master_addr, c.master_port), ":", s.coordinator->port());
@@ -378,12 +435,34 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
     return {[](int) {}, [&s](epoch_atom, int epoch, const std::string& why) { s.heard_of(epoch, why); },
             [self](watch_atom, const caf::actor& next) { self->monitor(next); }};
   });
-  const std::vector<uint8_t> address = s.transport->address();
-  const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.rank,
-                                   std::string(address.begin(), address.end()), s.presence, c.node, s.control);
+  const std::vector<uint8_t> bytes = s.transport->address();
+  const std::string address(bytes.begin(), bytes.end());
+  const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.join ? -1 : c.rank,
+                                   address, s.presence, c.node, s.control);
+  if (c.join && joined.rfind("joined ", 0) == 0) {  // a new member of the running job: form the next epoch
+    std::istringstream words(joined.substr(7));
+    int target = 0;
+    words >> s.config.rank >> target;
+    s.newest = target;
+    s.heartbeats = std::thread([&s] { s.beat(); });  // from now on a member: silence counts
+    try {
+      s.form(target, address);
+    } catch (...) {
+      {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        s.stopping = true;
+      }
+      s.wake.notify_all();
+      s.heartbeats.join();
+      throw;
+    }
+    LOG(INFO) << "member " << c.rank << " joined the running job at " << c.master_addr << ":" << c.master_port
+              << " as rank " << s.rank.load() << " of " << s.world_size.load() << " in epoch " << s.epoch.load();
+    return;
+  }
   if (joined != "accepted") {
-    throw Error::FailedPrecondition(
-        concat("the coordinator at ", c.master_addr, ":", c.master_port, " refused rank ", c.rank, ": ", joined));
+    throw Error::FailedPrecondition(concat("the coordinator at ", c.master_addr, ":", c.master_port, " refused ",
+                                           c.join ? std::string("a new rank") : concat("rank ", c.rank), ": ", joined));
   }
   std::string roster;
   try {
@@ -415,6 +494,7 @@ int Job::world_size() const { return state_->world_size.load(); }
 Transport& Job::transport() { return *state_->transport; }
 int Job::node() const { return state_->config.node; }
 int Job::member() const { return state_->config.rank; }
+bool Job::joined_running() const { return state_->config.join; }
 bool Job::recovery() const { return state_->config.recovery; }
 double Job::heartbeat_deadline_seconds() const { return state_->config.heartbeat_deadline_seconds; }
 int Job::epoch() const { return state_->epoch.load(); }
@@ -437,40 +517,7 @@ void Job::reform() {
   const std::string address(bytes.begin(), bytes.end());
   int target = std::max(s.newest.load(), s.epoch.load() + 1);
   if (s.coordinator_lost) s.elect(target);
-  const auto deadline = Clock::now() + millis(s.config.join_timeout_seconds);
-  while (Clock::now() < deadline) {
-    std::string answer;
-    try {
-      answer =
-          s.ask(millis(s.config.join_timeout_seconds), reform_atom::value, s.config.rank, target, address, s.presence);
-    } catch (const Error& error) {  // the coordinator went while the job re-formed
-      s.lose_coordinator(error.what());
-    }
-    if (s.coordinator_lost) {
-      s.elect(target);
-      continue;
-    }
-    if (answer == "standby") {  // elected, but it has not heard yet that its predecessor is gone
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      continue;
-    }
-    if (answer.rfind("roster ", 0) == 0) {
-      s.take_roster(answer);
-      LOG(INFO) << "member " << s.config.rank << " is rank " << s.rank.load() << " of " << s.world_size.load()
-                << " in epoch " << s.epoch.load();
-      return;
-    }
-    if (answer.rfind("epoch ", 0) == 0) {  // another loss meanwhile: form the epoch after
-      target = std::atoi(answer.c_str() + 6);
-      s.heard_of(target, "another member was lost while the job re-formed");
-      continue;
-    }
-    const bool removed = answer.rfind("removed: ", 0) == 0;
-    throw Error::FailedPrecondition(
-        concat(removed ? "" : "the job failed while it re-formed: ", answer.substr(answer.find(": ") + 2)));
-  }
-  throw Error::FailedPrecondition(
-      concat("the job did not re-form within ", s.config.join_timeout_seconds, " s (epoch ", target, ")"));
+  s.form(target, address);
 }
 
 void Job::finish() {

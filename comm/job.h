@@ -47,20 +47,26 @@ struct JobConfig {
   int node = 0;                      // the node this rank runs on (tessel-launch's node rank)
   bool recovery = false;             // a lost member starts a new epoch instead of failing the job
   int min_nodes = 1;                 // with recovery: the job fails when fewer nodes remain
+  int max_nodes = 0;                 // with recovery: ranks that join stay within this many nodes (0: any)
+  // Joins a running job with recovery as a new member (a replacement), instead of as `rank` of a
+  // job being formed: the coordinator names it and starts the next epoch with it.
+  bool join = false;
 };
 
 // From TESSEL_RANK, TESSEL_WORLD_SIZE, TESSEL_LOCAL_RANK, TESSEL_MASTER_ADDR,
 // TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN, TESSEL_HEARTBEAT_DEADLINE, TESSEL_JOIN_TIMEOUT (seconds
-// for the whole roster to gather), TESSEL_NODE_RANK, TESSEL_RECOVERY (1: on) and
-// TESSEL_MIN_NODES (tessel-launch sets them); nullopt when TESSEL_RANK is not set. Error::InvalidArgument naming a bad
-// variable.
+// for the whole roster to gather), TESSEL_NODE_RANK, TESSEL_RECOVERY (1: on), TESSEL_MIN_NODES,
+// TESSEL_MAX_NODES and TESSEL_JOIN (1: join the running job; tessel-launch sets them); nullopt
+// when TESSEL_RANK is not set. Error::InvalidArgument naming a bad variable.
 std::optional<JobConfig> job_config_from_environment();
 
 class Job {
  public:
   // Joins (rank 0 first starts the coordinator) and connects. Error::FailedPrecondition when
   // the coordinator refuses the join (naming why: a wrong token, say) or the roster does not
-  // gather within the join timeout.
+  // gather within the join timeout. With JobConfig::join it joins the running job, and returns
+  // once the epoch with it formed (its Session then takes its state from the others); when the
+  // job finished before that, this process says so and exits with status 0.
   explicit Job(JobConfig config);
   // finish(), if not called yet.
   ~Job();
@@ -72,8 +78,11 @@ class Job {
   int world_size() const;
   Transport& transport();
   int node() const;
-  // This process's rank at the first epoch: its name in the job for good.
+  // This process's rank at the first epoch, or the name the coordinator gave it when it joined
+  // the running job: its name in the job for good.
   int member() const;
+  // Whether this member joined the running job (JobConfig::join): it holds no state of its own.
+  bool joined_running() const;
 
   // Recovery (JobConfig::recovery).
   bool recovery() const;

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "actors/executor.h"
 #include "comm/job.h"
@@ -78,6 +79,94 @@ class OneCallAtATime {
   std::atomic<bool>& busy_;
 };
 
+// The layout every member of a recovering job re-lays the graph from: its placements as the job's
+// first members built it, over `devices` devices, `devices_per_rank` of them per rank.
+struct FirstLayout {
+  uint64_t fingerprint = 0;  // the graph's ops, edges and shapes, placements aside
+  int devices = 1, devices_per_rank = 1;
+  std::string placement;                            // where what nothing pins lives
+  std::vector<std::pair<int, std::string>> pinned;  // node id -> its placement
+};
+
+// FNV-1a over what two ranks running one program agree on, whatever devices each counted.
+uint64_t fingerprint(const Graph& graph) {
+  uint64_t hash = 1469598103934665603ull;
+  const auto mix = [&](int64_t value) {
+    for (int i = 0; i < 8; ++i) hash = (hash ^ static_cast<uint8_t>(value >> (8 * i))) * 1099511628211ull;
+  };
+  for (const Node& node : graph.nodes()) {
+    for (char c : node.op) mix(c);
+    mix(node.attrs.has("placement"));
+    for (const TensorRef& input : node.inputs) mix(input.node), mix(input.output);
+    for (const TensorType& output : node.outputs) {
+      mix(static_cast<int64_t>(output.dtype));
+      for (int64_t extent : output.shape.dims()) mix(extent);
+    }
+  }
+  return hash;
+}
+
+FirstLayout first_layout(const Graph& graph, const Placement& placement, int devices_per_rank) {
+  FirstLayout layout{.fingerprint = fingerprint(graph),
+                     .devices = devices_spanned(graph, placement),
+                     .devices_per_rank = devices_per_rank,
+                     .placement = placement.to_string(),
+                     .pinned = {}};
+  for (const Node& node : graph.nodes()) {
+    if (node.attrs.has("placement")) layout.pinned.emplace_back(node.id, node.attrs.get_string("placement"));
+  }
+  return layout;
+}
+
+void put_text(std::vector<int64_t>& words, const std::string& text) {
+  words.push_back(static_cast<int64_t>(text.size()));
+  const size_t at = words.size();
+  words.resize(at + (text.size() + 7) / 8, 0);
+  std::memcpy(words.data() + at, text.data(), text.size());
+}
+
+std::vector<int64_t> encode(const FirstLayout& layout) {
+  std::vector<int64_t> words = {static_cast<int64_t>(layout.fingerprint), layout.devices, layout.devices_per_rank};
+  put_text(words, layout.placement);
+  words.push_back(static_cast<int64_t>(layout.pinned.size()));
+  for (const auto& [node, placement] : layout.pinned) {
+    words.push_back(node);
+    put_text(words, placement);
+  }
+  return words;
+}
+
+// What encode() wrote, on another rank: every count is checked against what is there.
+FirstLayout decode(const std::vector<int64_t>& words, const Graph& graph) {
+  size_t at = 0;
+  const auto next = [&](int64_t low, int64_t high, const char* what) {
+    if (at >= words.size() || words[at] < low || words[at] > high) {
+      throw Error::DataLoss(concat("recovery: rank 0's layout is damaged at word ", at, " (", what, ")"));
+    }
+    return words[at++];
+  };
+  const auto text = [&] {
+    const auto length = static_cast<size_t>(next(0, 1 << 16, "a text's length"));
+    if ((words.size() - at) * 8 < length) throw Error::DataLoss("recovery: rank 0's layout is truncated");
+    std::string result(length, '\0');
+    std::memcpy(result.data(), words.data() + at, length);
+    at += (length + 7) / 8;
+    return result;
+  };
+  FirstLayout layout;
+  if (words.empty()) throw Error::DataLoss("recovery: rank 0 sent no layout");
+  layout.fingerprint = static_cast<uint64_t>(words[at++]);
+  layout.devices = static_cast<int>(next(1, 1 << 20, "devices"));
+  layout.devices_per_rank = static_cast<int>(next(1, layout.devices, "devices per rank"));
+  layout.placement = text();
+  const int64_t pinned = next(0, graph.num_nodes(), "pinned nodes");
+  for (int64_t i = 0; i < pinned; ++i) {
+    const int node = static_cast<int>(next(0, graph.num_nodes() - 1, "a node"));
+    layout.pinned.emplace_back(node, text());
+  }
+  return layout;
+}
+
 PlanOptions with_ranks(PlanOptions options, const SessionOptions& session) {
   if (options.ranks == 1) options.ranks = session.ranks;
   if (options.ranks > 1 && options.rank < 0) options.rank = session.rank;
@@ -96,19 +185,32 @@ struct Session::Impl {
       interpreter = std::make_unique<Interpreter>(graph);
       return;
     }
-    build(/*initialize=*/true);
+    const bool joining = recovering() && options.job->joined_running();
+    if (!joining) build(/*initialize=*/true);
     if (!recovering()) return;
     if (options.snapshot_every < 0) {
       throw Error::InvalidArgument(concat("SessionOptions::snapshot_every is ", options.snapshot_every,
                                           ", expected 0 (as often as costs under 5% of the steps) or more"));
     }
     const int devices = devices_spanned(graph, this->plan_options.placement);
-    if (devices % this->plan_options.ranks != 0) {
+    if (devices % this->plan_options.ranks != 0 && !joining) {
       throw Error::InvalidArgument(concat("recovery keeps each rank's devices, but the graph's ", devices,
                                           " devices do not divide evenly over ", this->plan_options.ranks, " ranks"));
     }
-    devices_per_rank = devices / this->plan_options.ranks;
+    // A member that joined takes the first members' layout (agree_on_layout) and its state from them.
+    origin = first_layout(graph, this->plan_options.placement, std::max(1, devices / this->plan_options.ranks));
     options.job->on_epoch_end([this](const std::string& why) { interrupt(why); });
+    if (joining) {
+      {
+        std::lock_guard<std::mutex> lock(interrupt_mutex);
+        heard_at = std::chrono::system_clock::now();
+        heard_steady = std::chrono::steady_clock::now();
+        heard_why = concat("member ", options.job->member(), " (this one) joined the running job");
+      }
+      joined = recover();  // told to on_membership_change as the first run() begins
+      joined->joined = true;
+      return;
+    }
     memory.begin_epoch(share(), recovery_channel());
     snapshot(executor->steps_done());
   }
@@ -219,6 +321,8 @@ struct Session::Impl {
       heard_at = std::chrono::system_clock::now();
       heard_steady = std::chrono::steady_clock::now();
       heard_why = why;
+    } else if (heard_why.find(why) == std::string::npos) {  // another change before the job re-formed
+      heard_why += "; then " + why;
     }
     if (executor) executor->interrupt(why);
     if (recovery) recovery->abort(why);
@@ -260,7 +364,9 @@ struct Session::Impl {
         }
       }
       change.abort_ms = since();
-      job.reform();  // closes the old transport: nothing the old actors sent can land any more
+      // Closes the old transport: nothing the old actors sent can land any more. (A member that
+      // just joined formed its first epoch already.)
+      if (job.epoch_ended()) job.reform();
       change.reform_ms = since();
       {
         std::lock_guard<std::mutex> lock(interrupt_mutex);
@@ -270,21 +376,19 @@ struct Session::Impl {
         channel.reset();
         last_snapshot.reset();
       }
-      const int from = devices_per_rank * plan_options.ranks;
       options.ranks = plan_options.ranks = job.world_size();
       options.rank = plan_options.rank = job.rank();
       options.transport = &job.transport();
-      const int to = devices_per_rank * plan_options.ranks;
-      relay_graph(graph, from, to);
-      plan_options.placement = relaid_placement(plan_options.placement, from, to);
-      {
-        std::lock_guard<std::mutex> lock(interrupt_mutex);
-        build(/*initialize=*/false);
-        // The epoch may have ended before this executor existed: the handler could not stop it.
-        if (job.epoch_ended()) executor->interrupt("the job's membership changed");
-      }
-      change.replan_ms = since();
+      int devices = 0;
       try {
+        devices = lay_out();
+        {
+          std::lock_guard<std::mutex> lock(interrupt_mutex);
+          build(/*initialize=*/false);
+          // The epoch may have ended before this executor existed: the handler could not stop it.
+          if (job.epoch_ended()) executor->interrupt("the job's membership changed");
+        }
+        change.replan_ms = since();
         std::string missing;
         int64_t step = memory.restore(share(), recovery_channel(), &missing);
         change.source = "memory";
@@ -306,18 +410,48 @@ struct Session::Impl {
         memory.begin_epoch(share(), recovery_channel());
         snapshot(step);
       } catch (const Error& error) {
-        if (!job.epoch_ended()) throw;
-        LOG(WARNING) << "recovery: another member was lost while restoring (" << error.what() << "); again";
+        // A peer that moved on to the next epoch closed its transport: a send to it may fail
+        // before this rank hears of that epoch.
+        if (!lost_a_member(error)) throw;
+        LOG(WARNING) << "recovery: the membership changed again while restoring (" << error.what() << "); again";
         continue;
       }
       change.restore_ms = since();
+      {
+        std::lock_guard<std::mutex> lock(interrupt_mutex);
+        change.why = heard_why;  // with the changes heard while re-forming
+      }
       change.epoch = job.epoch();
       change.ranks = plan_options.ranks;
       change.rank = options.rank;
-      change.devices = to;
+      change.devices = devices;
       recovered_at = std::chrono::steady_clock::now();
       return change;
     }
+  }
+
+  // Every member together, in a new epoch: all take rank 0's first layout (the same as their own,
+  // but for a member that joined, whose program counted other devices), and re-lay the graph
+  // from it over the devices the ranks have now. Re-laying from the first layout, not from the
+  // last, brings a job that lost ranks and got them back to the plan it began with. Returns the
+  // devices the plan spans.
+  int lay_out() {
+    const std::vector<std::vector<int64_t>> layouts =
+        recovery_channel().all_gather(encode(origin), "agree on the job's first layout");
+    FirstLayout agreed = decode(layouts.at(0), graph);
+    if (agreed.fingerprint != fingerprint(graph)) {
+      throw Error::FailedPrecondition(
+          "this rank's graph differs from the job's (other ops or shapes than rank 0's): a rank that joins a "
+          "running job must build the same model");
+    }
+    origin = std::move(agreed);
+    const int to = origin.devices_per_rank * plan_options.ranks;
+    for (const auto& [node, placement] : origin.pinned) {
+      graph.mutable_node(node).attrs.set("placement",
+                                         relaid_placement(Placement::parse(placement), origin.devices, to).to_string());
+    }
+    plan_options.placement = relaid_placement(Placement::parse(origin.placement), origin.devices, to);
+    return to;
   }
 
   std::unique_ptr<Executor> make_executor(const proto::Plan& for_plan, int tag_space) const {
@@ -434,6 +568,10 @@ struct Session::Impl {
     std::map<int64_t, std::vector<HostTensor>> outputs;  // by step: a step run again replaces its values
     bool ran_out = false;
     std::optional<MembershipChange> reported;  // a recovery whose first step is not done yet
+    if (joined) {                              // this member joined the running job, and its state came from the others
+      reported = std::exchange(joined, std::nullopt);
+      if (options.on_membership_change) options.on_membership_change(*reported);
+    }
     const StepFn record = [&](int64_t step, const std::vector<HostTensor>& values) {
       if (step >= first) outputs[step] = values;
       if (reported) {
@@ -526,7 +664,8 @@ struct Session::Impl {
   std::future<CheckpointInfo> pending;                  // the save in flight (it uses `channel`)
   std::shared_ptr<checkpoint::Snapshot> last_snapshot;  // its bytes, reused by the next save
   // Recovery (SessionOptions::job).
-  int devices_per_rank = 1;
+  FirstLayout origin;                      // the layout every epoch's plan is re-laid from
+  std::optional<MembershipChange> joined;  // a member that joined: its restore, for the first run()
   recovery::Memory memory;
   std::unique_ptr<checkpoint::RankChannel> recovery;  // recovery's exchanges, this epoch
   std::mutex interrupt_mutex;  // the job's thread against executor, channel and recovery changing
@@ -546,6 +685,11 @@ std::string MembershipChange::to_string() const {
   std::snprintf(phases, sizeof phases,
                 "abort %.0f ms, re-form %.0f ms, re-plan %.0f ms, restore %.0f ms, first step done %.0f ms", abort_ms,
                 reform_ms - abort_ms, replan_ms - reform_ms, restore_ms - replan_ms, first_step_ms);
+  if (joined) {
+    return concat("joined: epoch ", epoch, " (", why, "); now rank ", rank, " of ", ranks, " over ", devices,
+                  " devices, resumed at step ", resumed_at, " from ", source, "; heard at ", heard_at_unix_ms,
+                  " ms (unix); ", phases, " after hearing");
+  }
   return concat("recovered: epoch ", epoch, " after ", why.empty() ? "a lost member" : why, "; now rank ", rank, " of ",
                 ranks, " over ", devices, " devices, resumed at step ", resumed_at, " from ", source, "; heard at ",
                 heard_at_unix_ms, " ms (unix); ", phases, " after hearing");

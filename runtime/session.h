@@ -27,12 +27,14 @@ namespace comm {
 class Job;
 }
 
-// What a recovery did. SessionOptions::on_membership_change gets it as soon as the variables are
-// restored (they hold the values of step resumed_at then; first_step_ms is still 0), and every
+// What a recovery did, after a member was lost or joined. SessionOptions::on_membership_change
+// gets it as soon as the variables are restored (they hold the values of step resumed_at then;
+// first_step_ms is still 0; a member that joined gets it as its first run() begins), and every
 // rank's run() logs it in one line once the first step after it completed.
 struct MembershipChange {
   int epoch = 0;
-  std::string why;               // who was lost, as the coordinator saw it
+  std::string why;               // who was lost or joined, as the coordinator saw it
+  bool joined = false;           // this rank joined the running job: its state came from the others
   int ranks = 0, rank = 0;       // the job's ranks now, and this one's number among them
   int devices = 0;               // devices the plan spans now
   int64_t resumed_at = 0;        // the steps done the state was restored to

@@ -87,9 +87,13 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
       config.command.assign(arguments.begin() + static_cast<long>(i), arguments.end());
       break;
     }
+    if (argument == "--join") {  // the one flag without a value
+      config.join = true;
+      continue;
+    }
     static const std::vector<std::string> known = {
-        "--nnodes",      "--nproc-per-node", "--node-rank",         "--master-addr",
-        "--master-port", "--token",          "--heartbeat-deadline"};
+        "--nnodes",      "--nproc-per-node", "--node-rank",          "--master-addr",
+        "--master-port", "--token",          "--heartbeat-deadline", "--max-restarts"};
     if (std::find(known.begin(), known.end(), argument) == known.end()) {
       throw std::invalid_argument("unknown flag '" + argument + "'");
     }
@@ -154,6 +158,7 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
       nnodes = to_int("--nnodes (after ':')", text->substr(colon + 1), 1, 1 << 16);
       config.min_nodes = to_int("--nnodes (before ':')", text->substr(0, colon), 1, nnodes);
       config.recovery = true;
+      config.max_nodes = nnodes;
     }
   }
   if (env("TESSEL_RECOVERY") && *env("TESSEL_RECOVERY") == "1") config.recovery = true;
@@ -189,6 +194,18 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     if (*end != '\0' || !(config.heartbeat_deadline >= 0.05 && config.heartbeat_deadline <= 3600)) {
       throw std::invalid_argument("--heartbeat-deadline is '" + *flag("--heartbeat-deadline") +
                                   "', expected seconds in [0.05, 3600]");
+    }
+  }
+  if (flag("--max-restarts")) {
+    config.max_restarts = to_int("--max-restarts", *flag("--max-restarts"), 0, 1 << 20);
+    if (!config.recovery && !config.join)
+      throw std::invalid_argument("--max-restarts restarts lost ranks, which needs recovery on (--nnodes MIN:MAX)");
+  }
+  if (config.join) {
+    config.recovery = true;
+    if (!config.port_given || config.token.empty()) {
+      throw std::invalid_argument(
+          "--join joins a running job: it needs that job's --master-port and --token (or TESSEL_JOB_TOKEN)");
     }
   }
   if (config.token.empty() && static_cast<int>(config.ranks.size()) != config.world_size) {

@@ -24,6 +24,13 @@ struct LaunchConfig {
   // ranks on at least `min_nodes` nodes remain.
   bool recovery = false;
   int min_nodes = 1;
+  int max_nodes = 0;  // with recovery: MAX, the most nodes the job's ranks may be on (0: any)
+  // --join: this launcher's ranks join a running job (at --master-addr:--master-port, with its
+  // --token) as replacements, and the job re-plans onto them; recovery on.
+  bool join = false;
+  // --max-restarts N (recovery on): a rank of this launcher that is lost is started again, up to N
+  // times in all, and joins the running job as a replacement.
+  int max_restarts = 0;
   std::vector<std::string> command;
 };
 

@@ -14,6 +14,12 @@
 // is killed, or that the job removed (status 4: it froze past the deadline and woke), is logged
 // and the others go on without it (comm/job.h); the launcher exits 0 when the ranks that remain
 // finish, and 1 when one of them fails on its own (the job failed: status 3).
+//
+// Growing back (recovery on): with --max-restarts N a lost rank is started again, up to N times in
+// all, and joins the running job as a replacement (TESSEL_JOIN=1); the job re-plans onto it at the
+// next step boundary. `tessel-launch --join --master-addr A --master-port P --token T ...` starts
+// ranks on another node that join the running job in the same way (up to MAX nodes of --nnodes).
+// A replacement that arrives as the job finishes exits 0.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -41,6 +47,7 @@ namespace {
 
 struct Child {
   int rank = 0;
+  int index = 0;  // in LaunchConfig::ranks
   pid_t pid = -1;
   int output = -1;      // read end of the pipe its stdout and stderr go to
   std::string partial;  // a line not yet ended
@@ -135,9 +142,11 @@ std::string how_it_ended(int status) {
   return "ended with wait status " + std::to_string(status);
 }
 
-Child start(const tessel::launch::LaunchConfig& config, int index) {
+// Starts the rank at `index` of config.ranks; with `join`, as a replacement that joins the running job.
+Child start(const tessel::launch::LaunchConfig& config, int index, bool join) {
   Child child;
   child.rank = config.ranks[index];
+  child.index = index;
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   const pid_t parent = getpid();
@@ -159,6 +168,8 @@ Child start(const tessel::launch::LaunchConfig& config, int index) {
     setenv("TESSEL_HEARTBEAT_DEADLINE", std::to_string(config.heartbeat_deadline).c_str(), 1);
     setenv("TESSEL_RECOVERY", config.recovery ? "1" : "0", 1);
     setenv("TESSEL_MIN_NODES", std::to_string(config.min_nodes).c_str(), 1);
+    setenv("TESSEL_MAX_NODES", std::to_string(config.max_nodes).c_str(), 1);
+    setenv("TESSEL_JOIN", join ? "1" : "0", 1);
     setenv("GLOG_logtostderr", "1", 0);
     std::vector<char*> argv;
     for (const std::string& word : config.command) argv.push_back(const_cast<char*>(word.c_str()));
@@ -189,9 +200,12 @@ int main(int argc, char** argv) {
     const bool asked = std::strcmp(error.what(), "--help") == 0;  // the usage, on stdout, status 0
     std::fprintf(asked ? stdout : stderr,
                  "tessel-launch: %s\nusage: tessel-launch [--nnodes N] [--nproc-per-node P] [--node-rank K] "
-                 "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S] -- PROGRAM [ARGS]\n"
+                 "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S]\n"
+                 "                     [--max-restarts N] [--join] -- PROGRAM [ARGS]\n"
                  "  --nnodes MIN:MAX turns recovery on: the job starts with MAX nodes and goes on, resharded onto\n"
-                 "  the ranks that remain, while ranks on MIN nodes remain\n",
+                 "  the ranks that remain, while ranks on MIN nodes remain\n"
+                 "  --max-restarts N (with recovery) starts a lost rank again, up to N times, and the job grows back\n"
+                 "  onto it; --join starts ranks that join a running job (its --master-port and --token)\n",
                  asked ? "starts the ranks of a job on this node" : error.what());
     return asked ? 0 : 2;
   }
@@ -201,18 +215,25 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  std::fprintf(stderr, "tessel-launch: ranks %d..%d of %d on node %d (from %s), coordinator at %s:%d\n",
-               config.ranks.front(), config.ranks.back(), config.world_size, config.node, config.source.c_str(),
-               config.master_addr.c_str(), config.master_port);
+  if (config.join) {
+    std::fprintf(stderr, "tessel-launch: %zu rank(s) on node %d join the running job at %s:%d\n", config.ranks.size(),
+                 config.node, config.master_addr.c_str(), config.master_port);
+  } else {
+    std::fprintf(stderr, "tessel-launch: ranks %d..%d of %d on node %d (from %s), coordinator at %s:%d\n",
+                 config.ranks.front(), config.ranks.back(), config.world_size, config.node, config.source.c_str(),
+                 config.master_addr.c_str(), config.master_port);
+  }
   std::vector<Child> children;
-  for (size_t i = 0; i < config.ranks.size(); ++i) children.push_back(start(config, static_cast<int>(i)));
+  for (size_t i = 0; i < config.ranks.size(); ++i) children.push_back(start(config, static_cast<int>(i), config.join));
 
   std::string failure;
   std::vector<std::string> lost;  // ranks that ended badly while recovery let the job go on
   int running = static_cast<int>(children.size());
+  int restarts = 0;
   while (running > 0 && failure.empty()) {
     pump(children, 50);
     if (interrupted) failure = "tessel-launch was interrupted";
+    std::vector<int> restart;  // indices in config.ranks of lost ranks to start again
     for (Child& child : children) {
       int status = 0;
       if (!child.running || waitpid(child.pid, &status, WNOHANG) != child.pid) continue;
@@ -224,13 +245,25 @@ int main(int argc, char** argv) {
         // With recovery, a rank killed, or removed from the job (status 4), is lost and the job
         // goes on without it; a rank that failed on its own (the job failed: status 3) is not.
         const bool lost_rank = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 4);
-        if (config.recovery && lost_rank) {
+        if (config.recovery && lost_rank && restarts < config.max_restarts) {
+          ++restarts;
+          std::fprintf(stderr,
+                       "tessel-launch: %s; recovery is on: starting it again (restart %d of %d), to join the "
+                       "running job\n",
+                       what.c_str(), restarts, config.max_restarts);
+          lost.push_back(what);
+          restart.push_back(child.index);
+        } else if (config.recovery && lost_rank) {
           std::fprintf(stderr, "tessel-launch: %s; recovery is on, so the job goes on without it\n", what.c_str());
           lost.push_back(what);
         } else {
           failure = what;
         }
       }
+    }
+    for (int index : restart) {
+      children.push_back(start(config, index, /*join=*/true));
+      ++running;
     }
   }
   if (!failure.empty()) {
@@ -261,7 +294,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!lost.empty()) {
-    if (lost.size() == children.size()) {
+    if (lost.size() == children.size()) {  // restarted ranks count among the children
       std::fprintf(stderr, "tessel-launch: every rank here was lost\n");
       return 1;
     }

@@ -27,6 +27,9 @@
 // whatever layout wrote it, and trains on to --steps. --sample-log FILE appends, as each step
 // completes, the samples it trained on ("step 12 samples 768-831"; sample i of step s is row i
 // of its batch, s * batch + i). --no-check trains without the one-device run beside it.
+// --save-parameters FILE writes, as training ends, this rank's shards of every parameter into
+// FILE.rankR, one element a line: "NAME INDEX VALUE", INDEX its place in the whole parameter
+// (row-major), so runs of any layouts compare line by line.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,7 +55,7 @@ namespace {
                "tessel-example: %s\n"
                "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--hidden N] [--plan]\n"
                "                      [--checkpoint-dir DIR] [--checkpoint-every K] [--resume] [--sample-log FILE] "
-               "[--no-check] [--tolerance X] [--snapshot-every K]\n"
+               "[--no-check] [--tolerance X] [--snapshot-every K] [--save-parameters FILE]\n"
                "NAME is one of:%s\n",
                problem.c_str(), names.c_str());
   std::exit(asked ? 0 : 2);
@@ -74,7 +77,7 @@ int main(int argc, char** argv) {
   int64_t steps = 100, every = 10, workers = 1, devices = 0, hidden = 128, checkpoint_every = 0, snapshot_every = 0;
   bool show_plan = false, resume = false, check = true;
   double tolerance = 1e-4;
-  std::string checkpoint_dir, sample_log;
+  std::string checkpoint_dir, sample_log, parameters_file;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     const auto value = [&]() -> std::string {
@@ -111,6 +114,9 @@ int main(int argc, char** argv) {
       resume = true;
     } else if (flag == "--sample-log") {
       sample_log = value();
+    } else if (flag == "--save-parameters") {
+      parameters_file = value();
+      if (parameters_file.empty()) usage("--save-parameters expects a file name, got ''");
     } else if (flag == "--plan") {
       show_plan = true;
     } else if (!flag.empty() && flag[0] != '-' && name.empty()) {
@@ -255,6 +261,28 @@ int main(int argc, char** argv) {
           if (error > worst) worst = error, worst_name = variable + " on " + shard.device;
         }
       }
+    }
+    if (!parameters_file.empty()) {
+      const std::string path = concat(parameters_file, ".rank", job ? job->rank() : 0);
+      std::FILE* out = std::fopen(path.c_str(), "w");
+      if (out == nullptr) throw Error::FailedPrecondition(concat("cannot write --save-parameters ", path));
+      for (const Tensor& param : g.params()) {
+        const std::string variable = g.node(param.node()).attrs.get_string("name");
+        const Shape whole = g.node(param.node()).outputs[0].shape;
+        for (const VariableShardValue& shard : session->local_shards(variable)) {
+          const Shape& shape = shard.value.shape();
+          for (int64_t i = 0; i < shard.value.numel(); ++i) {
+            int64_t index = 0, rest = i;  // i's coordinates in the shard, moved by its starts, in the whole
+            std::vector<int64_t> at(shape.rank());
+            for (int axis = shape.rank() - 1; axis >= 0; --axis)
+              at[axis] = rest % shape.dims()[axis], rest /= shape.dims()[axis];
+            for (int axis = 0; axis < shape.rank(); ++axis)
+              index = index * whole.dims()[axis] + at[axis] + shard.starts[axis];
+            std::fprintf(out, "%s %lld %.9g\n", variable.c_str(), static_cast<long long>(index), shard.value.get(i));
+          }
+        }
+      }
+      std::fclose(out);
     }
     const bool same = worst <= tolerance;
     if (!check)

@@ -123,5 +123,46 @@ TEST(Coordinator, WithRecoveryARankMissingFromTheFirstRosterStillFailsTheJob) {
   EXPECT_FALSE(coordinator.complete());
 }
 
+// A rank joins the running job as rank -1: the coordinator names it after the first members and
+// starts the next epoch with it, within --nnodes MAX, once the job has formed, and only with the token.
+TEST(Coordinator, WithRecoveryARankJoinsTheRunningJobAsTheNextMember) {
+  Coordinator coordinator("t", 2, "127.0.0.1", 0, /*heartbeat_deadline_seconds=*/30, /*join_timeout_seconds=*/60,
+                          {.recovery = true, .max_nodes = 1});
+  const JoinReply early = join_coordinator("127.0.0.1", coordinator.port(), "t", -1);
+  EXPECT_FALSE(early.accepted);
+  EXPECT_NE(early.message.find("has not formed yet"), std::string::npos) << early.message;
+  join_every_rank(coordinator, "t", 2);
+  EXPECT_EQ(coordinator.epoch(), 0);
+  const JoinReply stranger = join_coordinator("127.0.0.1", coordinator.port(), "guess", -1);
+  EXPECT_FALSE(stranger.accepted);
+  EXPECT_NE(stranger.message.find("wrong job token"), std::string::npos) << stranger.message;
+  const JoinReply joined = join_coordinator("127.0.0.1", coordinator.port(), "t", -1);
+  ASSERT_TRUE(joined.accepted) << joined.message;
+  EXPECT_EQ(joined.message, "joined 2 1") << "the next name after ranks 0 and 1, to re-form into epoch 1";
+  EXPECT_EQ(coordinator.epoch(), 1);
+  EXPECT_EQ(coordinator.members(), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(join_coordinator("127.0.0.1", coordinator.port(), "t", -1).message, "joined 3 2");
+  EXPECT_EQ(coordinator.refused(), 2);
+}
+
+TEST(Coordinator, ARankJoinsARunningJobOnlyWithRecoveryAndWithinItsNodes) {
+  Coordinator plain("t", 1, "127.0.0.1", 0, 30);
+  join_every_rank(plain, "t", 1);
+  const JoinReply refused = join_coordinator("127.0.0.1", plain.port(), "t", -1);
+  EXPECT_FALSE(refused.accepted);
+  EXPECT_NE(refused.message.find("runs without recovery, so it takes no new ranks"), std::string::npos)
+      << refused.message;
+  // The job's one rank is on node 0: with at most 1 node, a rank from node 0 joins, one from node 1 not.
+  Coordinator capped("t", 1, "127.0.0.1", 0, 30, 60, {.recovery = true, .max_nodes = 1});
+  join_every_rank(capped, "t", 1);
+  const JoinReply elsewhere = join_coordinator("127.0.0.1", capped.port(), "t", -1, 10, /*node=*/1);
+  EXPECT_FALSE(elsewhere.accepted);
+  EXPECT_NE(elsewhere.message.find("node 1 would be the job's node number 2, and it runs on at most 1"),
+            std::string::npos)
+      << elsewhere.message;
+  EXPECT_TRUE(join_coordinator("127.0.0.1", capped.port(), "t", -1, 10, /*node=*/0).accepted);
+  EXPECT_EQ(capped.epoch(), 1);
+}
+
 }  // namespace
 }  // namespace tessel

@@ -164,6 +164,29 @@ TEST(ResolveLaunch, RefusesBadFlagsByName) {
   EXPECT_THAT(refusal({"prog"}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}}), HasSubstr("needs a shared token"));
 }
 
+// Growing back: --join starts replacements for a running job, --max-restarts starts lost ranks again.
+TEST(ResolveLaunch, JoinAndRestartsNeedWhatTheyAreFor) {
+  const LaunchConfig joining = resolve_launch({"--join", "--nnodes", "1:2", "--node-rank", "1", "--nproc-per-node", "2",
+                                               "--master-port", "29500", "--token", "t", "prog"},
+                                              {});
+  EXPECT_TRUE(joining.join);
+  EXPECT_TRUE(joining.recovery) << "--join implies recovery";
+  EXPECT_EQ(joining.max_nodes, 2);
+  EXPECT_EQ(joining.min_nodes, 1);
+  EXPECT_THAT(joining.ranks, ElementsAre(2, 3));
+  EXPECT_THAT(refusal({"--join", "--token", "t", "prog"}), HasSubstr("needs that job's --master-port and --token"));
+  EXPECT_THAT(refusal({"--join", "--master-port", "29500", "prog"}), HasSubstr("--master-port and --token"));
+  const LaunchConfig restarting =
+      resolve_launch({"--nnodes", "1:1", "--nproc-per-node", "4", "--max-restarts", "3", "prog"}, {});
+  EXPECT_EQ(restarting.max_restarts, 3);
+  EXPECT_EQ(restarting.max_nodes, 1);
+  EXPECT_FALSE(restarting.join);
+  EXPECT_THAT(refusal({"--nproc-per-node", "4", "--max-restarts", "1", "prog"}),
+              HasSubstr("--max-restarts restarts lost ranks, which needs recovery on (--nnodes MIN:MAX)"));
+  EXPECT_THAT(refusal({"--nnodes", "1:1", "--max-restarts", "-1", "prog"}),
+              HasSubstr("--max-restarts is '-1', expected an integer in [0, 1048576]"));
+}
+
 }  // namespace
 // An empty master address is refused at once, naming the flag (it used to fail the join 60 s later).
 TEST(ResolveLaunch, RefusesAnEmptyMasterAddress) {

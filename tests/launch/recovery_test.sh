@@ -17,6 +17,15 @@
 #                                           namespaces over a veth pair, 2 ranks each)
 #   recovery_test.sh BIN node0-killed LAYOUT every process of node 0, the coordinator's, killed
 #   recovery_test.sh BIN node-cut LAYOUT    node 1's link cut and its processes frozen
+#   recovery_test.sh BIN grow LAYOUT        3 ranks; a 4th joins mid-run (tessel-launch --join), and
+#                                           the final parameters equal a run of 3 ranks up to the
+#                                           step it joined at and 4 after it
+#   recovery_test.sh BIN restart LAYOUT     kill -9 of member 2; its launcher starts it again
+#                                           (--max-restarts 1) and the job grows back to 4 ranks
+#   recovery_test.sh BIN restart0 LAYOUT    the same for member 0, whose process hosts the coordinator
+#   recovery_test.sh BIN node-replaced LAYOUT
+#                                           every process of node 1 killed, then a new launcher
+#                                           there joins the running job: 2 nodes again
 #   RECOVERY_SEED=S recovery_test.sh BIN random LAYOUT
 #                                           two members (any, member 0 too) killed at random steps,
 #                                           after a random delay into the step
@@ -25,7 +34,8 @@
 # run's within 1e-5 relative (the example checks its own shards), every restored state equals
 # the one-device run's at the step it was restored to, and the samples the final parameters saw
 # are every step's, each exactly once (from a survivor's own log: the steps after a restored one
-# run again, and only the second time counts). BIN is the build folder. Every wait is bounded;
+# run again, and only the second time counts). A member that joined logs from the step it
+# resumed at on, each step once. BIN is the build folder. Every wait is bounded;
 # processes started here are killed on exit.
 set -uo pipefail
 bin=$1 mode=$2 layout=$3
@@ -42,7 +52,13 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "--- job log"; tail -n 40 "$work/job.log"; exit 1; }
 
 steps=400 kill_at=100
-extra=()
+extra=() grow=()
+nproc=4 joined=0
+case $mode in
+grow) nproc=3 joined=1 ;;
+restart | restart0) grow=(--max-restarts 1) joined=1 ;;
+node-replaced) joined=2 ;;
+esac
 [ "$layout" = hybrid ] && extra=(--devices 8)  # 2 devices per rank: a 4x2 mesh, 3x2 after a loss
 # The heartbeat deadline: only a frozen rank needs it to be found (a killed one is seen at once), and
 # under load a short one would also remove live ranks, which the job survives but the test does not expect.
@@ -57,10 +73,10 @@ find_members() {  # in this shell, right after the launch
       m=$(tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | sed -n 's/^TESSEL_RANK=//p')
       [ -n "$m" ] && member_pid[$m]=$p
     done
-    [ ${#member_pid[@]} -ge 4 ] && return
+    [ ${#member_pid[@]} -ge $nproc ] && return
     sleep 0.02
   done
-  fail "the job's 4 processes did not all start"
+  fail "the job's $nproc processes did not all start"
 }
 pid_of() {
   [ -n "${member_pid[$1]:-}" ] || { echo "FAIL: no process of member $1" >&2; return; }
@@ -114,14 +130,15 @@ if [ "${mode#node}" != "$mode" ]; then
   if [ "$mode" = node0-killed ]; then group=$node1_sid other=$node0_sid; ln -s node1.log "$work/job.log"
   else group=$node0_sid other=$node1_sid; ln -s node0.log "$work/job.log"; fi
 else
-  setsid "$launch" --nnodes 1:1 --nproc-per-node 4 --heartbeat-deadline $deadline -- "$example" "$layout" \
-    "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 > "$work/job.log" 2>&1 &
+  setsid "$launch" --nnodes 1:1 --nproc-per-node $nproc "${grow[@]}" --heartbeat-deadline $deadline -- "$example" \
+    "$layout" "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 \
+    --save-parameters "$work/p" > "$work/job.log" 2>&1 &
   group=$!
   find_members
 fi
 lost=0
 watch=0  # a member that survives: its log and lines are checked
-[ "$mode" = coordinator ] && watch=1
+[ "$mode" = coordinator ] || [ "$mode" = restart0 ] && watch=1
 [ "$mode" = node0-killed ] && watch=2
 if [ "$mode" = random ]; then  # RECOVERY_SEED picks two members, the steps and delays they die at
   RANDOM=${RECOVERY_SEED:-1}
@@ -168,6 +185,30 @@ intruder)  # while the job recovers, joins with a wrong token, and as a lost mem
 node-killed | node0-killed)  # every process of one node (node 0's hosts the coordinator)
   wait_for_step $kill_at
   pkill -9 -s "$other"; lost=2 ;;
+grow)  # a 4th rank joins the 3, from another launcher with the job's port and token
+  wait_for_step $kill_at
+  port=$(sed -n 's/.*coordinator at 127.0.0.1:\([0-9]*\).*/\1/p' "$work/job.log" | head -1)
+  token=$(tr '\0' '\n' < "/proc/$(pid_of 1)/environ" | sed -n 's/^TESSEL_JOB_TOKEN=//p')
+  timeout 120 "$launch" --join --nnodes 1:1 --node-rank 0 --nproc-per-node 1 --master-port "$port" --token "$token" \
+    --heartbeat-deadline $deadline -- "$example" "$layout" "${extra[@]}" --steps $steps --every 50 \
+    --sample-log "$work/s" --tolerance 1e-5 --save-parameters "$work/p" > "$work/joiner.log" 2>&1 ||
+    fail "the joining launcher failed: $(tail -5 "$work/joiner.log")" ;;
+restart)  # its launcher starts it again: it joins as member 4
+  wait_for_step $kill_at
+  kill -9 "$(pid_of 2)"; lost=1 ;;
+restart0)  # the coordinator's process: member 1 takes over, and listens on the job's port for the restarted one
+  wait_for_step $kill_at
+  kill -9 "$(pid_of 0)"; lost=1 ;;
+node-replaced)  # node 1 dies; a new launcher on it joins the running job with its 2 ranks
+  wait_for_step $kill_at
+  pkill -9 -s "$other"; lost=2
+  wait "$other" 2>/dev/null
+  for _ in $(seq 3000); do grep -q "^resumed at step" "$work/s.member$watch" 2>/dev/null && break; sleep 0.01; done
+  wait_for_step $((kill_at + 40))
+  ip netns exec $nb env UCX_TLS=tcp UCX_NET_DEVICES=nvb-$$ timeout 120 "$launch" --join --nnodes 1:2 --node-rank 1 \
+    --nproc-per-node 2 --master-addr 10.79.0.1 --master-port 29700 --token nodes-$$ --heartbeat-deadline $deadline \
+    -- "$example" "$layout" "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 \
+    > "$work/joiner.log" 2>&1 || fail "the joining launcher failed: $(tail -5 "$work/joiner.log")" ;;
 node-cut)  # node 1's link cut and its processes frozen: only the heartbeat deadline can tell
   wait_for_step $kill_at
   ip -n $hub link set hvb-$$ down
@@ -202,20 +243,33 @@ for _ in $(seq ${RECOVERY_WAIT:-1200}); do kill -0 "$group" 2>/dev/null || break
 kill -0 "$group" 2>/dev/null && fail "the job did not finish within 120 s"
 wait "$group"; status=$?
 [ "$status" = 0 ] || fail "the launcher exited $status"
-survivors=$((4 - lost))
-# The losses came mid-run: the lost members' logs stop short of the last step.
+survivors=$((nproc - lost + joined))
+# The losses came mid-run: the lost members' logs stop short of the last step. A member that
+# joined logs from the step it resumed at: each step from there once, and the last one.
+joiners=0
 for log in "$work"/s.member*; do
+  if [ "$(head -1 "$log" | cut -d' ' -f1-3)" = "resumed at step" ]; then
+    joiners=$((joiners + 1))
+    awk -v last=$((steps - 1)) 'NR == 1 { from = $4; next } /^resumed at step/ { for (s in seen) if (s + 0 >= $4) delete seen[s]; next }
+      /^step/ { if ($2 in seen) { print "step " $2 " twice"; bad = 1 } seen[$2] = 1 }
+      END { for (s = from; s <= last; s++) if (!(s in seen)) { print "step " s " missing"; bad = 1 }; exit bad }' "$log" ||
+      fail "the member that joined ($log) did not train every step from where it joined, once"
+    continue
+  fi
   [ "$(grep -c '^step' "$log")" -lt $steps ] && lost=$((lost - 1))
 done
-[ "$lost" = 0 ] || fail "$((4 - survivors)) member(s) were to be lost mid-run, but the job had finished first"
-lost=$((4 - survivors))
-same=$(grep -c "parameters after .* the same numbers" "$work/job.log")
+[ "$lost" = 0 ] || fail "$((nproc - survivors + joined)) member(s) were to be lost mid-run, but the job had finished first"
+[ "$joiners" = "$joined" ] || fail "$joiners member(s) joined the running job, expected $joined"
+lost=$((nproc - survivors + joined))
+# The job's log, and a joining launcher's.
+all_logs() { cat "$work/job.log" "$work/joiner.log" 2>/dev/null; }
+same=$(all_logs | grep -c "parameters after .* the same numbers")
 [ "$same" = "$survivors" ] || fail "$same of $survivors surviving ranks ended equal to one device within 1e-5"
 recoveries=$(grep -c "^\[rank $watch\] .*recovered: epoch" "$work/job.log")
 [ "$mode" = baseline ] || [ "$recoveries" -ge 1 ] || fail "member $watch logged no recovery"
-restored=$(grep -c "^\[rank .\] restored state at step .* the same numbers" "$work/job.log")
+restored=$(all_logs | grep -c "^\[rank .\] restored state at step .* the same numbers")
 [ "$restored" -ge "$recoveries" ] || fail "a restored state differed from the one-device run at its step"
-grep "restored state at step .* DIFFERENT" "$work/job.log" && fail "a restored state differed from the one-device run"
+all_logs | grep "restored state at step .* DIFFERENT" && fail "a restored state differed from the one-device run"
 # The samples the final parameters saw, from a survivor's log: a resume drops the steps after it.
 awk '/^resumed at step/ { from = $4; for (s in seen) if (s + 0 >= from) delete seen[s]; next }
      /^step/ { if ($2 in seen) { print "step " $2 " twice"; bad = 1 } seen[$2] = $4 }
@@ -234,4 +288,25 @@ fi
 grep "^\[rank $watch\] .*recovered: epoch" "$work/job.log" | sed 's/^.*recovered: /recovered: /'
 grep "^\[rank $watch\] restored state at step" "$work/job.log" | sed 's/^\[rank .\] //'
 grep "^\[rank $watch\] parameters after" "$work/job.log" | sed 's/^\[rank .\] //'
-echo "PASS: $layout over 4 ranks, $mode: $lost lost, $survivors finished with the one-device parameters; every sample once"
+if [ "$mode" = grow ]; then
+  # The same job with 3 ranks up to the step the 4th joined at and 4 after it: stopped there (a
+  # checkpoint), and resumed with 4. Both end with the same parameters.
+  joined_at=$(grep -h -m1 "^resumed at step" "$work"/s.member3 | cut -d' ' -f4)
+  timeout 120 "$launch" --nproc-per-node 3 -- "$example" "$layout" "${extra[@]}" --steps "$joined_at" --no-check \
+    --checkpoint-dir "$work/ck" --checkpoint-every "$joined_at" > "$work/ref.log" 2>&1 || fail "the 3-rank run failed"
+  timeout 120 "$launch" --nproc-per-node 4 -- "$example" "$layout" "${extra[@]}" --steps $steps --no-check \
+    --checkpoint-dir "$work/ck" --resume --save-parameters "$work/r" >> "$work/ref.log" 2>&1 || fail "the 4-rank run failed"
+  cat "$work"/r.rank* > "$work/ref.txt" && cat "$work"/p.rank* > "$work/grown.txt"
+  awk 'FNR == 1 { file++ }
+       file == 1 { ref[$1 " " $2] = $3; v = $3 < 0 ? -$3 : $3; if (v > scale[$1]) scale[$1] = v; next }
+       { k = $1 " " $2; if (!(k in ref)) { print "no " k " in the reference"; bad = 1; next }
+         d = $3 - ref[k]; d = d < 0 ? -d : d; s = scale[$1] < 1e-3 ? 1e-3 : scale[$1]
+         if (d / s > worst) { worst = d / s; at = k }; seen[k] = 1 }
+       END { for (k in ref) if (!(k in seen)) { print "no " k " in the grown run"; bad = 1 }
+             printf "largest difference from 3 ranks to step %s and 4 after: %.2e (relative, %s)\n", joined, worst,
+               at == "" ? "every element equal, bit for bit" : "at " at
+             exit bad || worst > 1e-5 }' joined="$joined_at" "$work/ref.txt" "$work/grown.txt" > "$work/compare" ||
+    fail "the grown run differs from 3-then-4 ranks: $(tail -2 "$work/compare")"
+  cat "$work/compare"
+fi
+echo "PASS: $layout over $nproc ranks, $mode: $lost lost, $joined joined, $survivors finished with the one-device parameters; every sample once"
