@@ -3,6 +3,7 @@
 # snapshots cost a fault-free step.
 #
 #   bench/recovery_bench.sh [BUILD_DIR] [TRIALS]
+#   SECTIONS="4 5" bench/recovery_bench.sh    only some of the sections below
 #
 # 1. 4 ranks on loopback, each example layout: kill -9 of member 2 at step 200, and of member 0
 #    (the coordinator's process). "detect" is from the kill to when the survivors heard; the phases
@@ -12,6 +13,9 @@
 #    processes killed. Needs root and iproute2; skipped otherwise.
 # 4. Time per fault-free step: recovery off, and on with snapshots every step, every 10, and at the
 #    default pace (as often as costs under 5%).
+# 5. Growing back on loopback: member 2 killed and started again by its launcher (--max-restarts 1),
+#    and a 4th rank joining 3 (tessel-launch --join). The phases are those of the recovery that took
+#    the new rank in; "4 ranks" is when its first step was done, from the kill or the join's launch.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${1:-$here/../build} trials=${2:-3}
@@ -20,6 +24,8 @@ work=$(mktemp -d)
 trap 'pkill -9 -f "$work" 2>/dev/null; for ns in ${namespaces:-}; do ip netns del $ns 2>/dev/null; done; rm -rf "$work"' EXIT
 size=(--hidden 1024 --no-check --every 100000)
 now_ms() { date +%s%3N; }
+sections=" ${SECTIONS:-1 2 3 4 5} "
+wanted() { [[ $sections == *" $1 "* ]]; }
 pid_of() {  # the example process of member $1 under session $2
   for _ in $(seq 100); do
     for p in $(pgrep -s "$2" -f "apps/parallel/tessel-example"); do
@@ -40,6 +46,7 @@ phases() {  # LOG KILLED_AT_MS
     head -1 | awk -v k="$2" '{ printf "%8d %7d %8d %8d %8d %11d %11d\n", $1 - k, $2, $3, $4, $5, $6, $1 - k + $6 }'
 }
 header() { printf "%-16s %-12s %8s %7s %8s %8s %8s %11s %11s\n" layout lost "detect" abort re-form re-plan restore "from heard" "from kill"; }
+if wanted 1; then
 echo "== 1. kill -9 on loopback, 4 ranks (ms; first step: the first step after the failure, done)"
 header
 for layout in data-parallel tensor-parallel pipeline hybrid; do
@@ -59,6 +66,8 @@ for layout in data-parallel tensor-parallel pipeline hybrid; do
     done
   done
 done
+fi
+if wanted 2; then
 echo
 echo "== 2. SIGSTOP of member 2, heartbeat deadline 2 s (tensor-parallel)"
 header
@@ -74,6 +83,8 @@ for t in $(seq "$trials"); do
   grep "^\[rank 0\] .*recovered: epoch" "$work/job.log" > "$work/line"
   printf "%-16s %-12s %s\n" tensor-parallel "member 2" "$(phases "$work/line" "$stopped")"
 done
+fi
+if wanted 3; then
 echo
 echo "== 3. 2 nodes in network namespaces over veth, 2 ranks each, UCX over tcp: node 1 killed"
 if ip netns add tessel-probe-$$ 2>/dev/null; then
@@ -108,6 +119,8 @@ if ip netns add tessel-probe-$$ 2>/dev/null; then
 else
   echo "skipped: cannot make network namespaces here (needs root and iproute2)"
 fi
+fi
+if wanted 4; then
 echo
 echo "== 4. Fault-free time per step, ms (4 ranks, hidden 1024, 600 steps; overhead against recovery off)"
 printf "%-16s %10s %12s %12s %14s\n" layout "no recovery" "every step" "every 10" "default pace"
@@ -124,3 +137,36 @@ for layout in data-parallel tensor-parallel pipeline hybrid; do
   pct() { awk -v a="$1" -v b="$off" 'BEGIN { printf "%.3f (%+.0f%%)", a, 100 * (a - b) / b }'; }
   printf "%-16s %10.3f %12s %12s %14s\n" $layout "$off" "$(pct "$one")" "$(pct "$ten")" "$(pct "$auto")"
 done
+fi
+if wanted 5; then
+echo
+echo "== 5. Growing back on loopback (ms): member 2 killed and started again (--max-restarts 1); a 4th rank joins 3"
+printf "%-16s %-10s %8s %7s %8s %8s %8s %11s %11s\n" layout case "heard" abort re-form re-plan restore "from heard" "4 ranks"
+for layout in data-parallel tensor-parallel; do
+  for t in $(seq "$trials"); do
+    rm -f "$work"/s.member*
+    setsid "$launch" --nnodes 1:1 --nproc-per-node 4 --max-restarts 1 -- "$example" $layout "${size[@]}" --steps 600 \
+      --sample-log "$work/s" > "$work/job.log" 2>&1 &
+    sid=$!
+    wait_steps 0 200
+    p=$(pid_of 2 $sid); killed=$(now_ms); kill -9 "$p"
+    wait $sid
+    grep "^\[rank 0\] .*recovered: epoch" "$work/job.log" | tail -1 > "$work/line"
+    printf "%-16s %-10s %s\n" $layout restart "$(phases "$work/line" "$killed")"
+  done
+  for t in $(seq "$trials"); do
+    rm -f "$work"/s.member*
+    # Longer: on 2 cores, 3 busy ranks slow the joining process's start to seconds at times.
+    setsid "$launch" --nnodes 1:1 --nproc-per-node 3 --master-port 29650 --token grow -- "$example" $layout \
+      "${size[@]}" --steps 2000 --sample-log "$work/s" > "$work/job.log" 2>&1 &
+    sid=$!
+    wait_steps 0 200
+    started=$(now_ms)
+    "$launch" --join --nnodes 1:1 --master-port 29650 --token grow -- "$example" $layout "${size[@]}" --steps 2000 \
+      > "$work/joiner.log" 2>&1
+    wait $sid
+    grep "^\[rank 0\] .*recovered: epoch" "$work/job.log" | tail -1 > "$work/line"
+    printf "%-16s %-10s %s\n" $layout grow "$(phases "$work/line" "$started")"
+  done
+done
+fi

@@ -271,7 +271,8 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
           reason = concat("rank ", rank, " has already joined");
         if (!reason.empty()) {
           ++m->refused;
-          LOG(WARNING) << "coordinator: refused a join as rank " << rank << ": " << reason;
+          LOG(WARNING) << "coordinator: refused a join as "
+                       << (rank == -1 ? std::string("a new rank") : concat("rank ", rank)) << ": " << reason;
           return "refused: " + reason;
         }
         m->members[rank] = address;

@@ -462,7 +462,8 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   }
   if (joined != "accepted") {
     throw Error::FailedPrecondition(concat("the coordinator at ", c.master_addr, ":", c.master_port, " refused ",
-                                           c.join ? std::string("a new rank") : concat("rank ", c.rank), ": ", joined));
+                                           c.join ? std::string("a new rank") : concat("rank ", c.rank), ": ",
+                                           joined.rfind("refused: ", 0) == 0 ? joined.substr(9) : joined));
   }
   std::string roster;
   try {

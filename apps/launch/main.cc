@@ -47,7 +47,8 @@ namespace {
 
 struct Child {
   int rank = 0;
-  int index = 0;  // in LaunchConfig::ranks
+  int index = 0;             // in LaunchConfig::ranks
+  bool replacement = false;  // it joins a running job (--join, or a lost rank started again)
   pid_t pid = -1;
   int output = -1;      // read end of the pipe its stdout and stderr go to
   std::string partial;  // a line not yet ended
@@ -147,6 +148,7 @@ Child start(const tessel::launch::LaunchConfig& config, int index, bool join) {
   Child child;
   child.rank = config.ranks[index];
   child.index = index;
+  child.replacement = join;
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   const pid_t parent = getpid();
@@ -244,7 +246,10 @@ int main(int argc, char** argv) {
             "rank " + std::to_string(child.rank) + " (pid " + std::to_string(child.pid) + ") " + how_it_ended(status);
         // With recovery, a rank killed, or removed from the job (status 4), is lost and the job
         // goes on without it; a rank that failed on its own (the job failed: status 3) is not.
-        const bool lost_rank = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 4);
+        // A replacement that could not join (status 1: the job refused it, say) leaves the job as it
+        // was; one the job failed under (status 3) fails it here too.
+        const bool lost_rank = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 4) ||
+                               (child.replacement && WIFEXITED(status) && WEXITSTATUS(status) != 3);
         if (config.recovery && lost_rank && restarts < config.max_restarts) {
           ++restarts;
           std::fprintf(stderr,

@@ -103,7 +103,7 @@ wrong-token)
   status=$?
   cat "$work/intruder.log"
   [ $status = 1 ] || fail "the intruder's launcher exited $status, expected 1"
-  grep -q "refused rank 1: refused: wrong job token" "$work/intruder.log" || fail "the refusal does not say why"
+  grep -q "refused rank 1: wrong job token" "$work/intruder.log" || fail "the refusal does not say why"
   timeout 60 "$launch" --nnodes 2 --node-rank 1 --master-port "$port" --token right-token -- \
     "$example" data-parallel --steps 20 > "$work/node1.log" 2>&1 || fail "the real rank 1 failed"
   wait_for $node0 60 || fail "node 0 exited $?"

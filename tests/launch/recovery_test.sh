@@ -176,11 +176,11 @@ intruder)  # while the job recovers, joins with a wrong token, and as a lost mem
   port=$(sed -n 's/.*coordinator at 127.0.0.1:\([0-9]*\).*/\1/p' "$work/job.log" | head -1)
   timeout 30 "$launch" --nnodes 2 --node-rank 1 --master-port "$port" --token wrong-token -- "$example" "$layout" \
     > "$work/intruder.log" 2>&1
-  grep -q "refused: wrong job token" "$work/intruder.log" || fail "the wrong token was not refused: $(tail -3 "$work/intruder.log")"
+  grep -q "refused rank 1: wrong job token" "$work/intruder.log" || fail "the wrong token was not refused: $(tail -3 "$work/intruder.log")"
   token=$(tr '\0' '\n' < "/proc/$(pid_of 1)/environ" | sed -n 's/^TESSEL_JOB_TOKEN=//p')
   timeout 30 "$launch" --nnodes 4 --node-rank 2 --nproc-per-node 1 --master-port "$port" --token "$token" -- \
     "$example" "$layout" > "$work/impostor.log" 2>&1
-  grep -q "refused: rank 2 has already joined" "$work/impostor.log" ||
+  grep -q "refused rank 2: rank 2 has already joined" "$work/impostor.log" ||
     fail "a second rank 2 was not refused: $(tail -3 "$work/impostor.log")" ;;
 node-killed | node0-killed)  # every process of one node (node 0's hosts the coordinator)
   wait_for_step $kill_at
@@ -189,6 +189,10 @@ grow)  # a 4th rank joins the 3, from another launcher with the job's port and t
   wait_for_step $kill_at
   port=$(sed -n 's/.*coordinator at 127.0.0.1:\([0-9]*\).*/\1/p' "$work/job.log" | head -1)
   token=$(tr '\0' '\n' < "/proc/$(pid_of 1)/environ" | sed -n 's/^TESSEL_JOB_TOKEN=//p')
+  timeout 30 "$launch" --join --nnodes 1:1 --master-port "$port" --token wrong-token -- "$example" "$layout" \
+    > "$work/intruder.log" 2>&1 && fail "a replacement with a wrong token was let in"
+  grep -q "refused a new rank: wrong job token" "$work/intruder.log" ||
+    fail "the wrong token was not refused: $(tail -3 "$work/intruder.log")"
   timeout 120 "$launch" --join --nnodes 1:1 --node-rank 0 --nproc-per-node 1 --master-port "$port" --token "$token" \
     --heartbeat-deadline $deadline -- "$example" "$layout" "${extra[@]}" --steps $steps --every 50 \
     --sample-log "$work/s" --tolerance 1e-5 --save-parameters "$work/p" > "$work/joiner.log" 2>&1 ||
