@@ -4,11 +4,13 @@
 #include <glog/logging.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -64,6 +66,32 @@ std::string local_address_towards(const std::string& host, uint16_t port) {
   if (fd >= 0) ::close(fd);
   freeaddrinfo(found);
   return address;
+}
+
+// Whether a TCP connection to host:port opens within `timeout`: a host that is cut off answers
+// nothing, and a plain connect would wait for the kernel's retries (minutes).
+bool opens_within(const std::string& host, uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || found == nullptr) return false;
+  bool opened = false;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    if (connect(fd, found->ai_addr, found->ai_addrlen) == 0) {
+      opened = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd wait{fd, POLLOUT, 0};
+      int error = 0;
+      socklen_t length = sizeof error;
+      opened = poll(&wait, 1, static_cast<int>(timeout.count())) == 1 &&
+               getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0;
+    }
+    ::close(fd);
+  }
+  freeaddrinfo(found);
+  return opened;
 }
 
 }  // namespace
@@ -254,8 +282,14 @@ struct Job::State {
       if (colon == std::string::npos) continue;
       const std::string host = candidate.control.substr(0, colon);
       const auto port = static_cast<uint16_t>(std::atoi(candidate.control.c_str() + colon + 1));
-      // A candidate that is alive answers at once; a dead one on this machine refuses at once.
+      // A candidate that is alive answers at once; a dead one refuses at once, and one whose node
+      // is cut off answers nothing: it is passed over after a heartbeat interval's wait or two.
+      const auto patience = std::max(std::chrono::milliseconds(200), 2 * millis(config.heartbeat_interval_seconds));
       for (int attempt = 0; attempt < 3 && Clock::now() < deadline; ++attempt) {
+        if (candidate.member != config.rank && !opens_within(host, port, patience)) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          continue;
+        }
         auto found = system.middleman().remote_actor(host, port);
         if (!found) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -17,6 +17,9 @@
 #                                           namespaces over a veth pair, 2 ranks each)
 #   recovery_test.sh BIN node0-killed LAYOUT every process of node 0, the coordinator's, killed
 #   recovery_test.sh BIN node-cut LAYOUT    node 1's link cut and its processes frozen
+#   recovery_test.sh BIN node0-cut LAYOUT   node 0's link cut and its processes frozen: the
+#                                           coordinator's node answers nothing, and node 1 elects
+#                                           one of its own
 #   recovery_test.sh BIN grow LAYOUT        3 ranks; a 4th joins mid-run (tessel-launch --join), and
 #                                           the final parameters equal a run of 3 ranks up to the
 #                                           step it joined at and 4 after it
@@ -92,7 +95,7 @@ wait_for_step() {
 }
 
 [ "$mode" = adjacent ] && extra+=(--checkpoint-dir "$work/ck" --checkpoint-every 20)
-[ "$mode" = node-cut ] && deadline=2
+[ "$mode" = node-cut ] || [ "$mode" = node0-cut ] && deadline=2
 if [ "${mode#node}" != "$mode" ]; then
   # Two nodes: network namespaces, each joined by a veth pair to a bridge in a third (the switch),
   # 2 ranks each (members 0, 1 on node 0 and 2, 3 on node 1), UCX over tcp between them as between
@@ -127,7 +130,7 @@ if [ "${mode#node}" != "$mode" ]; then
     eval "node${node}_sid=\$!"
   done
   # The job's log is the surviving node's; `group` is its launcher.
-  if [ "$mode" = node0-killed ]; then group=$node1_sid other=$node0_sid; ln -s node1.log "$work/job.log"
+  if [ "$mode" = node0-killed ] || [ "$mode" = node0-cut ]; then group=$node1_sid other=$node0_sid; ln -s node1.log "$work/job.log"
   else group=$node0_sid other=$node1_sid; ln -s node0.log "$work/job.log"; fi
 else
   setsid "$launch" --nnodes 1:1 --nproc-per-node $nproc "${grow[@]}" --heartbeat-deadline $deadline -- "$example" \
@@ -139,7 +142,7 @@ fi
 lost=0
 watch=0  # a member that survives: its log and lines are checked
 [ "$mode" = coordinator ] || [ "$mode" = restart0 ] && watch=1
-[ "$mode" = node0-killed ] && watch=2
+[ "$mode" = node0-killed ] || [ "$mode" = node0-cut ] && watch=2
 if [ "$mode" = random ]; then  # RECOVERY_SEED picks two members, the steps and delays they die at
   RANDOM=${RECOVERY_SEED:-1}
   first=$((RANDOM % 4)) second=$(((first + 1 + RANDOM % 3) % 4))
@@ -213,6 +216,10 @@ node-replaced)  # node 1 dies; a new launcher on it joins the running job with i
     --nproc-per-node 2 --master-addr 10.79.0.1 --master-port 29700 --token nodes-$$ --heartbeat-deadline $deadline \
     -- "$example" "$layout" "${extra[@]}" --steps $steps --every 50 --sample-log "$work/s" --tolerance 1e-5 \
     > "$work/joiner.log" 2>&1 || fail "the joining launcher failed: $(tail -5 "$work/joiner.log")" ;;
+node0-cut)  # node 0's link cut and its processes frozen: its members neither answer nor refuse
+  wait_for_step $kill_at
+  ip -n $hub link set hva-$$ down
+  pkill -STOP -s "$other"; lost=2 ;;
 node-cut)  # node 1's link cut and its processes frozen: only the heartbeat deadline can tell
   wait_for_step $kill_at
   ip -n $hub link set hvb-$$ down
@@ -235,13 +242,13 @@ adjacent)  # members 2 and 3 at once: 2's slices and their copy on 3 are gone; t
   kill -9 "$(pid_of 2)" "$second"; lost=2 ;;
 *) echo "unknown mode '$mode'"; exit 2 ;;
 esac
-if [ -n "${victim:-}" ] || [ "$mode" = node-cut ]; then  # the frozen stay frozen until the others finished
+if [ -n "${victim:-}" ] || [ "$mode" = node-cut ] || [ "$mode" = node0-cut ]; then  # the frozen stay frozen until the others finished
   for _ in $(seq 1200); do
     [ "$(grep -c "parameters after" "$work/job.log")" -ge $((4 - lost)) ] && break
     sleep 0.1
   done
   [ -n "${victim:-}" ] && kill -9 "$victim"
-  [ "$mode" = node-cut ] && pkill -9 -s "$other"
+  [ "$mode" = node-cut ] || [ "$mode" = node0-cut ] && pkill -9 -s "$other"
 fi
 for _ in $(seq ${RECOVERY_WAIT:-1200}); do kill -0 "$group" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$group" 2>/dev/null && fail "the job did not finish within 120 s"
