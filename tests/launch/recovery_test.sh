@@ -57,10 +57,12 @@ fail() { echo "FAIL: $*"; echo "--- job log"; tail -n 40 "$work/job.log"; exit 1
 steps=400 kill_at=100
 extra=() grow=()
 nproc=4 joined=0
+# A replacement's start-up, on a loaded machine, can take seconds: growing runs longer, so that it
+# joins well before the end.
 case $mode in
-grow) nproc=3 joined=1 ;;
-restart | restart0) grow=(--max-restarts 1) joined=1 ;;
-node-replaced) joined=2 ;;
+grow) nproc=3 joined=1 steps=1000 ;;
+restart | restart0) grow=(--max-restarts 1) joined=1 steps=1000 ;;
+node-replaced) joined=2 steps=1200 ;;
 esac
 [ "$layout" = hybrid ] && extra=(--devices 8)  # 2 devices per rank: a 4x2 mesh, 3x2 after a loss
 # The heartbeat deadline: only a frozen rank needs it to be found (a killed one is seen at once), and
