@@ -16,8 +16,9 @@ namespace tessel::comm {
 using join_atom =  // (token, rank or -1 to join the running job, UCX address, presence, node, standby's host:port)
     caf::atom_constant<caf::atom("join")>;
 using roster_atom = caf::atom_constant<caf::atom("roster")>;        // (rank) -> every rank's address, once all joined
-using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;  // (rank) -> "ok" or "failed: ..."
-using leave_atom = caf::atom_constant<caf::atom("leave")>;          // (rank) -> "done" once every rank left
+// (rank, steps done, the step its run goes to; -1 -1 unknown) -> "ok" or "failed: ..."
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using leave_atom = caf::atom_constant<caf::atom("leave")>;  // (rank, steps done) -> "done" once every rank left
 using check_atom = caf::atom_constant<caf::atom("check")>;          // the coordinator's own deadline timer
 // Recovery (comm/job.h, JobConfig::recovery):
 // To a presence: (epoch, why) the epoch before `epoch` ended.

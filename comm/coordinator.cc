@@ -82,7 +82,25 @@ struct Membership {
   // formed with it, it is `joining`.
   int next_member = 0;
   std::set<int> joining;
+  // Steps: each member's last (done, the step its run goes to), and where the members that left
+  // stood. A member that runs past a step where another left waits for it forever.
+  std::map<int, std::pair<int64_t, int64_t>> progress;
+  std::map<int, int64_t> left_at;
 };
+
+// Why the job cannot end well: a member left after fewer steps than another one runs to. Empty
+// when none did (or the steps are not known).
+std::string uneven_steps(const Membership& m) {
+  for (const auto& [gone, steps] : m.left_at) {
+    if (steps < 0) continue;
+    for (const auto& [member, progress] : m.progress) {
+      if (m.left.count(member) || !m.members.count(member) || progress.second <= steps) continue;
+      return concat("rank ", gone, " finished after ", steps, " steps, but rank ", member, " runs to step ",
+                    progress.second, ": every rank must run the same steps, or the others wait for it forever");
+    }
+  }
+  return "";
+}
 
 // "roster EPOCH MEMBER@NODE,... HOST:PORT,... ADDRESSES NEXT": an epoch's members in rank order,
 // each one's node and standby coordinator, their UCX addresses, and the name the next member to
@@ -304,9 +322,19 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         settle();
         return promise;
       },
-      [=](heartbeat_atom, int member) -> std::string {
+      [=](heartbeat_atom, int member, int64_t done, int64_t target) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
         if (!m->active) return "standby";
+        if (m->members.count(member) && target >= 0) {
+          m->progress[member] = {done, target};
+          if (m->failure.empty() && !m->left_at.empty()) {
+            m->failure = uneven_steps(*m);
+            if (!m->failure.empty()) {
+              LOG(ERROR) << "coordinator: " << m->failure;
+              settle();
+            }
+          }
+        }
         if (!m->failure.empty()) return "failed: " + m->failure;
         if (auto removed = m->removed.find(member); removed != m->removed.end()) {
           return "removed: the job went on without this rank: " + removed->second;
@@ -344,10 +372,15 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
         if (lost == member) return;
         lose(lost, concat("rank ", member, " lost its data plane to rank ", lost, ": ", why));
       },
-      [=](leave_atom, int rank) -> caf::result<std::string> {
+      [=](leave_atom, int rank, int64_t steps) -> caf::result<std::string> {
         std::lock_guard<std::mutex> lock(m->mutex);
         if (!m->active) return "standby";
         m->left.insert(rank);
+        m->left_at[rank] = steps;
+        if (m->failure.empty()) {
+          m->failure = uneven_steps(*m);
+          if (!m->failure.empty()) LOG(ERROR) << "coordinator: " << m->failure;
+        }
         // The steps are done: a member still joining has nothing left to join.
         for (int member : m->joining) {
           for (auto it = m->reforms.begin(); it != m->reforms.end();) {

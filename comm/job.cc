@@ -166,6 +166,7 @@ struct Job::State {
   std::atomic<bool> coordinator_lost{false};
   std::mutex handler_mutex;
   std::function<void(const std::string&)> on_epoch_end;
+  std::atomic<int64_t> steps_done{-1}, steps_target{-1};  // Job::progress(); -1: not known
 
   ~State() {
     if (presence) caf::anon_send_exit(presence, caf::exit_reason::user_shutdown);  // else `system` waits for it
@@ -318,7 +319,8 @@ struct Job::State {
       lock.unlock();
       std::string answer;
       try {
-        if (!coordinator_lost) answer = ask(deadline, heartbeat_atom::value, config.rank);
+        if (!coordinator_lost)
+          answer = ask(deadline, heartbeat_atom::value, config.rank, steps_done.load(), steps_target.load());
       } catch (const Error& error) {
         lock.lock();
         if (stopping) return;
@@ -537,6 +539,11 @@ bool Job::epoch_ended() const {
   return state_->coordinator_lost.load() || state_->newest.load() > state_->epoch.load();
 }
 
+void Job::progress(int64_t done, int64_t target) {
+  state_->steps_done = done;
+  state_->steps_target = target;
+}
+
 void Job::on_epoch_end(std::function<void(const std::string& why)> handler) {
   std::lock_guard<std::mutex> lock(state_->handler_mutex);
   state_->on_epoch_end = std::move(handler);
@@ -563,7 +570,7 @@ void Job::finish() {
   std::string answer;
   std::optional<Error> unanswered;
   try {
-    answer = s.ask(millis(s.config.join_timeout_seconds), leave_atom::value, s.config.rank);
+    answer = s.ask(millis(s.config.join_timeout_seconds), leave_atom::value, s.config.rank, s.steps_done.load());
   } catch (const Error& error) {
     unanswered = error;
   }

@@ -100,6 +100,10 @@ class Job {
   // it on to the epoch after. Error::FailedPrecondition when the job failed (too few nodes remain)
   // or went on without this rank.
   void reform();
+  // The steps this rank has done and the step its run goes to (Session reports them; heartbeats
+  // carry them). A rank that finishes after fewer steps than another runs to would leave it
+  // waiting: the job fails at once, naming both and the steps.
+  void progress(int64_t done, int64_t target);
   // Tells the coordinator this rank is done and waits (bounded by the join timeout) until every
   // rank is; rank 0 keeps the coordinator up until then.
   void finish();

@@ -719,6 +719,17 @@ std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& f
   if (steps < 0) throw Error::InvalidArgument(concat("run(", steps, ", ...): expected a step count of at least 0"));
   Impl& impl = *impl_;
   const OneCallAtATime guard(impl.busy, "run");
+  // The job hears where this run goes: a rank that finishes short of it fails the job at once.
+  struct Progress {
+    Impl& impl;
+    Progress(Impl& impl, int64_t steps) : impl(impl) { report(steps); }
+    ~Progress() { report(0); }
+    void report(int64_t more) const {
+      if (impl.options.job == nullptr || impl.interpreter) return;
+      const int64_t done = impl.executor->steps_done();
+      impl.options.job->progress(done, done + more);
+    }
+  } progress(impl, steps);
   if (impl.recovering()) return impl.run_recovering(steps, feed, on_step);
   const auto run_some = [&](int64_t count) {
     if (!impl.interpreter) return impl.executor->run(count, feed, on_step);

@@ -8,12 +8,13 @@
 //
 // Each rank gets TESSEL_RANK, TESSEL_WORLD_SIZE, TESSEL_LOCAL_RANK, TESSEL_NODE_RANK, TESSEL_MASTER_ADDR,
 // TESSEL_MASTER_PORT, TESSEL_JOB_TOKEN and TESSEL_HEARTBEAT_DEADLINE (comm/job.h reads them).
-// Its output lines are prefixed "[rank R] ". When a rank fails, the others are stopped
-// (SIGTERM, then SIGKILL after 5 s) and the launcher exits 1 naming the rank and how it ended;
-// when every rank exits 0, so does the launcher. With --nnodes MIN:MAX (recovery on), a rank that
-// is killed, or that the job removed (status 4: it froze past the deadline and woke), is logged
-// and the others go on without it (comm/job.h); the launcher exits 0 when the ranks that remain
-// finish, and 1 when one of them fails on its own (the job failed: status 3).
+// Its output lines are prefixed "[rank R] ". Each rank leads a process group, and a keeper process
+// kills every group once the launcher ends, however it ends: no process of the job outlives it. When a rank fails, the
+// others are stopped (SIGTERM, then SIGKILL after 5 s) and the launcher exits 1 naming the rank and how it ended; when
+// every rank exits 0, so does the launcher. With --nnodes MIN:MAX (recovery on), a rank that is killed, or that the job
+// removed (status 4: it froze past the deadline and woke), is logged and the others go on without it (comm/job.h); the
+// launcher exits 0 when the ranks that remain finish, and 1 when one of them fails on its own (the job failed: status
+// 3).
 //
 // Growing back (recovery on): with --max-restarts N a lost rank is started again, up to N times in
 // all, and joins the running job as a replacement (TESSEL_JOIN=1); the job re-plans onto it at the
@@ -29,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -38,6 +40,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "apps/launch/launch_config.h"
 
@@ -143,6 +146,41 @@ std::string how_it_ended(int status) {
   return "ended with wait status " + std::to_string(status);
 }
 
+// A keeper: a process of its own that outlives the launcher by a moment. The launcher writes each
+// rank's process group to it, and when the pipe closes (the launcher ended, even by kill -9) it
+// kills every group: what the ranks started goes with them. Returns the pipe's write end.
+int start_keeper() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  const pid_t keeper = fork();
+  if (keeper < 0) throw std::runtime_error("fork failed");
+  if (keeper == 0) {
+    close(fds[1]);
+    setsid();  // signals to the launcher's group or session spare it
+    if (fork() != 0) _exit(0);  // not the launcher's child: the launcher's children are its ranks
+    for (int fd = 0; fd < 3; ++fd) {
+      const int null = open("/dev/null", O_RDWR);
+      if (null >= 0 && null != fd) dup2(null, fd), close(null);
+    }
+    std::vector<pid_t> groups;
+    pid_t group = 0;
+    while (true) {
+      const ssize_t got = read(fds[0], &group, sizeof group);
+      if (got == sizeof group) {
+        groups.push_back(group);
+      } else if (got == 0 || (got < 0 && errno != EINTR)) {
+        break;
+      }
+    }
+    for (pid_t each : groups) kill(-each, SIGKILL);
+    _exit(0);
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(keeper, &status, 0);  // the go-between, which has forked the keeper
+  return fds[1];
+}
+
 // Starts the rank at `index` of config.ranks; with `join`, as a replacement that joins the running job.
 Child start(const tessel::launch::LaunchConfig& config, int index, bool join) {
   Child child;
@@ -225,8 +263,16 @@ int main(int argc, char** argv) {
                  config.ranks.front(), config.ranks.back(), config.world_size, config.node, config.source.c_str(),
                  config.master_addr.c_str(), config.master_port);
   }
+  const int keeper = start_keeper();
+  const auto keep = [keeper](const Child& child) {
+    const pid_t group = child.pid;  // each rank leads its own process group
+    if (write(keeper, &group, sizeof group) != sizeof group) std::perror("tessel-launch: the keeper");
+  };
   std::vector<Child> children;
-  for (size_t i = 0; i < config.ranks.size(); ++i) children.push_back(start(config, static_cast<int>(i), config.join));
+  for (size_t i = 0; i < config.ranks.size(); ++i) {
+    children.push_back(start(config, static_cast<int>(i), config.join));
+    keep(children.back());
+  }
 
   std::string failure;
   std::vector<std::string> lost;  // ranks that ended badly while recovery let the job go on
@@ -268,6 +314,7 @@ int main(int argc, char** argv) {
     }
     for (int index : restart) {
       children.push_back(start(config, index, /*join=*/true));
+      keep(children.back());
       ++running;
     }
   }

@@ -5,6 +5,8 @@
 #   launch_test.sh BIN late-rank           a node that starts after the heartbeat deadline still joins
 #   launch_test.sh BIN missing-rank        a node that never starts: the join timeout names its ranks
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN killed-launcher     kill -9 of tessel-launch: nothing the ranks started lives on
+#   launch_test.sh BIN uneven-steps        rank 1 runs fewer steps than rank 0: named at once, with its steps
 #   launch_test.sh BIN quiet-rank          a rank fails while another prints nothing and runs a child
 #   launch_test.sh BIN frozen-rank         a rank stopped (SIGSTOP) mid-run: only heartbeats can tell
 #   launch_test.sh BIN frozen-coordinator  rank 0, which hosts the coordinator, stopped: the others' heartbeats go unanswered
@@ -111,6 +113,36 @@ wrong-token)
   grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/node0.log" || fail "the refusal was not logged"
   grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
   echo "PASS: a wrong token is refused and logged, and the job goes on"
+  ;;
+killed-launcher)
+  # kill -9 of the launcher: its ranks die with it (PR_SET_PDEATHSIG), and so do the processes the
+  # ranks started, in their process groups (the keeper). Before the keeper, the children lived on.
+  marker="sleep 53.$$"
+  "$launch" --nproc-per-node 2 -- bash -c "$marker & echo started; wait" > "$work/job.log" 2>&1 &
+  launcher=$!
+  for _ in $(seq 100); do [ "$(pgrep -fc "$marker")" -ge 2 ] && break; sleep 0.1; done
+  [ "$(pgrep -fc "$marker")" -ge 2 ] || fail "the ranks did not start their processes"
+  kill -9 $launcher
+  for _ in $(seq 30); do pgrep -f "$marker" > /dev/null || break; sleep 0.1; done
+  left=$(pgrep -fc "$marker")
+  pkill -9 -f "$marker"
+  [ "$left" = 0 ] || fail "$left process(es) the ranks started outlived the killed launcher"
+  echo "PASS: kill -9 of the launcher leaves none of the job's processes behind"
+  ;;
+uneven-steps)
+  # Rank 1 runs 30 steps and rank 0 a hundred thousand: rank 0 would wait for rank 1's part of step
+  # 30 forever. The job fails at once, naming who finished early, at which step, and who runs on.
+  start=$(date +%s.%N)
+  timeout 60 "$launch" --nproc-per-node 2 -- bash -c "exec $example data-parallel --every 1000 --steps \
+    \$([ \$TESSEL_RANK = 1 ] && echo 30 || echo 100000)" > "$work/job.log" 2>&1
+  status=$?
+  seconds=$(echo "$(date +%s.%N) - $start" | bc)
+  grep -v "^\[rank [0-9]\] *[0-9]" "$work/job.log" | grep -v "\] [IW]2026" | tail -8
+  [ $status = 1 ] || fail "the launcher exited $status, expected 1 (124: it hung)"
+  grep -q "the job failed: rank 1 finished after 30 steps, but rank 0 runs to step 100000" "$work/job.log" ||
+    fail "no rank says which one finished early, and where"
+  [ "$(echo "$seconds < 15" | bc)" = 1 ] || fail "the job took $seconds s to end"
+  echo "PASS: a rank that finished early is named, with its steps, $seconds s after the start"
   ;;
 quiet-rank)
   # Rank 0 fails while rank 1 prints nothing and has started a process of its own: the launcher
