@@ -84,10 +84,10 @@ struct MlpFigure {
   double gflops;
 };
 
-MlpFigure mlp_step(bool interpreter, int workers, int kernel_threads, int steps) {
+MlpFigure mlp_step(bool interpreter, int workers, int kernel_threads, int steps, bool check_finite) {
   set_cpu_threads(kernel_threads);
   Graph g;
-  const models::Mlp mlp = models::build_mlp(g, {1024, 4096, 4096, 1024}, 256);
+  const models::Mlp mlp = models::build_mlp(g, {1024, 4096, 4096, 1024}, 256, 1e-3, {.check_finite = check_finite});
   const Feeds feeds{{"x", filled({256, 1024}, 0.1f)}, {"target", filled({256, 1024}, 0.0f)}};
   Session session(g, {mlp.loss}, {.use_interpreter = interpreter, .worker_threads = workers});
   const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
@@ -171,17 +171,20 @@ int main(int argc, char** argv) {
     const char* name;
     bool interpreter;
     int workers, kernel_threads;
+    bool check_finite = true;  // MinimizeOptions::check_finite: each update first reads its gradient
   };
   const Config configs[] = {
       {"tessel actors, 1 worker x 1 kernel thread", false, 1, 1},
+      {"  the same, without the finite check", false, 1, 1, false},
       {"tessel actors, 2 workers x 1 kernel thread", false, 2, 1},
       {"tessel actors, 1 worker x 2 kernel threads", false, 1, 2},
       {"tessel actors, 2 workers x 2 kernel threads", false, 2, 2},
+      {"  the same, without the finite check", false, 2, 2, false},
       {"tessel interpreter, 1 kernel thread", true, 1, 1},
       {"tessel interpreter, 2 kernel threads", true, 1, 2},
   };
   for (const Config& c : configs) {
-    const MlpFigure f = mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps);
+    const MlpFigure f = mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps, c.check_finite);
     std::printf("%-46s %8d %10.1f %9.1f\n", c.name, c.workers * c.kernel_threads, f.ms_per_step, f.gflops);
     std::fflush(stdout);
   }

@@ -141,11 +141,19 @@ Attributes update_attributes(const AdamW& o) {
   return {{"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"weight_decay", o.weight_decay}};
 }
 
+// What every update carries besides its optimizer's settings.
+void set_update_attributes(Attributes& attrs, const Tensor& param, const MinimizeOptions& options) {
+  attrs.set("accumulation_steps", static_cast<int64_t>(options.accumulation_steps));
+  attrs.set("check_finite", options.check_finite);
+  attrs.set("parameter", param.name());
+}
+
 void append_update(Graph& graph, const Tensor& param, const Tensor& gradient, const SGD& optimizer,
-                   int accumulation_steps, SourceLocation where) {
+                   const MinimizeOptions& options, SourceLocation where) {
+  const int accumulation_steps = options.accumulation_steps;
   std::vector<Tensor> inputs = {param, gradient};
   Attributes attrs = update_attributes(optimizer);
-  attrs.set("accumulation_steps", static_cast<int64_t>(accumulation_steps));
+  set_update_attributes(attrs, param, options);
   attrs.set("has_momentum", optimizer.momentum != 0);
   if (optimizer.momentum != 0) inputs.push_back(graph.state(param.name() + "/momentum", param.shape(), param.dtype()));
   if (accumulation_steps > 1) {
@@ -155,11 +163,12 @@ void append_update(Graph& graph, const Tensor& param, const Tensor& gradient, co
 }
 
 void append_update(Graph& graph, const Tensor& param, const Tensor& gradient, const AdamW& optimizer,
-                   int accumulation_steps, SourceLocation where) {
+                   const MinimizeOptions& options, SourceLocation where) {
+  const int accumulation_steps = options.accumulation_steps;
   std::vector<Tensor> inputs = {param, gradient, graph.state(param.name() + "/adam_m", param.shape(), param.dtype()),
                                 graph.state(param.name() + "/adam_v", param.shape(), param.dtype())};
   Attributes attrs = update_attributes(optimizer);
-  attrs.set("accumulation_steps", static_cast<int64_t>(accumulation_steps));
+  set_update_attributes(attrs, param, options);
   if (accumulation_steps > 1) {
     inputs.push_back(graph.state(param.name() + "/gradient_accumulator", param.shape(), param.dtype()));
   }
@@ -241,7 +250,7 @@ void Graph::minimize_with(const Tensor& loss, const Optimizer& optimizer, Minimi
     throw error.with_context(context);
   }
   for (size_t i = 0; i < parameters.size(); ++i) {
-    append_update(*this, parameters[i], grads[i], optimizer, options.accumulation_steps, where);
+    append_update(*this, parameters[i], grads[i], optimizer, options, where);
   }
 }
 

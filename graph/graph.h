@@ -111,6 +111,11 @@ struct MinimizeOptions {
   // Gradients of this many consecutive training steps (micro-batches) are averaged, and
   // the optimizer updates the parameters once, on the last of them.
   int accumulation_steps = 1;
+  // Each update checks the values it writes: a parameter that went NaN or infinite is an Error
+  // naming the step, the parameter, the element, and whether its gradient or the update itself
+  // went non-finite first. The check rides in the update's own loop (bench/runtime_bench shows
+  // its cost); the run then ends, with the bad values in that parameter.
+  bool check_finite = true;
 };
 
 class Graph {

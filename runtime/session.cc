@@ -634,7 +634,8 @@ struct Session::Impl {
   // the caller's own input are never that.
   bool lost_a_member(const Error& error) const {
     const ErrorCode code = error.code();
-    if (code == ErrorCode::kInvalidArgument || code == ErrorCode::kShapeMismatch || code == ErrorCode::kNotFound)
+    if (code == ErrorCode::kInvalidArgument || code == ErrorCode::kShapeMismatch || code == ErrorCode::kNotFound ||
+        code == ErrorCode::kOutOfRange)
       return false;
     const auto deadline = std::chrono::steady_clock::now() +
                           std::chrono::duration<double>(2 * options.job->heartbeat_deadline_seconds() + 1);

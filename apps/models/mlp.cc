@@ -4,7 +4,7 @@
 
 namespace tessel::models {
 
-Mlp build_mlp(Graph& g, const std::vector<int64_t>& widths, int64_t batch, double lr) {
+Mlp build_mlp(Graph& g, const std::vector<int64_t>& widths, int64_t batch, double lr, MinimizeOptions options) {
   if (widths.size() < 2) throw Error::InvalidArgument(concat("an MLP needs at least two widths, got ", widths.size()));
   for (int64_t width : widths) {
     if (width < 1) throw Error::InvalidArgument(concat("MLP width ", width, ", expected at least 1"));
@@ -24,7 +24,7 @@ Mlp build_mlp(Graph& g, const std::vector<int64_t>& widths, int64_t batch, doubl
   }
   Tensor error = h - mlp.target;
   mlp.loss = mean(error * error);
-  g.minimize(mlp.loss, SGD{.lr = lr});
+  g.minimize(mlp.loss, SGD{.lr = lr}, options);
   return mlp;
 }
 

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <thread>
 
 #include "ops/ops.h"
@@ -189,6 +191,54 @@ TEST(Session, ASecondCallWhileOneRunsIsRefused) {
   EXPECT_THAT(from_thread, ::testing::HasSubstr("Session::evaluate was called while another call"));
   EXPECT_EQ(session.steps_done(), 2);
   EXPECT_EQ(session.step(feeds).size(), 1u);  // free again
+}
+
+// A NaN in a feed reaches every gradient, and relu(NaN) = 0 would hide it from the loss: the first
+// update that meets it is an Error naming the step, the parameter and its gradient. With
+// MinimizeOptions::check_finite off, the NaN goes into the weights unnoticed.
+TEST(Session, ANonFiniteGradientIsAnErrorNamingTheStepAndTheParameter) {
+  for (const bool check : {true, false}) {
+    Graph g(3);
+    Tensor x = g.input("x", {4, 3});
+    Tensor y = g.input("y", {4}, DType::i64);
+    Tensor w = g.param("w", {3, 5}, init::normal(0.5));
+    Tensor loss = cross_entropy(matmul(x, w), y);
+    g.minimize(loss, AdamW{.lr = 0.01}, {.check_finite = check});
+    Session session(g, {loss});
+    const auto feeds = [](int64_t step) {
+      HostTensor x = testing::random_tensor({4, 3}, step);
+      if (step == 2) x.data<float>()[4] = std::numeric_limits<float>::quiet_NaN();
+      return Feeds{{"x", x}, {"y", HostTensor::of<int64_t>({4}, {0, 1, 2, 3})}};
+    };
+    session.run(2, [&](int64_t step) -> std::optional<Feeds> { return feeds(step); });
+    if (!check) {
+      session.run(1, [&](int64_t step) -> std::optional<Feeds> { return feeds(step); });
+      EXPECT_TRUE(std::isnan(session.variable("w").get(0))) << "unchecked, the NaN is in the weights";
+      continue;
+    }
+    EXPECT_TESSEL_ERROR(session.run(1, [&](int64_t step) -> std::optional<Feeds> { return feeds(step); }),
+                        ErrorCode::kOutOfRange, "step 2: the gradient of parameter 'w' is nan at element");
+  }
+}
+
+// A learning rate that makes the training diverge: the first update that steps a parameter past
+// the largest float is an Error naming the step, not a NaN trained on for good.
+TEST(Session, ATrainingThatDivergesStopsWithAnError) {
+  Graph g(5);
+  Tensor x = g.input("x", {4, 3});
+  Tensor t = g.input("t", {4, 5});
+  Tensor w = g.param("w", {3, 5}, init::normal(0.5));
+  Tensor e = matmul(x, w) - t;
+  Tensor loss = mean(e * e);
+  g.minimize(loss, SGD{.lr = 1e6});
+  Session session(g, {loss});
+  EXPECT_TESSEL_ERROR(session.run(100,
+                                  [](int64_t step) -> std::optional<Feeds> {
+                                    return Feeds{{"x", testing::random_tensor({4, 3}, step)},
+                                                 {"t", testing::random_tensor({4, 5}, step + 100)}};
+                                  }),
+                      ErrorCode::kOutOfRange, "the update made parameter 'w' ");
+  EXPECT_LT(session.steps_done(), 100);
 }
 
 }  // namespace

@@ -2,12 +2,45 @@
 // With accumulation_steps = k the gradient is added to an accumulator on every step, and
 // on every k-th step the mean of the accumulated gradients is applied and the accumulator cleared.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <string>
 
+#include "core/error.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
 namespace {
+
+// 1 when `x` is infinite or NaN (its exponent bits all ones): integer ops that cost nothing inside a
+// memory-bound loop and keep it vectorizable, which std::isfinite without -ffast-math does not.
+inline uint32_t non_finite(float x) { return (std::bit_cast<uint32_t>(x) & 0x7f800000u) == 0x7f800000u; }
+
+// After an update whose new values OR-ed `bad`: a NaN or infinite parameter would stay so for good,
+// hidden behind a finite-looking loss (relu(NaN) is 0). It is an Error naming the step, the
+// parameter and what went non-finite first: the gradient (a feed held NaN or Inf, or the loss
+// overflowed), or else the update itself (the training diverged). The check rides in the update's
+// own loop, so it reads nothing more; the parameter then holds the bad values, and the run ends.
+void check_finite(const KernelContext& c, const float* gradient, uint32_t bad) {
+  if (bad == 0 || !c.attrs.get_bool("check_finite", false)) return;
+  const std::string parameter = c.attrs.has("parameter") ? c.attrs.get_string("parameter") : std::string("?");
+  const int64_t n = c.inputs[0].numel();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!non_finite(gradient[i])) continue;
+    throw Error::OutOfRange(concat("step ", c.step, ": the gradient of parameter '", parameter, "' is ", gradient[i],
+                                   " at element ", i, " of its ", n,
+                                   " here: a feed held NaN or Inf, or the loss overflowed "
+                                   "(MinimizeOptions::check_finite)"));
+  }
+  const float* p = c.inputs[0].as<float>();
+  int64_t first = 0;
+  while (first + 1 < n && !non_finite(p[first])) ++first;
+  throw Error::OutOfRange(concat("step ", c.step, ": the update made parameter '", parameter, "' ", p[first],
+                                 " at element ", first, " of its ", n,
+                                 " here: the training diverged (a lower learning rate?) "
+                                 "(MinimizeOptions::check_finite)"));
+}
 
 // The gradient to apply this step, or nullptr while micro-batches are still accumulating.
 const float* gradient_to_apply(const KernelContext& c, const TensorView* accumulator, float* scale) {
@@ -40,11 +73,14 @@ void sgd_update(const KernelContext& c) {
   const float decay = static_cast<float>(c.attrs.get_float("weight_decay"));
   float* p = c.inputs[0].as<float>();
   float* buffer = has_momentum ? c.inputs[2].as<float>() : nullptr;
+  uint32_t bad = 0;
   for (int64_t i = 0, n = c.inputs[0].numel(); i < n; ++i) {
     float d = g[i] * scale + decay * p[i];
     if (buffer) d = buffer[i] = mu * buffer[i] + d;
     p[i] -= lr * d;
+    bad |= non_finite(p[i]);
   }
+  check_finite(c, g, bad);
   clear(accumulator);
 }
 
@@ -67,13 +103,16 @@ void adamw_update(const KernelContext& c) {
   float* p = c.inputs[0].as<float>();
   float* m = c.inputs[2].as<float>();
   float* v = c.inputs[3].as<float>();
+  uint32_t bad = 0;
   for (int64_t i = 0, n = c.inputs[0].numel(); i < n; ++i) {
     const float gi = g[i] * scale;
     p[i] *= decay_factor;
     m[i] = b1 * m[i] + one_minus_b1 * gi;
     v[i] = b2 * v[i] + one_minus_b2 * gi * gi;
     p[i] -= step_size * (m[i] / bias1) / (std::sqrt(v[i] / bias2) + eps);
+    bad |= non_finite(p[i]);
   }
+  check_finite(c, g, bad);
   clear(accumulator);
 }
 
