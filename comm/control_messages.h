@@ -13,7 +13,9 @@
 
 namespace tessel::comm {
 
-using join_atom =  // (token, rank or -1 to join the running job, UCX address, presence, node, standby's host:port)
+// (token, rank or -1 to join the running job, the job's ranks as this rank knows them or 0, UCX
+// address, presence, node, standby's host:port)
+using join_atom =
     caf::atom_constant<caf::atom("join")>;
 using roster_atom = caf::atom_constant<caf::atom("roster")>;        // (rank) -> every rank's address, once all joined
 // (rank, steps done, the step its run goes to; -1 -1 unknown) -> "ok" or "failed: ..."

@@ -271,18 +271,23 @@ caf::behavior coordinator_behavior(caf::event_based_actor* self, std::string tok
                         self->system().render(down.reason), "): its process ended or its node is unreachable"));
   });
   return {
-      [=](join_atom, const std::string& presented, int rank, const std::string& address, const caf::actor& presence,
-          int node, const std::string& control) -> std::string {
+      [=](join_atom, const std::string& presented, int rank, int ranks, const std::string& address,
+          const caf::actor& presence, int node, const std::string& control) -> std::string {
         std::lock_guard<std::mutex> lock(m->mutex);
         std::string reason;
         if (!m->active)
           reason = "this is a standby coordinator";
         else if (presented.empty())
-          reason = "no job token";
+          reason = "no job token: pass the job's --token, or set TESSEL_JOB_TOKEN";
         else if (presented != token)
-          reason = "wrong job token";
+          reason =
+              "wrong job token: every rank presents the token its job started with (--token or TESSEL_JOB_TOKEN; "
+              "a launcher that starts every rank makes up its own)";
         else if (rank == -1)
           return grow(address, presence, node, control);
+        else if (ranks > 0 && ranks != world_size)
+          reason = concat("this job has ", world_size, " ranks, and the joining rank's has ", ranks,
+                          ": another job with this token on this port?");
         else if (rank < 0 || rank >= world_size)
           reason = concat("rank ", rank, " is outside [0, ", world_size, ")");
         else if (m->members.count(rank) || m->removed.count(rank))
@@ -477,7 +482,8 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);
     throw Error::FailedPrecondition(
-        concat("coordinator: cannot listen on ", host, ":", port, ": ", state_->system.render(published.error())));
+        concat("coordinator: cannot listen on ", host, ":", port, " (is another job using the port?): ",
+               state_->system.render(published.error())));
   }
   state_->port = *published;
 }
@@ -559,7 +565,7 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
   }
   JoinReply reply;
   caf::scoped_actor self{system};
-  self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, std::string(),
+  self->request(*coordinator, std::chrono::seconds(timeout_seconds), join_atom::value, token, rank, 0, std::string(),
                 caf::actor{}, node, std::string())
       .receive(
           [&](const std::string& answer) {

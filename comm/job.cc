@@ -474,7 +474,7 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   const std::vector<uint8_t> bytes = s.transport->address();
   const std::string address(bytes.begin(), bytes.end());
   const std::string joined = s.ask(millis(c.join_timeout_seconds), join_atom::value, c.token, c.join ? -1 : c.rank,
-                                   address, s.presence, c.node, s.control);
+                                   c.join ? 0 : c.world_size, address, s.presence, c.node, s.control);
   if (c.join && joined.rfind("joined ", 0) == 0) {  // a new member of the running job: form the next epoch
     std::istringstream words(joined.substr(7));
     int target = 0;

@@ -5,6 +5,7 @@
 #   launch_test.sh BIN late-rank           a node that starts after the heartbeat deadline still joins
 #   launch_test.sh BIN missing-rank        a node that never starts: the join timeout names its ranks
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN two-jobs            a second job with the same token on the same port is turned away
 #   launch_test.sh BIN killed-launcher     kill -9 of tessel-launch: nothing the ranks started lives on
 #   launch_test.sh BIN uneven-steps        rank 1 runs fewer steps than rank 0: named at once, with its steps
 #   launch_test.sh BIN quiet-rank          a rank fails while another prints nothing and runs a child
@@ -113,6 +114,38 @@ wrong-token)
   grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/node0.log" || fail "the refusal was not logged"
   grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
   echo "PASS: a wrong token is refused and logged, and the job goes on"
+  ;;
+two-jobs)
+  # Two jobs with one token on one port: the second one's rank 0 cannot listen and says so, its
+  # other ranks reach the first job's coordinator and are refused (their job's size differs), and
+  # the first job trains on undisturbed.
+  port=$(free_port)
+  for node in 0 1; do
+    "$launch" --nnodes 2 --node-rank $node --master-port "$port" --token same -- "$example" tensor-parallel \
+      --steps 400 --every 500 > "$work/node$node.log" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 300); do grep -q "joined the job" "$work/node1.log" 2>/dev/null && break; sleep 0.1; done
+  # The second job's node 1 (its ranks 3 to 5 of 6) reaches the first job's coordinator; its node 0
+  # cannot listen on the port.
+  timeout 60 "$launch" --nnodes 2 --node-rank 1 --nproc-per-node 3 --master-port "$port" --token same -- \
+    "$example" data-parallel --steps 10 > "$work/other1.log" 2>&1
+  status=$?
+  timeout 60 "$launch" --nnodes 2 --node-rank 0 --nproc-per-node 3 --master-port "$port" --token same -- \
+    "$example" data-parallel --steps 10 > "$work/other0.log" 2>&1
+  status_0=$?
+  wait_for "${pids[0]}" 120; status0=$?
+  wait_for "${pids[1]}" 30; status1=$?
+  cat "$work/other1.log" "$work/other0.log" | grep -v "^\[rank [0-9]\] *[0-9]" | grep -v "\] [IW]2026" | tail -6
+  [ $status = 1 ] && [ $status_0 = 1 ] || fail "the second job's launchers exited $status and $status_0, expected 1"
+  grep -q "this job has 2 ranks, and the joining rank's has 6: another job with this token on this port?" \
+    "$work/other1.log" || fail "the second job's ranks were not refused by the first job's coordinator"
+  grep -q "cannot listen on 0.0.0.0:$port (is another job using the port?)" "$work/other0.log" ||
+    fail "the second job's rank 0 does not say the port is taken"
+  [ $status0 = 0 ] && [ $status1 = 0 ] || fail "the first job's launchers exited $status0 and $status1"
+  [ "$(cat "$work/node0.log" "$work/node1.log" | grep -c 'the same numbers')" = 2 ] ||
+    fail "the first job's ranks did not end with the one-device numbers"
+  echo "PASS: a second job on the same port and token is turned away, and the first one trains on"
   ;;
 killed-launcher)
   # kill -9 of the launcher: its ranks die with it (PR_SET_PDEATHSIG), and so do the processes the
