@@ -458,6 +458,7 @@ struct Coordinator::State {
   caf::actor actor;
   uint16_t port = 0;
   int world_size = 0;
+  std::string host;  // the interface it listens on
 };
 
 Coordinator::Coordinator(std::string token, int world_size, const std::string& host, uint16_t port,
@@ -471,6 +472,7 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
     throw Error::InvalidArgument(concat("the heartbeat deadline must be positive, got ", heartbeat_deadline_seconds));
   }
   state_->world_size = world_size;
+  state_->host = host;
   if (!(join_timeout_seconds > 0)) {
     throw Error::InvalidArgument(concat("the join timeout must be positive, got ", join_timeout_seconds));
   }
@@ -482,8 +484,8 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);
     throw Error::FailedPrecondition(
-        concat("coordinator: cannot listen on ", host, ":", port, " (is another job using the port?): ",
-               state_->system.render(published.error())));
+        concat("coordinator: cannot listen on ", host, ":", port,
+               " (is another job using the port?): ", state_->system.render(published.error())));
   }
   state_->port = *published;
 }
@@ -530,7 +532,7 @@ void Coordinator::take_over(int epoch, const std::vector<TakeoverMember>& member
 }
 
 bool Coordinator::listen_also(uint16_t port) {
-  auto published = state_->system.middleman().publish(state_->actor, port, "0.0.0.0", /*reuse_addr=*/true);
+  auto published = state_->system.middleman().publish(state_->actor, port, state_->host.c_str(), /*reuse_addr=*/true);
   if (!published) {
     LOG(WARNING) << "coordinator: cannot also listen on port " << port << ": "
                  << state_->system.render(published.error());

@@ -59,7 +59,7 @@ class Coordinator {
   // that joins from then on is named `next_member` (or after the highest member), then onwards.
   void take_over(int epoch, const std::vector<TakeoverMember>& members, int next_member = 0);
   bool active() const;
-  // Also listens on `port` (every interface), as a coordinator that took over does on the job's
+  // Also listens on `port` (on its own interface), as a coordinator that took over does on the job's
   // first coordinator port, for ranks that join the running job there. False when it is taken.
   bool listen_also(uint16_t port);
 

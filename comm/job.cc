@@ -442,18 +442,26 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   s.rank = c.rank;
   s.world_size = c.world_size;
   s.transport = s.new_transport();
+  // The coordinators listen where the ranks reach them: on loopback when the job's address is
+  // loopback (every rank is on this machine), else on the interface that leads to it (on the
+  // master's host, the master address itself). A host name that resolves to loopback here (Debian
+  // maps its own name to 127.0.1.1) may name this host's outside address elsewhere: then every
+  // interface, as before.
+  const std::string towards = local_address_towards(c.master_addr, c.master_port);
+  const bool loopback_job = c.master_addr == "127.0.0.1" || c.master_addr == "localhost";
+  const std::string here = loopback_job ? "127.0.0.1" : towards.rfind("127.", 0) == 0 ? "0.0.0.0" : towards;
   if (c.rank == 0 && !c.join) {
     s.coordinator = std::make_unique<Coordinator>(
-        c.token, c.world_size, "0.0.0.0", c.master_port, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
+        c.token, c.world_size, here, c.master_port, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
         CoordinatorOptions{.recovery = c.recovery, .min_nodes = c.min_nodes, .max_nodes = c.max_nodes});
   }
   if (c.recovery && !s.coordinator) {  // a standby, should the coordinator be lost
     s.standby = std::make_unique<Coordinator>(
-        c.token, c.world_size, "0.0.0.0", 0, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
+        c.token, c.world_size, here, 0, c.heartbeat_deadline_seconds, c.join_timeout_seconds,
         CoordinatorOptions{.recovery = true, .min_nodes = c.min_nodes, .max_nodes = c.max_nodes, .standby = true});
-    s.control = concat(local_address_towards(c.master_addr, c.master_port), ":", s.standby->port());
+    s.control = concat(towards, ":", s.standby->port());
   } else if (c.recovery) {
-    s.control = concat(local_address_towards(c.master_addr, c.master_port), ":", s.coordinator->port());
+    s.control = concat(towards, ":", s.coordinator->port());
   }
   s.connect_to_coordinator();
   // The presence actor also watches the coordinator: a closed control connection (rank 0's

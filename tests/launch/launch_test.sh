@@ -5,6 +5,7 @@
 #   launch_test.sh BIN late-rank           a node that starts after the heartbeat deadline still joins
 #   launch_test.sh BIN missing-rank        a node that never starts: the join timeout names its ranks
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN loopback-only       a job whose ranks are all here listens on loopback only
 #   launch_test.sh BIN two-jobs            a second job with the same token on the same port is turned away
 #   launch_test.sh BIN killed-launcher     kill -9 of tessel-launch: nothing the ranks started lives on
 #   launch_test.sh BIN uneven-steps        rank 1 runs fewer steps than rank 0: named at once, with its steps
@@ -114,6 +115,20 @@ wrong-token)
   grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/node0.log" || fail "the refusal was not logged"
   grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
   echo "PASS: a wrong token is refused and logged, and the job goes on"
+  ;;
+loopback-only)
+  # A job whose ranks are all here listens on loopback only: its coordinator port is not open on the
+  # machine's other interfaces (it listened on 0.0.0.0 before).
+  port=$(free_port)
+  "$launch" --nproc-per-node 2 --master-port "$port" -- "$example" tensor-parallel --steps 400 --every 1000 \
+    > "$work/job.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ss -ltn "sport = :$port" | grep -q LISTEN && break; sleep 0.1; done
+  listening=$(ss -ltn "sport = :$port" | awk 'NR > 1 { print $4 }')
+  wait_for "${pids[0]}" 60 || fail "the job failed"
+  echo "the coordinator listened on: $listening"
+  [ "$listening" = "127.0.0.1:$port" ] || fail "the coordinator of a local job listened on '$listening'"
+  echo "PASS: a local job's coordinator listens on loopback only"
   ;;
 two-jobs)
   # Two jobs with one token on one port: the second one's rank 0 cannot listen and says so, its
