@@ -8,6 +8,7 @@ find_package(glog REQUIRED)
 find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(ucx REQUIRED)   # ucx::ucp, ucx::uct, ucx::ucs
+find_package(OpenSSL REQUIRED)  # libssl-dev: the coordinator's gate proves the job token by HMAC-SHA256 (comm/gate.h)
 
 # OpenBLAS: Debian's OpenBLASConfig.cmake gives variables, not a target.
 find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas REQUIRED)

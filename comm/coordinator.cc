@@ -10,6 +10,7 @@
 #include <set>
 
 #include "comm/control_messages.h"
+#include "comm/gate.h"
 #include "core/error.h"
 
 namespace tessel {
@@ -459,6 +460,9 @@ struct Coordinator::State {
   uint16_t port = 0;
   int world_size = 0;
   std::string host;  // the interface it listens on
+  std::string token;
+  uint16_t inner = 0;                        // CAF's own port, on loopback
+  std::vector<std::unique_ptr<Gate>> gates;  // where ranks reach it
 };
 
 Coordinator::Coordinator(std::string token, int world_size, const std::string& host, uint16_t port,
@@ -473,6 +477,7 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
   }
   state_->world_size = world_size;
   state_->host = host;
+  state_->token = token;
   if (!(join_timeout_seconds > 0)) {
     throw Error::InvalidArgument(concat("the join timeout must be positive, got ", join_timeout_seconds));
   }
@@ -480,14 +485,22 @@ Coordinator::Coordinator(std::string token, int world_size, const std::string& h
   const auto join_timeout = std::chrono::milliseconds(static_cast<int64_t>(join_timeout_seconds * 1000));
   state_->actor = state_->system.spawn(coordinator_behavior, std::move(token), world_size, deadline, join_timeout,
                                        state_->membership);
-  auto published = state_->system.middleman().publish(state_->actor, port, host.c_str(), /*reuse_addr=*/true);
+  // CAF listens on loopback only, behind the gate (comm/gate.h): nothing reaches its parser
+  // before its peer proved the token.
+  auto published = state_->system.middleman().publish(state_->actor, 0, "127.0.0.1", /*reuse_addr=*/true);
   if (!published) {
     caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);
     throw Error::FailedPrecondition(
-        concat("coordinator: cannot listen on ", host, ":", port,
-               " (is another job using the port?): ", state_->system.render(published.error())));
+        concat("coordinator: cannot listen on loopback: ", state_->system.render(published.error())));
   }
-  state_->port = *published;
+  state_->inner = *published;
+  try {
+    state_->gates.push_back(std::make_unique<Gate>(state_->token, host, port, state_->inner));
+  } catch (const Error& error) {
+    caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown);
+    throw Error::FailedPrecondition(concat("coordinator: ", error.what(), " (is another job using the port?)"));
+  }
+  state_->port = state_->gates.front()->port();
 }
 
 Coordinator::~Coordinator() { caf::anon_send_exit(state_->actor, caf::exit_reason::user_shutdown); }
@@ -503,7 +516,9 @@ std::vector<int> Coordinator::members() const {
 
 int Coordinator::refused() const {
   std::lock_guard<std::mutex> lock(state_->membership->mutex);
-  return state_->membership->refused;
+  int64_t refused = state_->membership->refused;  // joins, and below connections the gates turned away
+  for (const auto& gate : state_->gates) refused += gate->refused();
+  return static_cast<int>(refused);
 }
 
 bool Coordinator::complete() const {
@@ -532,10 +547,10 @@ void Coordinator::take_over(int epoch, const std::vector<TakeoverMember>& member
 }
 
 bool Coordinator::listen_also(uint16_t port) {
-  auto published = state_->system.middleman().publish(state_->actor, port, state_->host.c_str(), /*reuse_addr=*/true);
-  if (!published) {
-    LOG(WARNING) << "coordinator: cannot also listen on port " << port << ": "
-                 << state_->system.render(published.error());
+  try {
+    state_->gates.push_back(std::make_unique<Gate>(state_->token, state_->host, port, state_->inner));
+  } catch (const Error& error) {
+    LOG(WARNING) << "coordinator: cannot also listen on port " << port << ": " << error.what();
     return false;
   }
   return true;
@@ -560,8 +575,11 @@ JoinReply join_coordinator(const std::string& host, uint16_t port, const std::st
                            int timeout_seconds, int node) {
   caf::actor_system_config config;
   caf::actor_system system{with_middleman(config)};
-  auto coordinator = system.middleman().remote_actor(host, port);
+  Tunnel tunnel(token.empty() ? std::string("-") : token, host, port);
+  auto coordinator = system.middleman().remote_actor("127.0.0.1", tunnel.local_port());
   if (!coordinator) {
+    const std::string refusal = tunnel.refusal();
+    if (!refusal.empty()) return {.accepted = false, .message = "refused: " + refusal};
     throw Error::FailedPrecondition(
         concat("cannot reach the coordinator at ", host, ":", port, ": ", system.render(coordinator.error())));
   }

@@ -22,6 +22,7 @@
 
 #include "comm/control_messages.h"
 #include "comm/coordinator.h"
+#include "comm/gate.h"
 #include "comm/transport.h"
 #include "core/error.h"
 
@@ -136,7 +137,8 @@ std::optional<JobConfig> job_config_from_environment() {
 
 struct Job::State {
   JobConfig config;
-  std::unique_ptr<Coordinator> coordinator;  // rank 0
+  std::unique_ptr<Coordinator> coordinator;      // rank 0
+  std::vector<std::unique_ptr<Tunnel>> tunnels;  // to the coordinators reached; they outlive `system`
   caf::actor_system_config caf_config;
   caf::actor_system system{with_middleman(caf_config)};
   caf::actor remote;                                // the coordinator
@@ -216,11 +218,28 @@ struct Job::State {
     return answer;
   }
 
+  // A coordinator at host:port, through a tunnel to its gate (comm/gate.h). Error::FailedPrecondition
+  // when its gate refused this rank's token (no use trying again).
+  caf::expected<caf::actor> reach(const std::string& host, uint16_t port) {
+    auto tunnel = std::make_unique<Tunnel>(config.token, host, port);
+    auto found = system.middleman().remote_actor("127.0.0.1", tunnel->local_port());
+    if (found) {
+      tunnels.push_back(std::move(tunnel));  // it carries the connection from now on
+      return found;
+    }
+    const std::string refusal = tunnel->refusal();
+    if (refusal.rfind("wrong job token", 0) == 0) {
+      throw Error::FailedPrecondition(
+          concat("the coordinator at ", host, ":", port, " refused rank ", config.rank, ": ", refusal));
+    }
+    return found;
+  }
+
   void connect_to_coordinator() {
     const auto deadline = Clock::now() + millis(config.join_timeout_seconds);
     std::string last_error;
     while (Clock::now() < deadline) {
-      auto found = system.middleman().remote_actor(config.master_addr, config.master_port);
+      auto found = reach(config.master_addr, config.master_port);
       if (found) {
         remote = *found;
         return;
@@ -291,7 +310,12 @@ struct Job::State {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
           continue;
         }
-        auto found = system.middleman().remote_actor(host, port);
+        caf::expected<caf::actor> found = caf::make_error(caf::sec::cannot_connect_to_node);
+        try {
+          found = reach(host, port);
+        } catch (const Error& error) {  // a gate that refuses this job's token is another job's
+          LOG(WARNING) << "member " << config.rank << ": " << error.what();
+        }
         if (!found) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
           continue;

@@ -10,7 +10,7 @@ packages=(
   libcaf-dev libucx-dev
   libprotobuf-dev protobuf-compiler
   libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev zlib1g-dev libxxhash-dev
+  libopenblas-dev zlib1g-dev libxxhash-dev libssl-dev
   python3-sklearn
   iproute2 procps bc
   munge slurmctld slurmd slurm-client

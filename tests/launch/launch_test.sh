@@ -5,6 +5,7 @@
 #   launch_test.sh BIN late-rank           a node that starts after the heartbeat deadline still joins
 #   launch_test.sh BIN missing-rank        a node that never starts: the join timeout names its ranks
 #   launch_test.sh BIN killed-rank         a rank killed mid-run ends the job within the deadline
+#   launch_test.sh BIN hostile-port        garbage and idle connections on rank 0's port during a run change nothing
 #   launch_test.sh BIN loopback-only       a job whose ranks are all here listens on loopback only
 #   launch_test.sh BIN two-jobs            a second job with the same token on the same port is turned away
 #   launch_test.sh BIN killed-launcher     kill -9 of tessel-launch: nothing the ranks started lives on
@@ -112,9 +113,50 @@ wrong-token)
     "$example" data-parallel --steps 20 > "$work/node1.log" 2>&1 || fail "the real rank 1 failed"
   wait_for $node0 60 || fail "node 0 exited $?"
   cat "$work/node0.log"
-  grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/node0.log" || fail "the refusal was not logged"
+  grep -q "gate: refused .*: its proof of the job token is wrong" "$work/node0.log" || fail "the refusal was not logged"
   grep -q "the same numbers" "$work/node0.log" || fail "the job did not go on to the right result"
   echo "PASS: a wrong token is refused and logged, and the job goes on"
+  ;;
+hostile-port)
+  # During a run, rank 0's coordinator port gets random bytes, a header shaped like CAF's BASP with
+  # absurd sizes (32 such bytes crashed rank 0 before the gate), an HTTP request and 200 idle
+  # connections. The job finishes with the one-device numbers, and the gate logs its refusals.
+  port=$(free_port)
+  "$launch" --nproc-per-node 2 --master-port "$port" -- "$example" tensor-parallel --steps 1500 --every 1000 \
+    > "$work/job.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ss -ltn "sport = :$port" | grep -q LISTEN && break; sleep 0.1; done
+  /usr/bin/python3 - "$port" <<'PY' || fail "the attack could not run"
+import random, socket, sys, time
+port = int(sys.argv[1])
+random.seed(5)
+def attack(payload):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(payload)
+    try:
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    s.close()
+for _ in range(50):
+    attack(bytes(random.randrange(256) for _ in range(random.randrange(1, 300))))
+attack(bytes(8) + b"\xff" + bytes(23))                      # the 32 bytes that crashed rank 0
+attack(b"\x00" * 8 + b"\xff" * 8 + b"\x00" * 16)
+attack(b"GET / HTTP/1.1\r\nHost: coordinator\r\n\r\n")
+idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+time.sleep(1)
+for s in idle:
+    s.close()
+print("sent 53 attacks and held 200 idle connections for 1 s")
+PY
+  wait_for "${pids[0]}" 120; status=$?
+  grep -v "^\[rank [0-9]\] *[0-9]" "$work/job.log" | grep -E "gate:|same numbers|DIFFERENT" | head -6
+  [ $status = 0 ] || fail "the job exited $status under the attack"
+  [ "$(grep -c 'the same numbers' "$work/job.log")" = 2 ] || fail "the ranks did not end with the one-device numbers"
+  grep -q "gate: refused 127.0.0.1:[0-9]*: " "$work/job.log" || fail "the refusals were not logged"
+  echo "PASS: garbage, a BASP header, HTTP and 200 idle connections on the coordinator port change nothing"
   ;;
 loopback-only)
   # A job whose ranks are all here listens on loopback only: its coordinator port is not open on the
@@ -155,8 +197,10 @@ two-jobs)
   [ $status = 1 ] && [ $status_0 = 1 ] || fail "the second job's launchers exited $status and $status_0, expected 1"
   grep -q "this job has 2 ranks, and the joining rank's has 6: another job with this token on this port?" \
     "$work/other1.log" || fail "the second job's ranks were not refused by the first job's coordinator"
-  grep -q "cannot listen on 0.0.0.0:$port (is another job using the port?)" "$work/other0.log" ||
-    fail "the second job's rank 0 does not say the port is taken"
+  # Its node 0: rank 0 cannot listen, or its other ranks are refused first and the launcher stops it.
+  grep -q -e "cannot listen on [0-9.]*:$port: .*(is another job using the port?)" \
+    -e "this job has 2 ranks, and the joining rank's has 6" "$work/other0.log" ||
+    fail "the second job's node 0 does not say why it stops"
   [ $status0 = 0 ] && [ $status1 = 0 ] || fail "the first job's launchers exited $status0 and $status1"
   [ "$(cat "$work/node0.log" "$work/node1.log" | grep -c 'the same numbers')" = 2 ] ||
     fail "the first job's ranks did not end with the one-device numbers"

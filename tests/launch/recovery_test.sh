@@ -52,7 +52,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; echo "--- job log"; tail -n 40 "$work/job.log"; exit 1; }
+fail() {
+  echo "FAIL: $*"; echo "--- job log"; tail -n 40 "$work/job.log"
+  [ -f "$work/joiner.log" ] && { echo "--- the joining launcher's log"; tail -n 30 "$work/joiner.log"; }
+  exit 1
+}
 
 steps=400 kill_at=100
 extra=() grow=()
@@ -203,7 +207,7 @@ grow)  # a 4th rank joins the 3, from another launcher with the job's port and t
   token=$(tr '\0' '\n' < "/proc/$(pid_of 1)/environ" | sed -n 's/^TESSEL_JOB_TOKEN=//p')
   timeout 30 "$launch" --join --nnodes 1:1 --master-port "$port" --token wrong-token -- "$example" "$layout" \
     > "$work/intruder.log" 2>&1 && fail "a replacement with a wrong token was let in"
-  grep -q "refused a new rank: wrong job token" "$work/intruder.log" ||
+  grep -q "refused rank [0-9]*: wrong job token" "$work/intruder.log" ||
     fail "the wrong token was not refused: $(tail -3 "$work/intruder.log")"
   timeout 120 "$launch" --join --nnodes 1:1 --node-rank 0 --nproc-per-node 1 --master-port "$port" --token "$token" \
     --heartbeat-deadline $deadline -- "$example" "$layout" "${extra[@]}" --steps $steps --every 50 \
@@ -305,7 +309,7 @@ awk '/^resumed at step/ { from = $4; for (s in seen) if (s + 0 >= from) delete s
 awk '/^step/ { split($4, r, "-"); if (r[1] != $2 * 64 || r[2] != $2 * 64 + 63) { print; exit 1 } }' "$work/s.member$watch" ||
   fail "a step trained on other samples than its batch"
 if [ "$mode" = intruder ]; then
-  grep -q "coordinator: refused a join as rank 1: wrong job token" "$work/job.log" || fail "the refusal was not logged"
+  grep -q "gate: refused .*: its proof of the job token is wrong" "$work/job.log" || fail "the refusal was not logged"
   echo "refused during the recovery: a wrong token, and a second rank 2"
 fi
 grep "^\[rank $watch\] .*recovered: epoch" "$work/job.log" | sed 's/^.*recovered: /recovered: /'
