@@ -6,6 +6,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include <cerrno>
 #include <cstring>
@@ -534,19 +535,39 @@ void validate_plan(const proto::Plan& plan) {
   }
 }
 
+namespace {
+// A binary plan: "TSLPLAN1", the message's length and its xxh64 (little-endian), then the message.
+constexpr char kPlanMagic[8] = {'T', 'S', 'L', 'P', 'L', 'A', 'N', '1'};
+constexpr size_t kPlanHeader = 24;
+
+void put64(char* at, uint64_t value) {
+  for (int i = 0; i < 8; ++i) at[i] = static_cast<char>(value >> (8 * i));
+}
+uint64_t get64(const char* at) {
+  uint64_t value = 0;
+  for (int i = 0; i < 8; ++i) value |= uint64_t{static_cast<unsigned char>(at[i])} << (8 * i);
+  return value;
+}
+}  // namespace
+
 std::string plan_to_bytes(const proto::Plan& plan, PlanFormat format) {
   std::string bytes;
   if (format == PlanFormat::text) {
     google::protobuf::TextFormat::PrintToString(plan, &bytes);
     return bytes;
   }
+  std::string message;
   {
-    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::StringOutputStream stream(&message);
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
     plan.SerializeToCodedStream(&coded);
   }
-  return bytes;
+  bytes.resize(kPlanHeader);
+  std::memcpy(bytes.data(), kPlanMagic, sizeof kPlanMagic);
+  put64(bytes.data() + 8, message.size());
+  put64(bytes.data() + 16, XXH64(message.data(), message.size(), 0));
+  return bytes + message;
 }
 
 namespace {
@@ -573,8 +594,26 @@ proto::Plan plan_from_bytes(std::string_view bytes, PlanFormat format) {
     if (!parser.ParseFromString(std::string(bytes), &plan)) {
       throw Error::DataLoss(concat("the text is not a valid tessel.proto.Plan: ", error.text));
     }
-  } else if (!plan.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error::DataLoss("the bytes are not a valid tessel.proto.Plan");
+  } else {
+    if (bytes.empty()) throw Error::DataLoss("the plan is empty: 0 bytes, where a binary plan has a header and a plan");
+    if (bytes.size() < kPlanHeader || std::memcmp(bytes.data(), kPlanMagic, sizeof kPlanMagic) != 0) {
+      throw Error::DataLoss(
+          "these bytes are not a binary Tessel plan: it begins with \"TSLPLAN1\" (a plan written before plans "
+          "carried checksums must be written again)");
+    }
+    const uint64_t length = get64(bytes.data() + 8), checksum = get64(bytes.data() + 16);
+    if (length != bytes.size() - kPlanHeader) {
+      throw Error::DataLoss(concat("the plan is truncated or too long: its header says ", length,
+                                   " bytes of plan, and ", bytes.size() - kPlanHeader, " follow it"));
+    }
+    const uint64_t actual = XXH64(bytes.data() + kPlanHeader, length, 0);
+    if (actual != checksum) {
+      throw Error::DataLoss(
+          concat("the plan is corrupt: its bytes have xxh64 ", actual, ", its header expects ", checksum));
+    }
+    if (!plan.ParseFromArray(bytes.data() + kPlanHeader, static_cast<int>(length))) {
+      throw Error::DataLoss("the bytes are not a valid tessel.proto.Plan");
+    }
   }
   validate_plan(plan);
   return plan;

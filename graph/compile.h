@@ -66,9 +66,11 @@ proto::Plan compile_plan(const Graph& graph, const PlanOptions& options);
 enum class PlanFormat { binary, text };
 // A plan's bytes are untrusted: more than this is refused before it is parsed.
 constexpr uint64_t kMaxPlanBytes = uint64_t{1} << 30;
-std::string plan_to_bytes(const proto::Plan& plan, PlanFormat format);  // deterministic
-// Error::DataLoss for bytes that are not a plan; Error::InvalidArgument for a plan whose
-// references do not hold together.
+// Deterministic. A binary plan carries a header with its length and xxh64 checksum.
+std::string plan_to_bytes(const proto::Plan& plan, PlanFormat format);
+// Error::DataLoss for bytes that are not a plan, or a binary plan whose length or checksum does
+// not match its bytes (any flipped bit); Error::InvalidArgument for a plan whose references do
+// not hold together.
 proto::Plan plan_from_bytes(std::string_view bytes, PlanFormat format);
 // Files ending in .pbtxt or .txt are text, others binary. Error::NotFound for a missing file.
 void write_plan(const proto::Plan& plan, const std::string& path);
