@@ -21,7 +21,24 @@ namespace {
 
 using namespace hosting;
 
+// Thread and step counts within reason, checked before CAF starts a thread: a million workers
+// would be a million threads.
+constexpr int kMaxThreads = 1024;
+
+void check_counts(const ExecutorOptions& options) {
+  const auto within = [](const char* name, int value, const char* what) {
+    if (value < 1 || value > kMaxThreads) {
+      throw Error::InvalidArgument(
+          concat("ExecutorOptions::", name, " is ", value, ", expected 1 to ", kMaxThreads, " (", what, ")"));
+    }
+  };
+  within("worker_threads", options.worker_threads, "threads per device that run actors at once");
+  within("kernel_threads_per_device", options.kernel_threads_per_device, "each device's kernel threads");
+  within("steps_in_flight", options.steps_in_flight, "steps fed ahead of the oldest unfinished one");
+}
+
 caf::actor_system_config& configured(caf::actor_system_config& config, const ExecutorOptions& options, int devices) {
+  check_counts(options);
   config.set("scheduler.max-threads", static_cast<size_t>(std::max(1, options.worker_threads) * std::max(1, devices)));
   return config;
 }

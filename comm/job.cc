@@ -365,7 +365,7 @@ struct Job::State {
 
   // Gives this epoch's transport address for epoch `target` (or a later one, when another member
   // is lost or joins meanwhile) and waits until every member has: then the roster is this rank's.
-  void form(int target, const std::string& address) {
+  void form(int target, std::string address) {
     const auto deadline = Clock::now() + millis(config.join_timeout_seconds);
     while (Clock::now() < deadline) {
       std::string answer;
@@ -383,7 +383,23 @@ struct Job::State {
         continue;
       }
       if (answer.rfind("roster ", 0) == 0) {
-        take_roster(answer);
+        try {
+          take_roster(answer);
+        } catch (const Error& error) {
+          // A member that already moved on to a later epoch (one more joined or was lost) closed
+          // this epoch's worker: connecting to it fails. Form the next epoch, on a fresh transport;
+          // the coordinator answers with the epoch it is at.
+          LOG(WARNING) << "member " << config.rank << ": epoch " << target << "'s roster did not connect ("
+                       << error.what() << "); forming the next";
+          transport->close();
+          retired.push_back(std::move(transport));
+          transport = new_transport();
+          const std::vector<uint8_t> bytes = transport->address();
+          address.assign(bytes.begin(), bytes.end());
+          target = std::max(newest.load(), target + 1);
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          continue;
+        }
         LOG(INFO) << "member " << config.rank << " is rank " << rank.load() << " of " << world_size.load()
                   << " in epoch " << epoch.load();
         return;

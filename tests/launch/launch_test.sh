@@ -212,12 +212,13 @@ killed-launcher)
   marker="sleep 53.$$"
   "$launch" --nproc-per-node 2 -- bash -c "$marker & echo started; wait" > "$work/job.log" 2>&1 &
   launcher=$!
-  for _ in $(seq 100); do [ "$(pgrep -fc "$marker")" -ge 2 ] && break; sleep 0.1; done
-  [ "$(pgrep -fc "$marker")" -ge 2 ] || fail "the ranks did not start their processes"
+  # "^sleep": the sleeps themselves, not the ranks' shells whose command lines name them too.
+  for _ in $(seq 100); do [ "$(pgrep -fc "^$marker")" -ge 2 ] && break; sleep 0.1; done
+  [ "$(pgrep -fc "^$marker")" -ge 2 ] || fail "the ranks did not start their processes"
   kill -9 $launcher
-  for _ in $(seq 30); do pgrep -f "$marker" > /dev/null || break; sleep 0.1; done
-  left=$(pgrep -fc "$marker")
-  pkill -9 -f "$marker"
+  for _ in $(seq 30); do pgrep -f "^$marker" > /dev/null || break; sleep 0.1; done
+  left=$(pgrep -fc "^$marker")
+  pkill -9 -f "^$marker"
   [ "$left" = 0 ] || fail "$left process(es) the ranks started outlived the killed launcher"
   echo "PASS: kill -9 of the launcher leaves none of the job's processes behind"
   ;;

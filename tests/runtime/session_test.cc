@@ -241,5 +241,19 @@ TEST(Session, ATrainingThatDivergesStopsWithAnError) {
   EXPECT_LT(session.steps_done(), 100);
 }
 
+// A thread count beyond reason is refused by name before any thread starts (a million workers
+// would have been a million threads).
+TEST(Session, ThreadCountsBeyondReasonAreRefused) {
+  Classifier c;
+  EXPECT_TESSEL_ERROR(Session(c.g, {c.loss}, {.worker_threads = 1000000}), ErrorCode::kInvalidArgument,
+                      "ExecutorOptions::worker_threads is 1000000, expected 1 to 1024");
+  EXPECT_TESSEL_ERROR(Session(c.g, {c.loss}, {.worker_threads = 0}), ErrorCode::kInvalidArgument,
+                      "worker_threads is 0");
+  EXPECT_TESSEL_ERROR(Session(c.g, {c.loss}, {.steps_in_flight = 0}), ErrorCode::kInvalidArgument,
+                      "steps_in_flight is 0");
+  EXPECT_TESSEL_ERROR(Session(c.g, {c.loss}, {.placement = Placement::cpu(2), .kernel_threads_per_device = 5000}),
+                      ErrorCode::kInvalidArgument, "kernel_threads_per_device is 5000");
+}
+
 }  // namespace
 }  // namespace tessel
