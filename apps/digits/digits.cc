@@ -41,13 +41,20 @@ std::string find_digits_file(const std::vector<std::string>& library_roots) {
 }
 
 namespace {
-std::string read_gzip(const std::string& path) {
+std::string read_gzip(const std::string& path, size_t max_bytes) {
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) throw Error::NotFound(concat("cannot open '", path, "'"));
   std::string text;
   char buffer[1 << 16];
   int read = 0;
-  while ((read = gzread(file, buffer, sizeof buffer)) > 0) text.append(buffer, read);
+  while ((read = gzread(file, buffer, sizeof buffer)) > 0) {
+    if (text.size() + static_cast<size_t>(read) > max_bytes) {
+      gzclose(file);
+      throw Error::DataLoss(concat("'", path, "' expands past ", max_bytes,
+                                   " bytes: too much for a data set of digits (a damaged or hostile file?)"));
+    }
+    text.append(buffer, read);
+  }
   int code = Z_OK;
   const std::string reason = read < 0 ? gzerror(file, &code) : "";
   // A stream cut short, even at a line boundary or within its trailer (the CRC and length), ends
@@ -63,8 +70,8 @@ std::string read_gzip(const std::string& path) {
 }
 }  // namespace
 
-Dataset load_digits(const std::string& path) {
-  const std::string text = read_gzip(path);
+Dataset load_digits(const std::string& path, size_t max_bytes) {
+  const std::string text = read_gzip(path, max_bytes);
   std::vector<float> pixels;
   std::vector<int64_t> labels;
   std::istringstream lines(text);

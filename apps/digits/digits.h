@@ -24,8 +24,10 @@ struct Dataset {
 std::string find_digits_file(const std::vector<std::string>& library_roots = {"/usr/lib", "/usr/local/lib"});
 
 // Reads the gzipped CSV (64 pixel columns, then the label). Error::DataLoss names the line
-// of a malformed row.
-Dataset load_digits(const std::string& path);
+// of a malformed row, and refuses a file that expands past `max_bytes` (a gzip of a few KB can
+// expand to gigabytes) before it holds them.
+constexpr size_t kMaxDigitsBytes = size_t{1} << 30;
+Dataset load_digits(const std::string& path, size_t max_bytes = kMaxDigitsBytes);
 
 // A fixed, seeded split: `test_fraction` of the images, drawn by a seeded shuffle, for test.
 struct Split {

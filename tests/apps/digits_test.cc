@@ -130,6 +130,8 @@ TEST(Digits, TruncatedGzipFilesAreRefused) {
   gzwrite(out, rows.data(), static_cast<unsigned>(rows.size()));
   gzclose(out);
   EXPECT_EQ(digits::load_digits(whole).size(), 40);
+  // A file that expands past the bound is refused before it is held (the bound is 1 GiB by default).
+  EXPECT_TESSEL_ERROR(digits::load_digits(whole, 1000), ErrorCode::kDataLoss, "expands past 1000 bytes");
   std::string bytes;
   {
     std::ifstream in(whole, std::ios::binary);
