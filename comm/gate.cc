@@ -23,6 +23,7 @@
 #include <deque>
 #include <list>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -223,9 +224,14 @@ class Loop {
     links_.push_back(std::move(made));
   }
 
-  void refuse(const Pending& pending, const std::string& why) {
+  // Counted and logged first, then `last_words` (if any) sent, then closed.
+  void refuse(const Pending& pending, const std::string& why, std::string_view last_words = {}) {
     ++refused_;
     log_.warn(concat(name_, ": refused ", pending.peer, ": ", why));
+    if (!last_words.empty() && pending.fd >= 0 &&
+        send(pending.fd, last_words.data(), last_words.size(), MSG_NOSIGNAL) < 0) {
+      // the peer is gone already
+    }
     close_pending(pending);
   }
 
@@ -373,11 +379,7 @@ struct Gate::State : Loop {
     const Proof expected = prove(token, "peer", pending.mine.data(), pending.theirs.data());
     if (CRYPTO_memcmp(expected.data(), answer + sizeof kMagic + kNonce, kProof) != 0) {
       // A proof of zeros says "refused" to a peer that spoke the handshake: it can say why it stops.
-      const Proof refused{};
-      if (send(pending.fd, refused.data(), refused.size(), MSG_NOSIGNAL) < 0) {
-        // the peer is gone already
-      }
-      refuse(pending, "its proof of the job token is wrong (wrong job token)");
+      refuse(pending, "its proof of the job token is wrong (wrong job token)", std::string(kProof, '\0'));
       return false;
     }
     const int inside = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -105,7 +105,7 @@ TEST(Gate, AWrongTokenIsRefusedAndTheTunnelSaysWhy) {
   ASSERT_GE(fd, 0);
   EXPECT_EQ(read_all(fd), "") << "the tunnel closes what it cannot carry";
   close(fd);
-  EXPECT_EQ(gate.refused(), 1);
+  EXPECT_EQ(gate.refused(), 1) << "counted before the peer hears of it";
   EXPECT_EQ(inside.reached, 0);
   EXPECT_EQ(tunnel.refusal().rfind("wrong job token", 0), 0u) << tunnel.refusal();
 }
