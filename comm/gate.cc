@@ -268,6 +268,8 @@ class Loop {
       if (fds[0].revents != 0) return;
       const auto now = Clock::now();
       size_t at = 2;
+      // The links the poll saw: a handshake that ends below adds one, polled from the next round.
+      const size_t polled_links = links_.size();
       // Handshakes: the poll's entries follow pending_'s order; new ones come after.
       std::list<Pending> keep;
       const size_t count = pending_.size();
@@ -283,7 +285,9 @@ class Loop {
         keep.push_back(std::move(pending));
       }
       pending_.assign(std::make_move_iterator(keep.begin()), std::make_move_iterator(keep.end()));
-      for (Link& link : links_) {
+      size_t seen = 0;
+      for (auto it = links_.begin(); it != links_.end() && seen < polled_links; ++it, ++seen) {
+        Link& link = *it;
         const short outside = fds[at++].revents, inside = fds[at++].revents;
         const short hangup = POLLERR | POLLHUP;
         if (!move(link.in, outside & (POLLIN | hangup), inside & (POLLOUT | hangup)) ||

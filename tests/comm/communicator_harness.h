@@ -262,7 +262,7 @@ void define(Collective& c, uint64_t seed) {
       }
       case Operation::all_gather:
         for (int j = 0; j < n; ++j) {
-          std::memcpy(out, c.send[j].data(), c.send[j].size());
+          if (!c.send[j].empty()) std::memcpy(out, c.send[j].data(), c.send[j].size());  // no null pointers
           out += c.counts[j];
         }
         break;
@@ -270,7 +270,7 @@ void define(Collective& c, uint64_t seed) {
         for (int i = 0; i < n; ++i) {  // member i's chunk m, after the chunks before it
           size_t offset = 0;
           for (int j = 0; j < m; ++j) offset += c.matrix[i][j];
-          std::memcpy(out, as<T>(c.send[i]) + offset, c.matrix[i][m] * sizeof(T));
+          if (c.matrix[i][m] > 0) std::memcpy(out, as<T>(c.send[i]) + offset, c.matrix[i][m] * sizeof(T));
           out += c.matrix[i][m];
         }
         break;
