@@ -221,6 +221,13 @@ class Loop {
     const int on = 1;
     setsockopt(outside, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     setsockopt(inside, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    // A peer whose host vanished (a cut cable) sends no FIN: keepalive ends its link in about a
+    // minute instead of never.
+    const int idle = 30, interval = 10, probes = 3;
+    setsockopt(outside, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(outside, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(outside, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    setsockopt(outside, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
     links_.push_back(std::move(made));
   }
 

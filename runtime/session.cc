@@ -726,7 +726,8 @@ std::vector<std::vector<HostTensor>> Session::run(int64_t steps, const FeedFn& f
     Progress(Impl& impl, int64_t steps) : impl(impl) { report(steps); }
     ~Progress() { report(0); }
     void report(int64_t more) const {
-      if (impl.options.job == nullptr || impl.interpreter) return;
+      // No executor: a recovery's re-plan failed, and the run ends with its error.
+      if (impl.options.job == nullptr || impl.interpreter || !impl.executor) return;
       const int64_t done = impl.executor->steps_done();
       impl.options.job->progress(done, done + more);
     }

@@ -150,13 +150,13 @@ std::string how_it_ended(int status) {
 // rank's process group to it, and when the pipe closes (the launcher ended, even by kill -9) it
 // kills every group: what the ranks started goes with them. Returns the pipe's write end.
 int start_keeper() {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  int fds[2];  // a socket pair, not a pipe: a keeper killed from outside costs a failed send, not SIGPIPE
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw std::runtime_error("socketpair failed");
   const pid_t keeper = fork();
   if (keeper < 0) throw std::runtime_error("fork failed");
   if (keeper == 0) {
     close(fds[1]);
-    setsid();  // signals to the launcher's group or session spare it
+    setsid();                   // signals to the launcher's group or session spare it
     if (fork() != 0) _exit(0);  // not the launcher's child: the launcher's children are its ranks
     for (int fd = 0; fd < 3; ++fd) {
       const int null = open("/dev/null", O_RDWR);
@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
   const int keeper = start_keeper();
   const auto keep = [keeper](const Child& child) {
     const pid_t group = child.pid;  // each rank leads its own process group
-    if (write(keeper, &group, sizeof group) != sizeof group) std::perror("tessel-launch: the keeper");
+    if (send(keeper, &group, sizeof group, MSG_NOSIGNAL) != sizeof group) std::perror("tessel-launch: the keeper");
   };
   std::vector<Child> children;
   for (size_t i = 0; i < config.ranks.size(); ++i) {
