@@ -517,7 +517,7 @@ ActorSpec spec_of(const proto::RankPlan& rank, int device, int id, const RankLay
   }
   if (actor.kind() == proto::COLLECTIVE) set_collective(actor, spec);
   if (actor.kind() == proto::KERNEL || actor.kind() == proto::UPDATE) {
-    const DType dispatch = spec.input_types.empty() ? spec.output_types[0].dtype : spec.input_types[0].dtype;
+    const DType dispatch = dispatch_dtype(OpRegistry::global().find(actor.op()), spec.input_types, spec.output_types);
     try {
       spec.kernel = OpRegistry::global().kernel(actor.op(), DeviceType::cpu, dispatch);
     } catch (const Error& error) {

@@ -19,6 +19,8 @@ size_t size_of(DType dtype) {
       return 4;
     case DType::i64:
       return 8;
+    case DType::boolean:
+      return 1;
   }
   return 0;
 }
@@ -35,12 +37,14 @@ std::string_view name_of(DType dtype) {
       return "i32";
     case DType::i64:
       return "i64";
+    case DType::boolean:
+      return "bool";
   }
   return "?";
 }
 
 std::optional<DType> parse_dtype(std::string_view name) {
-  for (DType d : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i64}) {
+  for (DType d : kAllDTypes) {
     if (name_of(d) == name) return d;
   }
   return std::nullopt;
@@ -48,7 +52,7 @@ std::optional<DType> parse_dtype(std::string_view name) {
 
 DType dtype_named(std::string_view name) {
   if (auto dtype = parse_dtype(name)) return *dtype;
-  throw Error::InvalidArgument(concat("unknown dtype '", name, "' (expected f32, f16, bf16, i32 or i64)"));
+  throw Error::InvalidArgument(concat("unknown dtype '", name, "' (expected f32, f16, bf16, i32, i64 or bool)"));
 }
 
 bool is_floating(DType dtype) { return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16; }

@@ -2,6 +2,7 @@
 // through float with the functions below.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -10,13 +11,17 @@
 
 namespace tessel {
 
-enum class DType : uint8_t { f32, f16, bf16, i32, i64 };
+// `boolean` ("bool") is what comparisons give: one byte, 0 or 1.
+enum class DType : uint8_t { f32, f16, bf16, i32, i64, boolean };
+inline constexpr std::array<DType, 6> kAllDTypes = {DType::f32,  DType::f16, DType::bf16,
+                                                     DType::i32, DType::i64, DType::boolean};
 
 inline constexpr DType f32 = DType::f32;
 inline constexpr DType f16 = DType::f16;
 inline constexpr DType bf16 = DType::bf16;
 inline constexpr DType i32 = DType::i32;
 inline constexpr DType i64 = DType::i64;
+inline constexpr DType boolean = DType::boolean;
 
 size_t size_of(DType dtype);
 std::string_view name_of(DType dtype);  // "f32", "i64", ...
@@ -40,6 +45,10 @@ constexpr DType dtype_of<int32_t>() {
 template <>
 constexpr DType dtype_of<int64_t>() {
   return DType::i64;
+}
+template <>
+constexpr DType dtype_of<bool>() {
+  return DType::boolean;
 }
 
 // IEEE half and bfloat16 conversions, rounding to nearest even.

@@ -49,6 +49,8 @@ double HostTensor::get(int64_t index) const {
       return static_cast<const int32_t*>(p)[index];
     case DType::i64:
       return static_cast<double>(static_cast<const int64_t*>(p)[index]);
+    case DType::boolean:
+      return static_cast<const bool*>(p)[index] ? 1.0 : 0.0;
   }
   return 0;
 }
@@ -72,6 +74,9 @@ void HostTensor::set(int64_t index, double value) {
       break;
     case DType::i64:
       static_cast<int64_t*>(p)[index] = static_cast<int64_t>(value);
+      break;
+    case DType::boolean:
+      static_cast<bool*>(p)[index] = value != 0;
       break;
   }
 }

@@ -3,7 +3,9 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <tuple>
 
@@ -142,10 +144,38 @@ Attributes update_attributes(const AdamW& o) {
 }
 
 // What every update carries besides its optimizer's settings.
+bool contains(const std::vector<Tensor>& tensors, const Tensor& t) {
+  return std::find(tensors.begin(), tensors.end(), t) != tensors.end();
+}
+
 void set_update_attributes(Attributes& attrs, const Tensor& param, const MinimizeOptions& options) {
   attrs.set("accumulation_steps", static_cast<int64_t>(options.accumulation_steps));
   attrs.set("check_finite", options.check_finite);
   attrs.set("parameter", param.name());
+  const LrSchedule& schedule = options.schedule;
+  if (schedule.warmup_steps > 0 || schedule.decay != LrSchedule::Decay::none) {
+    attrs.set("warmup_steps", schedule.warmup_steps);
+    attrs.set("decay", std::string(schedule.decay == LrSchedule::Decay::cosine ? "cosine" : "none"));
+    attrs.set("total_steps", schedule.total_steps);
+    attrs.set("min_lr", schedule.min_lr);
+  }
+  if (contains(options.no_weight_decay, param) || (options.decay_only_matrices && param.rank() < 2)) {
+    attrs.set("weight_decay", 0.0);
+  }
+}
+
+// Scales every gradient by max_norm / (norm + 1e-6) where that is below 1.
+std::vector<Tensor> clip_by_global_norm(Graph& graph, const std::vector<Tensor>& gradients, double max_norm) {
+  Tensor squares;
+  for (const Tensor& g : gradients) {
+    const Tensor s = sum(g * g);
+    squares = squares.defined() ? squares + s : s;
+  }
+  const Tensor norm = sqrt(squares) + fill(graph, {}, 1e-6);
+  const Tensor factor = fill(graph, {}, max_norm) / clamp(norm, max_norm, std::numeric_limits<double>::infinity());
+  std::vector<Tensor> clipped;
+  for (const Tensor& g : gradients) clipped.push_back(g * factor);
+  return clipped;
 }
 
 void append_update(Graph& graph, const Tensor& param, const Tensor& gradient, const SGD& optimizer,
@@ -217,6 +247,27 @@ void check_settings(const AdamW& adam, const std::string& context) {
     }
   }
 }
+void check_schedule(const MinimizeOptions& options, const std::string& context) {
+  const LrSchedule& s = options.schedule;
+  if (s.warmup_steps < 0) {
+    throw Error::InvalidArgument(concat(context, ": warmup_steps is ", s.warmup_steps, ", expected 0 or more"));
+  }
+  if (s.decay == LrSchedule::Decay::cosine && (s.total_steps < s.warmup_steps || !std::isfinite(s.min_lr) ||
+                                               s.min_lr < 0)) {
+    throw Error::InvalidArgument(concat(context, ": a cosine schedule needs total_steps >= warmup_steps (got ",
+                                        s.total_steps, " and ", s.warmup_steps, ") and a finite min_lr >= 0 (got ",
+                                        s.min_lr, ")"));
+  }
+  if (!(options.clip_grad_norm >= 0) || !std::isfinite(options.clip_grad_norm)) {
+    throw Error::InvalidArgument(
+        concat(context, ": clip_grad_norm is ", options.clip_grad_norm, ", expected a finite number >= 0 (0: off)"));
+  }
+  if (options.clip_grad_norm > 0 && options.accumulation_steps > 1) {
+    throw Error::Unimplemented(concat(context,
+                                      ": clip_grad_norm with accumulation_steps > 1 would clip each micro-batch "
+                                      "rather than their mean; not supported"));
+  }
+}
 }  // namespace
 
 template <typename Optimizer>
@@ -241,11 +292,32 @@ void Graph::minimize_with(const Tensor& loss, const Optimizer& optimizer, Minimi
                                              "); call it once, with the losses summed"));
     }
   }
-  const std::vector<Tensor> parameters = params();
-  if (parameters.empty()) throw Error::FailedPrecondition(concat(context, ": the graph has no parameters to train"));
+  check_schedule(options, context);
+  const std::vector<Tensor> all = params();
+  for (const std::vector<Tensor>* list : {&options.frozen, &options.no_weight_decay}) {
+    for (const Tensor& t : *list) {
+      if (!t.defined() || &t.graph() != this || !contains(all, t)) {
+        throw Error::InvalidArgument(concat(context, ": ", list == &options.frozen ? "frozen" : "no_weight_decay",
+                                            " lists '", t.defined() ? t.name() : std::string("an empty Tensor"),
+                                            "', which is not a parameter of this graph"));
+      }
+    }
+  }
+  std::vector<Tensor> parameters;
+  for (const Tensor& p : all) {
+    if (!contains(options.frozen, p)) parameters.push_back(p);
+  }
+  if (parameters.empty()) {
+    throw Error::FailedPrecondition(concat(context, all.empty() ? ": the graph has no parameters to train"
+                                                                : ": every parameter is frozen"));
+  }
   std::vector<Tensor> grads;
   try {
     grads = differentiate(*this, loss, parameters, "parameter", backward_depth_);
+    if (options.clip_grad_norm > 0) {
+      BackwardScope scope(backward_depth_);
+      grads = clip_by_global_norm(*this, grads, options.clip_grad_norm);
+    }
   } catch (const Error& error) {
     throw error.with_context(context);
   }

@@ -1,5 +1,7 @@
 #include "graph/compile.h"
 
+#include <atomic>
+
 #include <glog/logging.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/tokenizer.h>
@@ -182,7 +184,9 @@ class Compiler {
           actor->set_op(node.op);
           attributes_to_proto(node.attrs, *actor->mutable_attrs());
           actor->set_driven(node.inputs.empty());
-          const DType dispatch = node.inputs.empty() ? node.outputs[0].dtype : type_of(node.inputs[0]).dtype;
+          std::vector<TensorType> input_types;
+          for (const TensorRef& in : node.inputs) input_types.push_back(type_of(in));
+          const DType dispatch = dispatch_dtype(OpRegistry::global().find(node.op), input_types, node.outputs);
           try {
             OpRegistry::global().kernel(node.op, DeviceType::cpu, dispatch);
           } catch (const Error& error) {
@@ -424,7 +428,16 @@ void check_collective(const proto::ActorDef& actor, int rank, const std::string&
 
 }  // namespace
 
-proto::Plan compile_plan(const Graph& graph, const PlanOptions& options) { return Compiler(graph, options).compile(); }
+namespace {
+std::atomic<int64_t> compiled{0};
+}  // namespace
+
+proto::Plan compile_plan(const Graph& graph, const PlanOptions& options) {
+  compiled.fetch_add(1, std::memory_order_relaxed);
+  return Compiler(graph, options).compile();
+}
+
+int64_t compile_count() { return compiled.load(std::memory_order_relaxed); }
 
 const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
   for (const proto::RankPlan& share : plan.ranks()) {

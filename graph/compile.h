@@ -62,6 +62,8 @@ const proto::RankPlan& share_of(const proto::Plan& plan, int rank);
 // kernel for its dtype, or an update that writes something other than a variable, naming
 // the node and where it was made.
 proto::Plan compile_plan(const Graph& graph, const PlanOptions& options);
+// How many plans this process has compiled: tests show that a schedule needs no recompiling.
+int64_t compile_count();
 
 enum class PlanFormat { binary, text };
 // A plan's bytes are untrusted: more than this is refused before it is parsed.

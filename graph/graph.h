@@ -20,6 +20,7 @@
 #include "core/tensor.h"
 #include "ops/attributes.h"
 #include "ops/registry.h"
+#include "ops/schedule.h"
 
 namespace tessel {
 
@@ -116,6 +117,19 @@ struct MinimizeOptions {
   // went non-finite first. The check rides in the update's own loop (bench/runtime_bench shows
   // its cost); the run then ends, with the bad values in that parameter.
   bool check_finite = true;
+  // The learning rate of each update, from the optimizer's lr (ops/schedule.h).
+  LrSchedule schedule{};
+  // Gradients are scaled together so that their global L2 norm is at most this (0: off), as
+  // torch.nn.utils.clip_grad_norm_: by max_norm / (norm + 1e-6) where that is below 1. The norm
+  // is computed in the graph, so a sharded gradient's shards are reduced and a broadcast one
+  // counts once. Not with accumulation_steps > 1.
+  double clip_grad_norm = 0;
+  // Parameters that are not trained: no gradient is computed for them and no update made.
+  std::vector<Tensor> frozen{};
+  // Parameter groups: these get no weight decay; with decay_only_matrices, neither does any
+  // parameter of rank below 2 (biases and norm scales), as GPT-2's training does.
+  std::vector<Tensor> no_weight_decay{};
+  bool decay_only_matrices = false;
 };
 
 class Graph {

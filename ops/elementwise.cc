@@ -9,20 +9,8 @@ namespace {
 using namespace op_helpers;
 
 std::vector<TensorType> infer_broadcast(const InferContext& c) {
-  const TensorType& a = c.inputs[0];
-  const TensorType& b = c.inputs[1];
-  require_same_dtype(a, b);
-  auto shape = broadcast_shapes(a.shape, b.shape);
-  if (!shape) {
-    throw Error::ShapeMismatch(concat("shapes ", a.shape, " and ", b.shape,
-                                      " do not broadcast (expected each pair of trailing extents to be equal or 1)"));
-  }
-  return {{*shape, a.dtype}};
-}
-
-// Sums a gradient back to the shape of the input it belongs to.
-Tensor reduce_to(const Tensor& gradient, const Tensor& input) {
-  return gradient.shape() == input.shape() ? gradient : sum_to(gradient, input.shape());
+  require_same_dtype(c.inputs[0], c.inputs[1]);
+  return {{broadcast_or_throw(c.inputs[0].shape, c.inputs[1].shape), c.inputs[0].dtype}};
 }
 
 // (P, P) -> P: a + b adds the partial values; (P, B) -> P: a * b scales each of them.

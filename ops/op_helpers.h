@@ -44,6 +44,21 @@ inline int axis_of(const Shape& shape, int64_t axis, std::string_view what = "ax
   return *normalized;
 }
 
+// The NumPy broadcast of two shapes, or the ShapeMismatch that says why there is none.
+inline Shape broadcast_or_throw(const Shape& a, const Shape& b) {
+  auto shape = broadcast_shapes(a, b);
+  if (!shape) {
+    throw Error::ShapeMismatch(concat("shapes ", a, " and ", b,
+                                      " do not broadcast (expected each pair of trailing extents to be equal or 1)"));
+  }
+  return *shape;
+}
+
+// Sums a gradient back to the shape of the input it belongs to.
+inline Tensor reduce_to(const Tensor& gradient, const Tensor& input) {
+  return gradient.shape() == input.shape() ? gradient : sum_to(gradient, input.shape());
+}
+
 // --- SBP signatures -------------------------------------------------------------------------
 
 inline std::vector<Sbp> repeated(size_t count, const Sbp& sbp) { return std::vector<Sbp>(count, sbp); }

@@ -2,6 +2,7 @@
 // shape throws Error naming the op, the caller's file:line, both shapes and the rule.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "graph/graph.h"
@@ -41,6 +42,43 @@ Tensor gelu(const Tensor& x, Where where = Where::current());  // exact, with er
 Tensor tanh(const Tensor& x, Where where = Where::current());
 Tensor sigmoid(const Tensor& x, Where where = Where::current());
 
+// Math, element-wise, on floating point.
+Tensor exp(const Tensor& x, Where where = Where::current());
+Tensor log(const Tensor& x, Where where = Where::current());
+Tensor sqrt(const Tensor& x, Where where = Where::current());
+Tensor rsqrt(const Tensor& x, Where where = Where::current());  // 1 / sqrt(x)
+Tensor abs(const Tensor& x, Where where = Where::current());
+Tensor pow(const Tensor& x, double exponent, Where where = Where::current());
+// Limits x to [low, high]; pass an infinity for no bound on one side.
+Tensor clamp(const Tensor& x, double low, double high, Where where = Where::current());
+
+// Comparisons, with broadcasting, give bool tensors.
+Tensor less(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor less_equal(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor greater(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor greater_equal(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor equal(const Tensor& a, const Tensor& b, Where where = Where::current());
+Tensor not_equal(const Tensor& a, const Tensor& b, Where where = Where::current());
+// a where `condition` (bool) holds, b elsewhere; all three broadcast together.
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b, Where location = Where::current());
+// Between f32, f16, bf16, i32, i64 and bool. Floats to integers truncate toward zero, as a C++
+// cast; anything to bool is x != 0. The identity when x already has `dtype`.
+Tensor cast(const Tensor& x, DType dtype, Where where = Where::current());
+// The identity, through which no gradient flows.
+Tensor stop_gradient(const Tensor& x, Where where = Where::current());
+
+// Tensors made in the graph. arange: start, start + step, ... up to end (exclusive).
+Tensor arange(Graph& graph, int64_t start, int64_t end, int64_t step = 1, DType dtype = DType::i64,
+              Where where = Where::current());
+// x with the elements below diagonal k of its last two axes zeroed (column - row < k), and
+// tril: those above it (column - row > k).
+Tensor triu(const Tensor& x, int64_t diagonal = 0, Where where = Where::current());
+Tensor tril(const Tensor& x, int64_t diagonal = 0, Where where = Where::current());
+// bool [length, length]: true where column <= row, the positions a causal attention may see.
+Tensor causal_mask(Graph& graph, int64_t length, Where where = Where::current());
+// A fixed tensor that lives in the graph (and in its plan): at most 2^24 elements.
+Tensor constant(Graph& graph, const HostTensor& value, Where where = Where::current());
+
 Tensor softmax(const Tensor& x, int64_t axis = -1, Where where = Where::current());
 Tensor log_softmax(const Tensor& x, int64_t axis = -1, Where where = Where::current());
 
@@ -49,10 +87,24 @@ enum class Reduction { mean, sum, none };
 // averaged (mean), added (sum) or kept per position (none).
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::mean,
                      Where where = Where::current());
+struct CrossEntropyOptions {
+  Reduction reduction = Reduction::mean;
+  // Positions whose label is this add nothing, and a mean counts only the others (as torch's
+  // ignore_index; where every label is ignored the mean is 0, where torch gives NaN).
+  std::optional<int64_t> ignore_index;
+  // The target puts 1 - s on the label and s / C on every class (as torch's label_smoothing).
+  double label_smoothing = 0;
+};
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options,
+                     Where where = Where::current());
 
-// Reductions over `axes` (empty: all axes).
+// Reductions over `axes` (empty: all axes). max and min also take integers; argmax gives the
+// first index of the largest element along `axis`, as i64.
 Tensor sum(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false, Where where = Where::current());
 Tensor mean(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false, Where where = Where::current());
+Tensor max(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false, Where where = Where::current());
+Tensor min(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false, Where where = Where::current());
+Tensor argmax(const Tensor& x, int64_t axis = -1, bool keepdims = false, Where where = Where::current());
 
 // One extent of `shape` may be -1: it is inferred from the element count.
 Tensor reshape(const Tensor& x, Shape shape, Where where = Where::current());

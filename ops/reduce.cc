@@ -89,6 +89,83 @@ TESSEL_OP("mean")
       c.set_input_gradient(0, scale(spread_back(c), 1.0 / static_cast<double>(count)));
     });
 
+// max and min: a split of a kept axis stays split. A split of a reduced axis leaves each
+// device the maximum of its part, a partial max P(max); min has no partial form.
+std::vector<SbpSignature> extremum_sbp(const SbpContext& c, bool is_max) {
+  std::vector<SbpSignature> signatures;
+  for (const SbpSignature& s : reduction_sbp(c)) {
+    if (s.outputs[0] == P) {
+      if (!s.inputs[0].is_split() || !is_max) continue;
+      signatures.push_back({s.inputs, {Sbp::partial_max()}});
+    } else {
+      signatures.push_back(s);
+    }
+  }
+  if (is_max) signatures.push_back({{Sbp::partial_max()}, {Sbp::partial_max()}});
+  return signatures;
+}
+
+// The gradient of max or min goes to the elements equal to the result, shared among ties
+// (as torch.amax): dx = dy * (x == y) / count(x == y).
+void extremum_gradient(GradientContext& c) {
+  const Shape& x_shape = c.input(0).shape();
+  const Shape kept = keepdims_shape(x_shape, c.attrs().get_ints("axes"));
+  const DType dtype = c.input(0).dtype();
+  Tensor y = stop_gradient(c.output());
+  if (y.shape() != kept) y = reshape(y, kept);
+  const Tensor hits = cast(equal(c.input(0), y), dtype);
+  const Tensor share = hits / sum(hits, c.attrs().get_ints("axes"), /*keepdims=*/true);
+  c.set_input_gradient(0, spread_back(c) * share);
+}
+
+std::vector<TensorType> infer_extremum(const InferContext& c) {
+  if (c.inputs[0].dtype == DType::boolean) {
+    throw Error::ShapeMismatch("the input is bool (expected a number type: f32, f16, bf16, i32 or i64)");
+  }
+  if (c.inputs[0].shape.numel() == 0) {
+    throw Error::ShapeMismatch(concat("the input ", c.inputs[0].shape, " is empty, and has no maximum or minimum"));
+  }
+  return infer_reduction(c);
+}
+
+TESSEL_OP("max")
+    .inputs(1)
+    .infers(infer_extremum)
+    .sbp([](const SbpContext& c) { return extremum_sbp(c, true); })
+    .differentiates(extremum_gradient);
+TESSEL_OP("min")
+    .inputs(1)
+    .infers(infer_extremum)
+    .sbp([](const SbpContext& c) { return extremum_sbp(c, false); })
+    .differentiates(extremum_gradient);
+
+// argmax over one axis: the first index of the largest element, as i64.
+TESSEL_OP("argmax")
+    .inputs(1)
+    .infers([](const InferContext& c) -> std::vector<TensorType> {
+      const Shape& shape = c.inputs[0].shape;
+      const int axis = axis_of(shape, c.attrs.get_int("axis"));
+      if (shape[axis] == 0) throw Error::ShapeMismatch(concat("axis ", axis, " of ", shape, " is empty"));
+      std::vector<int64_t> dims;
+      for (int i = 0; i < shape.rank(); ++i) {
+        if (i != axis)
+          dims.push_back(shape[i]);
+        else if (c.attrs.get_bool("keepdims"))
+          dims.push_back(1);
+      }
+      return {{Shape(dims), DType::i64}};
+    })
+    .sbp([](const SbpContext& c) {
+      const int axis = axis_of(c.inputs[0].shape, c.attrs.get_int("axis"));
+      const bool keepdims = c.attrs.get_bool("keepdims");
+      std::vector<SbpSignature> signatures;
+      for (int i = 0; i < c.inputs[0].shape.rank(); ++i) {
+        if (i != axis) signatures.push_back({{S(i)}, {S(keepdims || i < axis ? i : i - 1)}});
+      }
+      signatures.push_back({{B}, {B}});
+      return signatures;
+    });
+
 }  // namespace
 
 Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdims, Where where) {
@@ -98,4 +175,16 @@ Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdims, Where whe
   return op_helpers::call("mean", {x}, {{"axes", axes}, {"keepdims", keepdims}}, where);
 }
 
+}  // namespace tessel
+
+namespace tessel {
+Tensor max(const Tensor& x, std::vector<int64_t> axes, bool keepdims, Where where) {
+  return op_helpers::call("max", {x}, {{"axes", axes}, {"keepdims", keepdims}}, where);
+}
+Tensor min(const Tensor& x, std::vector<int64_t> axes, bool keepdims, Where where) {
+  return op_helpers::call("min", {x}, {{"axes", axes}, {"keepdims", keepdims}}, where);
+}
+Tensor argmax(const Tensor& x, int64_t axis, bool keepdims, Where where) {
+  return op_helpers::call("argmax", {x}, {{"axis", axis}, {"keepdims", keepdims}}, where);
+}
 }  // namespace tessel

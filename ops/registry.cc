@@ -88,4 +88,10 @@ std::vector<std::string> OpRegistry::op_names() const {
   return names;
 }
 
+DType dispatch_dtype(const OpDef* op, std::span<const TensorType> inputs, std::span<const TensorType> outputs) {
+  const int input = op ? op->dispatch_input : 0;
+  if (inputs.empty() || input < 0) return outputs[0].dtype;
+  return inputs[std::min<size_t>(input, inputs.size() - 1)].dtype;
+}
+
 }  // namespace tessel

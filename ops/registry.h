@@ -72,6 +72,17 @@ struct LocalizeContext {
 };
 using LocalizeFn = std::function<void(const LocalizeContext&, Attributes& attrs)>;
 
+// A layout inference took from the signatures, on the devices of `placement`: for ops whose
+// signatures hold only for some device counts. reshape keeps a split only where every shard
+// stays one block in both shapes.
+struct FitContext {
+  std::span<const TensorType> inputs, outputs;
+  const Attributes& attrs;
+  const Placement& placement;
+  std::span<const NdSbp> input_sbps, output_sbps;
+};
+using FitFn = std::function<bool(const FitContext&)>;
+
 struct OpDef {
   std::string name;
   int min_inputs = 0;
@@ -81,6 +92,8 @@ struct OpDef {
   std::vector<int> mutated_inputs;  // optimizer updates write their state inputs in place
   SbpFn signatures;                 // empty: every input and output broadcast (B) only
   LocalizeFn localize;              // empty: a shard's instance keeps the logical attributes
+  FitFn fits;                       // empty: every signature holds on any devices it fits
+  int dispatch_input = 0;           // whose dtype picks the kernel: an input, or -1 for output 0
 
   // Builder calls, for declarations that read like the op's specification.
   OpDef& inputs(int count) {
@@ -108,12 +121,25 @@ struct OpDef {
     localize = std::move(fn);
     return *this;
   }
+  OpDef& fits_when(FitFn fn) {
+    fits = std::move(fn);
+    return *this;
+  }
+  OpDef& dispatches_on(int input) {
+    dispatch_input = input;
+    return *this;
+  }
   OpDef& mutates(std::vector<int> indices) {
     mutated_inputs = std::move(indices);
     return *this;
   }
   bool is_update() const { return !mutated_inputs.empty(); }
 };
+
+// The dtype a node's kernel is registered under: that of its op's dispatch input (input 0
+// unless the op says otherwise; input 0 for ops not declared, such as boxing), or of its first
+// output when it has no inputs.
+DType dispatch_dtype(const OpDef* op, std::span<const TensorType> inputs, std::span<const TensorType> outputs);
 
 class OpRegistry {
  public:

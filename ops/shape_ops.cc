@@ -1,11 +1,62 @@
 // reshape, transpose, concat and slice.
 #include <algorithm>
+#include <optional>
 
 #include "ops/op_helpers.h"
 
 namespace tessel {
 namespace {
 using namespace op_helpers;
+
+// The elements of box `region` of `shape` as runs of consecutive row-major indices, adjacent
+// runs merged; nullopt past `limit` runs.
+std::optional<std::vector<std::pair<int64_t, int64_t>>> runs_of(const Shape& shape, const Region& region,
+                                                                 size_t limit) {
+  const int rank = shape.rank();
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  if (region.numel() == 0) return runs;
+  // Trailing axes the box covers whole join the run of the last axis it does not.
+  int last = rank - 1;
+  int64_t run = 1;
+  while (last >= 0 && region.extents[last] == shape[last]) run *= shape[last--];
+  if (last < 0) return std::vector<std::pair<int64_t, int64_t>>{{0, run}};
+  run *= region.extents[last];
+  const std::vector<int64_t> strides = shape.strides();
+  std::vector<int64_t> index(last, 0);
+  while (true) {
+    int64_t start = region.starts[last] * strides[last];
+    for (int a = 0; a < last; ++a) start += (region.starts[a] + index[a]) * strides[a];
+    if (!runs.empty() && runs.back().first + runs.back().second == start) {
+      runs.back().second += run;
+    } else {
+      if (runs.size() == limit) return std::nullopt;
+      runs.push_back({start, run});
+    }
+    int a = last - 1;
+    for (; a >= 0; --a) {
+      if (++index[a] < region.extents[a]) break;
+      index[a] = 0;
+    }
+    if (a < 0) return runs;
+  }
+}
+
+// A reshape's shard is a reshape of the input's shard only when both boxes hold the same
+// elements: the same runs of row-major indices.
+bool reshape_keeps_blocks(const FitContext& c) {
+  constexpr size_t kRunLimit = 1 << 16;  // beyond, the split is refused rather than checked
+  const Shape& in = c.inputs[0].shape;
+  const Shape& out = c.outputs[0].shape;
+  for (int device = 0; device < c.placement.size(); ++device) {
+    const Region from = shard_region(in, c.placement, c.input_sbps[0], device);
+    const Region to = shard_region(out, c.placement, c.output_sbps[0], device);
+    if (from.numel() != to.numel()) return false;
+    const auto a = runs_of(in, from, kRunLimit);
+    const auto b = runs_of(out, to, kRunLimit);
+    if (!a || !b || *a != *b) return false;
+  }
+  return true;
+}
 
 TESSEL_OP("reshape")
     .inputs(1)
@@ -33,17 +84,24 @@ TESSEL_OP("reshape")
       return {{Shape(dims), c.inputs[0].dtype}};
     })
     .sbp([](const SbpContext& c) {
-      // Axis i may stay split while the extents up to and including it are unchanged.
+      // Input axis i may stay split as output axis j when both begin at the same element
+      // count: merging leading axes, or splitting one. Whether the shards then stay one block
+      // depends on the devices: reshape_keeps_blocks decides.
       const Shape& in = c.inputs[0].shape;
       const Shape& out = c.outputs[0].shape;
       std::vector<SbpSignature> signatures;
-      for (int axis = 0; axis < std::min(in.rank(), out.rank()) && in[axis] == out[axis]; ++axis) {
-        signatures.push_back({{S(axis)}, {S(axis)}});
+      int64_t before_in = 1;
+      for (int i = 0; i < in.rank(); before_in *= in[i], ++i) {
+        int64_t before_out = 1;
+        for (int j = 0; j < out.rank() && before_out <= before_in; before_out *= out[j], ++j) {
+          if (before_out == before_in && in[i] > 1 && out[j] > 1) signatures.push_back({{S(i)}, {S(j)}});
+        }
       }
       signatures.push_back({{B}, {B}});
-      signatures.push_back({{P}, {P}});
+      if (is_floating(c.inputs[0].dtype)) signatures.push_back({{P}, {P}});
       return signatures;
     })
+    .fits_when(reshape_keeps_blocks)
     .localizes(localize_shape)
     .differentiates([](GradientContext& c) {
       c.set_input_gradient(0, reshape(c.output_gradient(), c.input(0).shape()));

@@ -1,3 +1,5 @@
+#include <limits>
+
 #include "ops/op_helpers.h"
 
 namespace tessel {
@@ -95,8 +97,31 @@ Tensor log_softmax(const Tensor& x, int64_t axis, Where where) {
   return op_helpers::call("log_softmax", {x}, {{"axis", axis}}, where);
 }
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction, Where where) {
-  const char* name = reduction == Reduction::mean ? "mean" : reduction == Reduction::sum ? "sum" : "none";
-  return op_helpers::call("cross_entropy", {logits, labels}, {{"reduction", std::string(name)}}, where);
+  return cross_entropy(logits, labels, CrossEntropyOptions{.reduction = reduction}, where);
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options, Where where) {
+  if (!(options.label_smoothing >= 0 && options.label_smoothing <= 1)) {
+    throw Error::InvalidArgument(concat("cross_entropy at ", to_string(where), ": label_smoothing is ",
+                                        options.label_smoothing, " (expected a number in [0, 1])"));
+  }
+  const Reduction reduction = options.reduction;
+  Attributes attrs;
+  if (options.label_smoothing != 0) attrs.set("label_smoothing", options.label_smoothing);
+  if (options.ignore_index) attrs.set("ignore_index", *options.ignore_index);
+  if (!options.ignore_index || reduction != Reduction::mean) {
+    const char* name = reduction == Reduction::mean ? "mean" : reduction == Reduction::sum ? "sum" : "none";
+    attrs.set("reduction", std::string(name));
+    return op_helpers::call("cross_entropy", {logits, labels}, std::move(attrs), where);
+  }
+  // A mean over the labels that count: how many there are depends on the data, so it is
+  // computed in the graph, where it splits with the labels. All ignored gives 0 (torch: NaN).
+  attrs.set("reduction", std::string("sum"));
+  const Tensor total = op_helpers::call("cross_entropy", {logits, labels}, std::move(attrs), where);
+  Graph& graph = labels.graph();
+  const Tensor ignored = fill(graph, {}, static_cast<double>(*options.ignore_index), labels.dtype(), where);
+  const Tensor counted = sum(cast(not_equal(labels, ignored, where), logits.dtype(), where), {}, false, where);
+  return div(total, clamp(counted, 1, std::numeric_limits<double>::infinity(), where), where);
 }
 
 }  // namespace tessel

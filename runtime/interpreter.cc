@@ -103,7 +103,9 @@ std::vector<HostTensor> Interpreter::run(const Feeds& feeds, const std::vector<T
       outputs.emplace_back(type.shape, type.dtype);
       output_views.push_back(outputs.back().view());
     }
-    const DType dispatch = inputs.empty() ? node.outputs[0].dtype : inputs[0].dtype;
+    std::vector<TensorType> input_types;
+    for (const TensorView& view : inputs) input_types.push_back({view.shape, view.dtype});
+    const DType dispatch = dispatch_dtype(OpRegistry::global().find(node.op), input_types, node.outputs);
     const std::string context = describe(node);
     try {
       const KernelFn kernel = OpRegistry::global().kernel(node.op, DeviceType::cpu, dispatch);

@@ -175,8 +175,20 @@ class Inference {
   std::optional<Choice> evaluate(const Node& node, const OpDef& op, const std::vector<TensorType>& inputs,
                                  const Placement& placement, const std::vector<SbpSignature>& signature) {
     Choice choice{.placement = placement, .signature = signature};
+    std::vector<NdSbp> input_sbps, output_sbps;
     for (size_t o = 0; o < node.outputs.size(); ++o) {
-      if (!layout_fits(node.outputs[o].shape, {placement, nd_output(signature, o)})) return std::nullopt;
+      output_sbps.push_back(nd_output(signature, o));
+      if (!layout_fits(node.outputs[o].shape, {placement, output_sbps.back()})) return std::nullopt;
+      // Partial values are sums (or maxima) still to be taken; integers and booleans are
+      // labels, indices and masks, which are never that.
+      if (!is_floating(node.outputs[o].dtype) && output_sbps.back().has_partial()) return std::nullopt;
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      input_sbps.push_back(nd_input(signature, i));
+      if (!is_floating(inputs[i].dtype) && input_sbps.back().has_partial()) return std::nullopt;
+    }
+    if (op.fits && !op.fits(FitContext{inputs, node.outputs, node.attrs, placement, input_sbps, output_sbps})) {
+      return std::nullopt;
     }
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Layout wanted{placement, nd_input(signature, i)};

@@ -11,7 +11,7 @@ packages=(
   libprotobuf-dev protobuf-compiler
   libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev zlib1g-dev libxxhash-dev libssl-dev
-  python3-sklearn
+  python3-sklearn fortunes
   iproute2 procps bc
   munge slurmctld slurmd slurm-client
 )

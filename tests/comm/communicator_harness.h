@@ -304,6 +304,10 @@ inline Collective make_collective(Operation operation, DType dtype, ReduceOp red
     case DType::i64:
       define<int64_t>(c, seed);
       break;
+    case DType::boolean:
+      CHECK(operation == Operation::all_gather || operation == Operation::all_to_all);
+      define<int8_t>(c, seed);
+      break;
     case DType::f16:  // moved, never reduced: its bit patterns stand in
     case DType::bf16:
       CHECK(operation == Operation::all_gather || operation == Operation::all_to_all);

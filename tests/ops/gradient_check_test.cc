@@ -20,6 +20,7 @@ struct GradientCase {
   Build build;
   Feeds integer_feeds = {};  // inputs the build adds itself (labels, indices)
   float low = -1, high = 1;  // range of the random inputs
+  double eps = 5e-3;         // the finite difference's step
 };
 
 // Keeps values away from the kinks of relu and the like, where differences are not derivatives.
@@ -52,7 +53,7 @@ void check_gradients(const GradientCase& c) {
 
   Interpreter interpreter(g);
   const std::vector<HostTensor> analytic = interpreter.evaluate(feeds, grads, /*training_mode=*/true);
-  const double eps = 5e-3;
+  const double eps = c.eps;
   for (size_t i = 0; i < xs.size(); ++i) {
     ASSERT_EQ(analytic[i].shape(), c.shapes[i]);
     HostTensor& x = feeds["x" + std::to_string(i)];
@@ -192,6 +193,52 @@ std::vector<GradientCase> cases() {
       {"to", {{4, 6}}, [](Graph&, const V& x) { return to(x[0], Placement::cpu(2), {S(0)}); }},
       {"broadcast_to", {{3, 1}}, [](Graph&, const V& x) { return broadcast_to(x[0], {2, 3, 4}); }},
       {"sum_to", {{2, 3, 4}}, [](Graph&, const V& x) { return sum_to(x[0], {3, 1}); }},
+      {"exp", {{3, 4}}, [](Graph&, const V& x) { return exp(x[0]); }},
+      {"log", {{3, 4}}, [](Graph&, const V& x) { return log(x[0]); }, {}, 0.5f, 2.0f},
+      {"sqrt", {{3, 4}}, [](Graph&, const V& x) { return sqrt(x[0]); }, {}, 0.5f, 2.0f},
+      {"rsqrt", {{3, 4}}, [](Graph&, const V& x) { return rsqrt(x[0]); }, {}, 0.5f, 2.0f},
+      {"abs", {{3, 4}}, [](Graph&, const V& x) { return abs(x[0]); }},
+      {"pow_cube", {{3, 4}}, [](Graph&, const V& x) { return pow(x[0], 3); }},
+      {"pow_root", {{3, 4}}, [](Graph&, const V& x) { return pow(x[0], 0.5); }, {}, 0.5f, 2.0f},
+      {"clamp", {{4, 6}}, [](Graph&, const V& x) { return clamp(x[0], -0.5, 0.4); }},
+      {"where_broadcast",
+       {{3, 4}, {4}},
+       [](Graph& g, const V& x) { return where(greater(x[0], fill(g, {}, 0.0)), x[0] * x[0], x[1]); }},
+      {"cast_through_f16",
+       {{3, 4}},
+       [](Graph&, const V& x) { return cast(cast(x[0], f16), f32); },
+       {},
+       -1.0f,
+       1.0f,
+       0.25},  // linear: a wide step steps over f16's rounding
+      {"stop_gradient",
+       {{3, 4}},
+       [](Graph& g, const V& x) { return x[0] * stop_gradient(g.input("c", {3, 4})); },
+       {{"c", testing::random_tensor({3, 4}, 5)}}},
+      {"max_axis", {{3, 5}}, [](Graph&, const V& x) { return max(x[0], {1}); }},
+      {"max_all", {{3, 5}}, [](Graph&, const V& x) { return max(x[0]); }},
+      {"min_axes_keepdims", {{2, 3, 4}}, [](Graph&, const V& x) { return min(x[0], {0, 2}, true); }},
+      {"triu", {{2, 4, 5}}, [](Graph&, const V& x) { return triu(x[0], 1); }},
+      {"tril", {{4, 5}}, [](Graph&, const V& x) { return tril(x[0], -1); }},
+      {"causal_attention_scores",
+       {{2, 4, 4}},
+       [](Graph& g, const V& x) {
+         const Tensor minus_infinity = fill(g, {}, -1e9);
+         return softmax(where(causal_mask(g, 4), x[0], minus_infinity));
+       }},
+      {"cross_entropy_ignore_index_mean",
+       {{6, 4}},
+       [](Graph& g, const V& x) {
+         return cross_entropy(x[0], g.input("labels", {6}, i64), CrossEntropyOptions{.ignore_index = 2});
+       },
+       {{"labels", labels_of({6}, 4, i64)}}},
+      {"cross_entropy_label_smoothing",
+       {{5, 4}},
+       [](Graph& g, const V& x) {
+         return cross_entropy(x[0], g.input("labels", {5}, i64),
+                              CrossEntropyOptions{.reduction = Reduction::none, .label_smoothing = 0.1});
+       },
+       {{"labels", labels_of({5}, 4, i64)}}},
       {"chain_mlp",
        {{4, 3}, {3, 5}, {5}},
        [](Graph&, const V& x) { return log_softmax(gelu(bias_add(matmul(x[0], x[1]), x[2]))); }},

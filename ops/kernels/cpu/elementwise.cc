@@ -123,8 +123,16 @@ void bias_add(const KernelContext& c) {
 
 template <typename T>
 void fill(const KernelContext& c) {
-  const T value = static_cast<T>(c.attrs.get_float("value"));
+  const double given = c.attrs.get_float("value");
+  const T value = std::is_same_v<T, bool> ? given != 0 : static_cast<T>(given);
   T* y = c.outputs[0].as<T>();
+  for (int64_t i = 0, n = c.outputs[0].numel(); i < n; ++i) y[i] = value;
+}
+
+template <uint16_t (*Encode)(float)>
+void fill_16(const KernelContext& c) {
+  const uint16_t value = Encode(static_cast<float>(c.attrs.get_float("value")));
+  uint16_t* y = static_cast<uint16_t*>(c.outputs[0].data);
   for (int64_t i = 0, n = c.outputs[0].numel(); i < n; ++i) y[i] = value;
 }
 
@@ -184,6 +192,9 @@ TESSEL_KERNEL("sigmoid_grad", cpu, f32, binary<SigmoidGrad>);
 TESSEL_KERNEL("fill", cpu, f32, fill<float>);
 TESSEL_KERNEL("fill", cpu, i32, fill<int32_t>);
 TESSEL_KERNEL("fill", cpu, i64, fill<int64_t>);
+TESSEL_KERNEL("fill", cpu, boolean, fill<bool>);
+TESSEL_KERNEL("fill", cpu, f16, fill_16<float_to_f16>);
+TESSEL_KERNEL("fill", cpu, bf16, fill_16<float_to_bf16>);
 TESSEL_KERNEL("broadcast_to", cpu, f32, broadcast_to);
 TESSEL_KERNEL("sum_to", cpu, f32, sum_to);
 

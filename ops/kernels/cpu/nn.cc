@@ -1,6 +1,8 @@
 // CPU kernels of reductions, softmax, cross_entropy, layer_norm, embedding and dropout (f32).
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "core/random.h"
 #include "devices/cpu_device.h"
@@ -95,16 +97,43 @@ void log_softmax_grad(const KernelContext& c) {  // (y, dy)
   });
 }
 
-// Label of row r as int64, checked against the class count of `logits`.
-int64_t label_at(const TensorView& labels, int64_t r, const TensorView& logits) {
-  const int64_t classes = logits.shape[logits.shape.rank() - 1];
-  const int64_t label = labels.dtype == DType::i32 ? labels.as<int32_t>()[r] : labels.as<int64_t>()[r];
-  if (label < 0 || label >= classes) {
-    throw Error::OutOfRange(concat("cross_entropy: label ", label, " at position ", r, " is outside [0, ", classes,
-                                   ") (expected a class index of logits ", logits.shape, ")"));
+// What both cross_entropy kernels read: the rows of logits, the labels, and the options.
+struct CrossEntropyRows {
+  explicit CrossEntropyRows(const KernelContext& c)
+      : logits(c.inputs[0]),
+        labels(c.inputs[1]),
+        classes(logits.shape[logits.shape.rank() - 1]),
+        rows(labels.numel()),
+        x(logits.as<float>()),
+        reduction(c.attrs.get_string("reduction")),
+        divisor(c.attrs.get_int("divisor", rows)),  // the logical row count of a shard
+        ignore_index(c.attrs.get_int("ignore_index", std::numeric_limits<int64_t>::min())),
+        smoothing(static_cast<float>(c.attrs.get_float("label_smoothing", 0))) {}
+
+  // Label of row r, checked against the class count; nullopt where it is ignore_index.
+  std::optional<int64_t> label(int64_t r) const {
+    const int64_t label = labels.dtype == DType::i32 ? labels.as<int32_t>()[r] : labels.as<int64_t>()[r];
+    if (label == ignore_index) return std::nullopt;
+    if (label < 0 || label >= classes) {
+      throw Error::OutOfRange(concat("cross_entropy: label ", label, " at position ", r, " is outside [0, ", classes,
+                                     ") (expected a class index of logits ", logits.shape,
+                                     ignore_index == std::numeric_limits<int64_t>::min()
+                                         ? std::string()
+                                         : concat(", or the ignore_index ", ignore_index),
+                                     ")"));
+    }
+    return label;
   }
-  return label;
-}
+
+  const TensorView& logits;
+  const TensorView& labels;
+  int64_t classes, rows;
+  const float* x;
+  const std::string& reduction;
+  int64_t divisor;
+  int64_t ignore_index;
+  float smoothing;  // the target is (1 - s) on the label and s / C on every class
+};
 
 // Log of the sum of exp over a row, and the row's maximum, for a stable softmax.
 float log_sum_exp(const float* row, int64_t n) {
@@ -116,42 +145,49 @@ float log_sum_exp(const float* row, int64_t n) {
 }
 
 void cross_entropy(const KernelContext& c) {
-  const TensorView& logits = c.inputs[0];
-  const int64_t classes = logits.shape[logits.shape.rank() - 1];
-  const int64_t rows = c.inputs[1].numel();
-  const float* x = logits.as<float>();
+  const CrossEntropyRows in(c);
   float* y = c.outputs[0].as<float>();
-  const std::string& reduction = c.attrs.get_string("reduction");
   double total = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = x + r * classes;
-    const float loss = log_sum_exp(row, classes) - row[label_at(c.inputs[1], r, c.inputs[0])];
-    if (reduction == "none") y[r] = loss;
+  for (int64_t r = 0; r < in.rows; ++r) {
+    const float* row = in.x + r * in.classes;
+    const std::optional<int64_t> label = in.label(r);
+    float loss = 0;
+    if (label) {
+      const float lse = log_sum_exp(row, in.classes);
+      loss = (1 - in.smoothing) * (lse - row[*label]);
+      if (in.smoothing != 0) {
+        double row_total = 0;
+        for (int64_t j = 0; j < in.classes; ++j) row_total += row[j];
+        loss += in.smoothing * (lse - static_cast<float>(row_total / static_cast<double>(in.classes)));
+      }
+    }
+    if (in.reduction == "none") y[r] = loss;
     total += loss;
   }
-  const int64_t divisor = c.attrs.get_int("divisor", rows);  // the logical row count of a shard
-  if (reduction == "mean") y[0] = static_cast<float>(total / static_cast<double>(std::max<int64_t>(divisor, 1)));
-  if (reduction == "sum") y[0] = static_cast<float>(total);
+  if (in.reduction == "mean") y[0] = static_cast<float>(total / static_cast<double>(std::max<int64_t>(in.divisor, 1)));
+  if (in.reduction == "sum") y[0] = static_cast<float>(total);
 }
 
 void cross_entropy_grad(const KernelContext& c) {  // (logits, labels, dy)
-  const TensorView& logits = c.inputs[0];
-  const int64_t classes = logits.shape[logits.shape.rank() - 1];
-  const int64_t rows = c.inputs[1].numel();
-  const float* x = logits.as<float>();
+  const CrossEntropyRows in(c);
   const float* dy = c.inputs[2].as<float>();
   float* dx = c.outputs[0].as<float>();
-  const std::string& reduction = c.attrs.get_string("reduction");
-  const int64_t divisor = c.attrs.get_int("divisor", rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float weight = reduction == "none"  ? dy[r]
-                         : reduction == "sum" ? dy[0]
-                                              : dy[0] / static_cast<float>(std::max<int64_t>(divisor, 1));
-    const float* row = x + r * classes;
-    const float lse = log_sum_exp(row, classes);
-    const int64_t label = label_at(c.inputs[1], r, c.inputs[0]);
-    for (int64_t j = 0; j < classes; ++j) {
-      dx[r * classes + j] = weight * (std::exp(row[j] - lse) - (j == label ? 1.0f : 0.0f));
+  const float spread = in.smoothing / static_cast<float>(std::max<int64_t>(in.classes, 1));
+  for (int64_t r = 0; r < in.rows; ++r) {
+    float* drow = dx + r * in.classes;
+    const std::optional<int64_t> label = in.label(r);
+    if (!label) {
+      std::fill(drow, drow + in.classes, 0.0f);
+      continue;
+    }
+    const float weight = in.reduction == "none"  ? dy[r]
+                         : in.reduction == "sum" ? dy[0]
+                                                 : dy[0] / static_cast<float>(std::max<int64_t>(in.divisor, 1));
+    const float* row = in.x + r * in.classes;
+    const float lse = log_sum_exp(row, in.classes);
+    for (int64_t j = 0; j < in.classes; ++j) {
+      const float target = (j == *label ? 1 - in.smoothing : 0.0f) + spread;
+      drow[j] = weight * (std::exp(row[j] - lse) - target);
     }
   }
 }

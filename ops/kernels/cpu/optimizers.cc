@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "ops/registry.h"
+#include "ops/schedule.h"
 
 namespace tessel::cpu {
 namespace {
@@ -56,6 +57,19 @@ const float* gradient_to_apply(const KernelContext& c, const TensorView* accumul
   return sum;
 }
 
+// The learning rate of this step's update, from the schedule in the attributes.
+double learning_rate(const KernelContext& c) {
+  const double lr = c.attrs.get_float("lr");
+  if (!c.attrs.has("decay")) return lr;
+  LrSchedule schedule;
+  schedule.warmup_steps = c.attrs.get_int("warmup_steps");
+  schedule.decay = c.attrs.get_string("decay") == "cosine" ? LrSchedule::Decay::cosine : LrSchedule::Decay::none;
+  schedule.total_steps = c.attrs.get_int("total_steps");
+  schedule.min_lr = c.attrs.get_float("min_lr");
+  const int64_t update = (c.step + 1) / c.attrs.get_int("accumulation_steps", 1) - 1;
+  return scheduled_lr(lr, schedule, update);
+}
+
 void clear(const TensorView* accumulator) {
   if (accumulator) std::fill(accumulator->as<float>(), accumulator->as<float>() + accumulator->numel(), 0.0f);
 }
@@ -68,7 +82,7 @@ void sgd_update(const KernelContext& c) {
   float scale = 1;
   const float* g = gradient_to_apply(c, accumulator, &scale);
   if (g == nullptr) return;
-  const float lr = static_cast<float>(c.attrs.get_float("lr"));
+  const float lr = static_cast<float>(learning_rate(c));
   const float mu = static_cast<float>(c.attrs.get_float("momentum"));
   const float decay = static_cast<float>(c.attrs.get_float("weight_decay"));
   float* p = c.inputs[0].as<float>();
@@ -90,7 +104,7 @@ void adamw_update(const KernelContext& c) {
   float scale = 1;
   const float* g = gradient_to_apply(c, accumulator, &scale);
   if (g == nullptr) return;
-  const double lr = c.attrs.get_float("lr");
+  const double lr = learning_rate(c);
   const double beta1 = c.attrs.get_float("beta1"), beta2 = c.attrs.get_float("beta2");
   const float eps = static_cast<float>(c.attrs.get_float("eps"));
   const double t = static_cast<double>((c.step + 1) / c.attrs.get_int("accumulation_steps", 1));

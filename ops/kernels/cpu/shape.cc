@@ -131,7 +131,7 @@ void boxing_assemble(const KernelContext& c) {
 
 [[maybe_unused]] const bool registered = [] {
   OpRegistry& registry = OpRegistry::global();
-  for (DType dtype : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i64}) {
+  for (DType dtype : kAllDTypes) {
     registry.register_kernel("reshape", DeviceType::cpu, dtype, reshape);
     registry.register_kernel("transpose", DeviceType::cpu, dtype, transpose);
     registry.register_kernel("concat", DeviceType::cpu, dtype, concat);
