@@ -294,6 +294,10 @@ void arange(const KernelContext& c) {
 void constant(const KernelContext& c) {
   const std::vector<int64_t>& codes = c.attrs.get_ints("values");
   const TensorView& y = c.outputs[0];
+  if (static_cast<int64_t>(codes.size()) != y.numel()) {  // a plan file's attributes are untrusted
+    throw Error::InvalidArgument(concat("constant: ", codes.size(), " stored elements for an output of shape ", y.shape,
+                                        " (expected ", y.numel(), ")"));
+  }
   for (int64_t i = 0, n = y.numel(); i < n; ++i) {
     switch (y.dtype) {
       case DType::f32:
