@@ -35,6 +35,7 @@ HostTensor::HostTensor(Shape shape, DType dtype) : shape_(std::move(shape)), dty
 }
 
 double HostTensor::get(int64_t index) const {
+  if (!defined()) throw Error::FailedPrecondition(concat("get(", index, ") of an undefined tensor (it holds no value)"));
   if (index < 0 || index >= numel())
     throw Error::OutOfRange(concat("get(", index, ") of a tensor of shape ", shape_, " (", numel(), " elements)"));
   const void* p = storage_.get();
@@ -56,6 +57,7 @@ double HostTensor::get(int64_t index) const {
 }
 
 void HostTensor::set(int64_t index, double value) {
+  if (!defined()) throw Error::FailedPrecondition(concat("set(", index, ") of an undefined tensor (it holds no storage)"));
   if (index < 0 || index >= numel())
     throw Error::OutOfRange(concat("set(", index, ") of a tensor of shape ", shape_, " (", numel(), " elements)"));
   void* p = storage_.get();

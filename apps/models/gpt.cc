@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/random.h"
 #include "ops/ops.h"
 
 namespace tessel::models {
@@ -155,6 +156,15 @@ class Builder {
       gpt_.target_inputs.push_back("targets" + suffix);
       gpt_.logits.push_back(logits);
     }
+    // The sampler: the chosen position's logits over the temperature, plus Gumbel noise, argmax.
+    const int64_t rows_sampled = rows;
+    Tensor select = g_.input("sample/select", {rows_sampled, c_.context, 1});
+    Tensor noise = g_.input("sample/noise", {rows_sampled, c_.vocab});
+    pin(select, second.placement, second.tokens);
+    pin(noise, second.placement, second.tokens);
+    Tensor last = sum(gpt_.logits[0] * select, {1});  // [rows, vocab]
+    Tensor choice = argmax(last * (c_.temperature > 0 ? 1.0 / c_.temperature : 1.0) + noise, -1);
+    for (int d = 0; d < n; ++d) gpt_.next.push_back(to(choice, Placement::cpu(1, d), {B}));
     g_.minimize(gpt_.loss, AdamW{.lr = c_.lr, .weight_decay = c_.weight_decay},
                 MinimizeOptions{.schedule = {.warmup_steps = c_.warmup_steps,
                                              .decay = LrSchedule::Decay::cosine,
@@ -220,6 +230,46 @@ Feeds gpt_feeds(const Gpt& gpt, const HostTensor& inputs, const HostTensor& targ
     feeds[gpt.target_inputs[m]] = block_of(targets, {start, 0}, Shape{rows, t});
   }
   return feeds;
+}
+
+}  // namespace tessel::models
+
+namespace tessel::models {
+
+HostTensor drawn_tokens(const std::vector<HostTensor>& fetched) {
+  for (const HostTensor& tokens : fetched) {
+    if (tokens.defined()) return tokens;
+  }
+  throw Error::FailedPrecondition("no copy of the drawn tokens is on this rank (expected one on every device)");
+}
+
+Feeds gpt_sample_feeds(const Gpt& gpt, const std::vector<std::vector<int32_t>>& contexts, uint64_t seed,
+                       int64_t draw) {
+  const int64_t rows = gpt.rows_per_input(), t = gpt.config.context, v = gpt.config.vocab;
+  if (static_cast<int64_t>(contexts.size()) != rows) {
+    throw Error::InvalidArgument(concat("the sampler continues ", rows, " rows at once, got ", contexts.size()));
+  }
+  HostTensor tokens(Shape{rows, t}, DType::i64), select(Shape{rows, t, 1}, DType::f32),
+      noise(Shape{rows, v}, DType::f32);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<int32_t>& context = contexts[r];
+    if (context.empty()) throw Error::InvalidArgument(concat("sample row ", r, " has no tokens to continue"));
+    const int64_t length = std::min<int64_t>(t, static_cast<int64_t>(context.size()));
+    const int64_t from = static_cast<int64_t>(context.size()) - length;
+    for (int64_t i = 0; i < t; ++i) {
+      // Positions after the context see nothing the causal mask lets the chosen one see.
+      tokens.data<int64_t>()[r * t + i] = i < length ? context[from + i] : 0;
+      select.data<float>()[r * t + i] = i == length - 1 ? 1.0f : 0.0f;
+    }
+    for (int64_t c = 0; c < v; ++c) {
+      if (gpt.config.temperature <= 0) break;
+      // Row r's noise of draw d is the same whatever the number of rows.
+      const uint64_t stream = mix64(seed ^ mix64(static_cast<uint64_t>(draw)));
+      const double u = std::max(1e-12, static_cast<double>(uniform_at(stream, static_cast<uint64_t>(r * v + c))));
+      noise.data<float>()[r * v + c] = static_cast<float>(-std::log(-std::log(u)));
+    }
+  }
+  return {{gpt.token_inputs[0], tokens}, {"sample/select", select}, {"sample/noise", noise}};
 }
 
 }  // namespace tessel::models

@@ -34,6 +34,8 @@ struct GptConfig {
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, clip = 1.0;
   int64_t warmup_steps = 20, total_steps = 1000;
   uint64_t seed = 1;
+  // Sampling (evaluation only): logits are divided by this before drawing.
+  double temperature = 0.8;
 };
 
 struct Gpt {
@@ -45,6 +47,13 @@ struct Gpt {
   std::vector<std::string> token_inputs{}, target_inputs{};
   std::vector<Tensor> logits{};
   Tensor loss{};  // the mean over the whole batch
+  // The sampler, evaluated with the first micro-batch's tokens: feed "sample/select" [rows,
+  // context, 1], one-hot at the position to continue from, and "sample/noise" [rows, vocab],
+  // Gumbel noise (zeros: greedy). next[d] [rows] i64 is the token drawn for each row, copied to
+  // device d: a fetch is read on its placement's first device, so with one copy per device every
+  // rank of any layout gets the tokens and feeds the same next draw. Evaluate all of them and
+  // take the one this rank holds (drawn_tokens).
+  std::vector<Tensor> next{};
   int64_t rows_per_input() const { return config.batch / static_cast<int64_t>(token_inputs.size()); }
 };
 
@@ -55,5 +64,11 @@ Gpt build_gpt(const GptConfig& config);
 
 // Feeds of a batch: inputs and targets [batch, context] cut into the model's micro-batches.
 Feeds gpt_feeds(const Gpt& gpt, const HostTensor& inputs, const HostTensor& targets);
+// The tokens of an evaluation of gpt.next: the copy this rank holds.
+HostTensor drawn_tokens(const std::vector<HostTensor>& fetched);
+// Feeds of the sampler: row r continues `contexts[r]` (its last `context` tokens), with noise
+// drawn from (seed, draw). Evaluate gpt.next with them.
+Feeds gpt_sample_feeds(const Gpt& gpt, const std::vector<std::vector<int32_t>>& contexts, uint64_t seed,
+                       int64_t draw);
 
 }  // namespace tessel::models

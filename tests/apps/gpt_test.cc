@@ -25,11 +25,18 @@ const std::vector<int32_t>& text() {
   return tokens;
 }
 
-std::vector<double> train(const GptConfig& config, int64_t steps, std::map<std::string, HostTensor>* params) {
+struct Trained {
+  std::vector<double> losses;
+  std::map<std::string, HostTensor> params;
+  std::vector<int32_t> sampled;  // 12 tokens drawn after row 0's prompt, through the sampler
+};
+
+Trained train(const GptConfig& config, int64_t steps) {
+  Trained out;
   Gpt gpt = build_gpt(config);
   Session session(*gpt.graph, {gpt.loss}, {.placement = gpt.placement});
   TextLoader loader(&text(), config.context, 7);
-  std::vector<double> losses;
+  std::vector<double>& losses = out.losses;
   for (int64_t s = 0; s < steps; ++s) {
     HostTensor inputs, targets;
     loader.batch(s * config.batch, config.batch, inputs, targets);
@@ -37,19 +44,28 @@ std::vector<double> train(const GptConfig& config, int64_t steps, std::map<std::
   }
   for (const Tensor& p : gpt.graph->params()) {
     const std::string name = gpt.graph->node(p.node()).attrs.get_string("name");
-    (*params)[name] = session.variable(name);
+    out.params[name] = session.variable(name);
   }
-  return losses;
+  std::vector<std::vector<int32_t>> contexts(gpt.rows_per_input(), encode("the quick"));
+  for (int64_t draw = 0; draw < 12; ++draw) {
+    const HostTensor next = drawn_tokens(session.evaluate(gpt_sample_feeds(gpt, contexts, 3, draw), gpt.next));
+    for (int64_t r = 0; r < next.numel(); ++r) contexts[r].push_back(static_cast<int32_t>(next.get(r)));
+    out.sampled.push_back(contexts[0].back());
+  }
+  return out;
 }
 
 TEST(Gpt, EveryLayoutOverFourDevicesGivesTheOneDeviceNumbers) {
-  std::map<std::string, HostTensor> expected_params;
-  const std::vector<double> expected = train(small("single", 1), 20, &expected_params);
+  const Trained single = train(small("single", 1), 20);
+  const std::vector<double>& expected = single.losses;
+  const std::map<std::string, HostTensor>& expected_params = single.params;
   EXPECT_LT(expected.back(), expected.front() - 0.5) << "the model did not learn";
   for (const std::string layout : {"data-parallel", "tensor-parallel", "pipeline", "hybrid"}) {
     SCOPED_TRACE(layout);
-    std::map<std::string, HostTensor> params;
-    const std::vector<double> losses = train(small(layout, 4), 20, &params);
+    const Trained trained = train(small(layout, 4), 20);
+    const std::vector<double>& losses = trained.losses;
+    const std::map<std::string, HostTensor>& params = trained.params;
+    EXPECT_EQ(decode(trained.sampled), decode(single.sampled)) << "the sampler draws other tokens";
     ASSERT_EQ(losses.size(), expected.size());
     for (size_t s = 0; s < losses.size(); ++s) {
       EXPECT_NEAR(losses[s], expected[s], 1e-5 * std::abs(expected[s])) << "step " << s;
