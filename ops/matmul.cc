@@ -68,7 +68,14 @@ TESSEL_OP("matmul")
                        : matmul(dy, b, {.transpose_a = false, .transpose_b = !tb});
         c.set_input_gradient(0, da.shape() == a.shape() ? da : sum_to(da, a.shape()));
       }
-      if (c.needs_gradient(1)) {
+      if (c.needs_gradient(1) && b.shape().rank() == 2 && a.shape().rank() > 2 && !ta) {
+        // Batches of rows times one matrix (x @ w in every model): all the rows are one tall
+        // matrix, so the weight's gradient is a single product over them, not one per batch
+        // summed after.
+        const Tensor rows = reshape(a, {-1, a.shape()[a.shape().rank() - 1]});
+        const Tensor drows = reshape(dy, {-1, dy.shape()[dy.shape().rank() - 1]});
+        c.set_input_gradient(1, tb ? matmul(drows, rows, {.transpose_a = true}) : matmul(rows, drows, {.transpose_a = true}));
+      } else if (c.needs_gradient(1)) {
         Tensor db = tb ? matmul(dy, a, {.transpose_a = true, .transpose_b = ta})
                        : matmul(a, dy, {.transpose_a = !ta, .transpose_b = false});
         c.set_input_gradient(1, db.shape() == b.shape() ? db : sum_to(db, b.shape()));

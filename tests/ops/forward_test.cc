@@ -1,4 +1,5 @@
 // Forward values of every op against values computed by hand.
+#include <algorithm>
 #include <cmath>
 
 #include "graph/graph.h"
@@ -105,6 +106,43 @@ TEST(Forward, ShapeOps) {
   expect_floats(run1(g, slice(x, {0, 1}, {2, 3}), feeds), {2, 3, 5, 6});
   expect_floats(run1(g, broadcast_to(slice(x, {0, 0}, {1, 3}), {2, 3}), feeds), {1, 2, 3, 1, 2, 3});
   expect_floats(run1(g, sum_to(x, {3}), feeds), {5, 7, 9});
+}
+
+// Every permutation of a rank-4 tensor, in f32 and in i64 (runs of 4 and 8 bytes), against the
+// element each output position must hold.
+TEST(Forward, TransposeOfEveryPermutation) {
+  const std::vector<int64_t> dims = {2, 3, 4, 5};
+  std::vector<float> values(120);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i);
+  std::vector<int64_t> permutation = {0, 1, 2, 3};
+  do {
+    for (DType dtype : {f32, i64}) {
+      Graph g;
+      Tensor x = g.input("x", Shape(dims), dtype);
+      HostTensor fed = HostTensor::of<float>(Shape(dims), values);
+      if (dtype == i64) {
+        fed = HostTensor(Shape(dims), i64);
+        for (int64_t i = 0; i < 120; ++i) fed.set(i, static_cast<double>(i));
+      }
+      Interpreter interpreter(g);
+      const std::vector<float> y = interpreter.evaluate({{"x", fed}}, {transpose(x, permutation)})[0].to_floats();
+      ASSERT_EQ(y.size(), 120u);
+      std::vector<int64_t> out_dims(4);
+      for (int i = 0; i < 4; ++i) out_dims[i] = dims[permutation[i]];
+      for (int64_t o = 0; o < 120; ++o) {
+        int64_t rest = o, source = 0;
+        std::vector<int64_t> index(4);
+        for (int i = 3; i >= 0; --i) {
+          index[i] = rest % out_dims[i];
+          rest /= out_dims[i];
+        }
+        const std::vector<int64_t> x_strides = Shape(dims).strides();
+        for (int i = 0; i < 4; ++i) source += index[i] * x_strides[permutation[i]];
+        ASSERT_EQ(y[o], static_cast<float>(source)) << "permutation " << ::testing::PrintToString(permutation)
+                                                    << ", output element " << o;
+      }
+    }
+  } while (std::next_permutation(permutation.begin(), permutation.end()));
 }
 
 TEST(Forward, ShapeOpsMoveIntegerTensorsToo) {

@@ -3,6 +3,7 @@
 
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
+#include "ops/kernels/cpu/vector_loops.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -46,6 +47,22 @@ void binary(const KernelContext& c) {
                             });
 }
 
+// y = loop(x) and dx = loop(x, dy) for the loops of vector_loops.h, in parallel chunks.
+template <void (*Loop)(const float*, float*, int64_t)>
+void vector_unary(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  float* y = c.outputs[0].as<float>();
+  parallel_for(c.outputs[0].numel(), kGrain, [&](int64_t begin, int64_t end) { Loop(x + begin, y + begin, end - begin); });
+}
+template <void (*Loop)(const float*, const float*, float*, int64_t)>
+void vector_gradient(const KernelContext& c) {  // (saved forward value, dy), of one shape
+  const float* x = c.inputs[0].as<float>();
+  const float* dy = c.inputs[1].as<float>();
+  float* dx = c.outputs[0].as<float>();
+  parallel_for(c.outputs[0].numel(), kGrain,
+               [&](int64_t begin, int64_t end) { Loop(x + begin, dy + begin, dx + begin, end - begin); });
+}
+
 template <typename Op>
 void unary(const KernelContext& c) {
   const float* __restrict x = c.inputs[0].as<float>();
@@ -71,25 +88,12 @@ struct Div {
 struct Relu {
   float operator()(float x) const { return x > 0 ? x : 0.0f; }
 };
-struct Gelu {
-  float operator()(float x) const { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-};
 struct Tanh {
   float operator()(float x) const { return std::tanh(x); }
-};
-struct Sigmoid {
-  float operator()(float x) const { return 1.0f / (1.0f + std::exp(-x)); }
 };
 // Gradients: (saved forward value, dy) -> dx.
 struct ReluGrad {
   float operator()(float x, float dy) const { return x > 0 ? dy : 0.0f; }
-};
-struct GeluGrad {
-  float operator()(float x, float dy) const {
-    const float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
-    const float pdf = 0.39894228040143268f * std::exp(-0.5f * x * x);
-    return dy * (cdf + x * pdf);
-  }
 };
 struct TanhGrad {
   float operator()(float y, float dy) const { return dy * (1.0f - y * y); }
@@ -167,7 +171,7 @@ void sum_into(const TensorView& big, const Shape& small, float* out) {
       for (double lane : lanes) total += lane;
       *y += static_cast<float>(total);
     } else {
-      for (int64_t i = 0; i < n; ++i) y[i] += x[o + i];
+      accumulate_loop(y, x + o, n);
     }
   });
 }
@@ -182,11 +186,11 @@ TESSEL_KERNEL("div", cpu, f32, binary<Div>);
 TESSEL_KERNEL("scale", cpu, f32, scale);
 TESSEL_KERNEL("bias_add", cpu, f32, bias_add);
 TESSEL_KERNEL("relu", cpu, f32, unary<Relu>);
-TESSEL_KERNEL("gelu", cpu, f32, unary<Gelu>);
+TESSEL_KERNEL("gelu", cpu, f32, vector_unary<gelu_loop>);
 TESSEL_KERNEL("tanh", cpu, f32, unary<Tanh>);
-TESSEL_KERNEL("sigmoid", cpu, f32, unary<Sigmoid>);
+TESSEL_KERNEL("sigmoid", cpu, f32, vector_unary<sigmoid_loop>);
 TESSEL_KERNEL("relu_grad", cpu, f32, binary<ReluGrad>);
-TESSEL_KERNEL("gelu_grad", cpu, f32, binary<GeluGrad>);
+TESSEL_KERNEL("gelu_grad", cpu, f32, vector_gradient<gelu_grad_loop>);
 TESSEL_KERNEL("tanh_grad", cpu, f32, binary<TanhGrad>);
 TESSEL_KERNEL("sigmoid_grad", cpu, f32, binary<SigmoidGrad>);
 TESSEL_KERNEL("fill", cpu, f32, fill<float>);

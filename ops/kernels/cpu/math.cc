@@ -8,6 +8,7 @@
 
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
+#include "ops/kernels/cpu/vector_math.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -41,7 +42,7 @@ struct NoAttributes {
 };
 struct Exp : NoAttributes {
   using NoAttributes::NoAttributes;
-  float operator()(float x) const { return std::exp(x); }
+  float operator()(float x) const { return vexp(x); }
   float operator()(float y, float dy) const { return dy * y; }
 };
 struct Log : NoAttributes {

@@ -7,6 +7,7 @@
 #include "core/random.h"
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
+#include "ops/kernels/cpu/vector_loops.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -53,6 +54,7 @@ void softmax(const KernelContext& c) {
   const float* x = c.inputs[0].as<float>();
   float* y = c.outputs[0].as<float>();
   for_each_line(c.inputs[0].shape, c.attrs.get_int("axis"), [&](int64_t base, int64_t stride, int64_t n) {
+    if (stride == 1) return softmax_row(x + base, y + base, n);
     float peak = -INFINITY;
     for (int64_t j = 0; j < n; ++j) peak = std::max(peak, x[base + j * stride]);
     float total = 0;

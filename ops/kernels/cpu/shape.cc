@@ -17,20 +17,58 @@ void reshape(const KernelContext& c) {
   if (c.outputs[0].nbytes() > 0) std::memcpy(c.outputs[0].data, c.inputs[0].data, c.outputs[0].nbytes());
 }
 
+// Copies `count` elements of `size` bytes, `stride` elements apart in `from`, to `to` in a row.
+void gather_strided(std::byte* to, const std::byte* from, int64_t stride, int64_t count, size_t size) {
+  const auto typed = [&](auto element) {
+    using T = decltype(element);
+    T* y = reinterpret_cast<T*>(to);
+    const T* x = reinterpret_cast<const T*>(from);
+    for (int64_t j = 0; j < count; ++j) y[j] = x[j * stride];
+  };
+  switch (size) {
+    case 1: return typed(uint8_t{});
+    case 2: return typed(uint16_t{});
+    case 4: return typed(uint32_t{});
+    case 8: return typed(uint64_t{});
+    default:
+      for (int64_t j = 0; j < count; ++j) std::memcpy(to + j * size, from + j * stride * size, size);
+  }
+}
+
 void transpose(const KernelContext& c) {
   const TensorView& x = c.inputs[0];
   const TensorView& y = c.outputs[0];
   const std::vector<int64_t>& permutation = c.attrs.get_ints("permutation");
-  const int rank = y.shape.rank();
   const size_t size = size_of(x.dtype);
+  if (y.numel() == 0) return;
+  // The axes that end y and x in the same order are one contiguous run in both: one memcpy each.
+  int rank = y.shape.rank();
+  int64_t run = 1;
+  while (rank > 0 && permutation[rank - 1] == rank - 1) run *= y.shape[--rank];
+  if (rank == 0) {
+    std::memcpy(y.data, x.data, y.nbytes());
+    return;
+  }
   const std::vector<int64_t> x_strides = x.shape.strides();
-  std::vector<int64_t> source_strides(rank);  // stride in x of each axis of y
+  std::vector<int64_t> source_strides(rank);  // stride in x of each remaining axis of y
   for (int i = 0; i < rank; ++i) source_strides[i] = x_strides[permutation[i]];
-  std::vector<int64_t> index(rank, 0);
+  // The last remaining axis is the inner loop; the ones before it are counted as lines.
+  const int64_t inner = y.shape[rank - 1];
+  const int64_t inner_stride = source_strides[rank - 1];
+  const size_t run_bytes = static_cast<size_t>(run) * size;
+  std::vector<int64_t> index(rank - 1, 0);
   int64_t source = 0;
-  for (int64_t i = 0, n = y.numel(); i < n; ++i) {
-    std::memcpy(bytes(y) + i * size, bytes(x) + source * size, size);
-    for (int axis = rank - 1; axis >= 0; --axis) {
+  std::byte* out = bytes(y);
+  for (int64_t line = 0, lines = y.numel() / (inner * run); line < lines; ++line) {
+    if (run == 1) {
+      gather_strided(out, bytes(x) + source * size, inner_stride, inner, size);
+      out += inner * size;
+    } else {
+      for (int64_t j = 0; j < inner; ++j, out += run_bytes) {
+        std::memcpy(out, bytes(x) + (source + j * inner_stride) * size, run_bytes);
+      }
+    }
+    for (int axis = rank - 2; axis >= 0; --axis) {
       source += source_strides[axis];
       if (++index[axis] < y.shape[axis]) break;
       source -= source_strides[axis] * y.shape[axis];

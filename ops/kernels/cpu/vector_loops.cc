@@ -1,0 +1,97 @@
+// The loops of vector_loops.h, built at -O3 (ops/CMakeLists.txt) so that GCC vectorises them.
+#include "ops/kernels/cpu/vector_loops.h"
+
+#include "ops/kernels/cpu/vector_math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TESSEL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TESSEL_VECTOR_CLONES
+#endif
+
+namespace tessel::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+
+// The largest element, NaN if any is NaN (so that the softmax of a NaN row is NaN, not a guess).
+TESSEL_VECTOR_CLONES float row_max(const float* __restrict x, int64_t n) {
+  float lanes[kLanes];
+  for (int k = 0; k < kLanes; ++k) lanes[k] = -__builtin_inff();
+  bool nan = false;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const float v = x[i + k];
+      nan |= v != v;
+      lanes[k] = lanes[k] > v ? lanes[k] : v;
+    }
+  }
+  float peak = -__builtin_inff();
+  for (; i < n; ++i) {
+    nan |= x[i] != x[i];
+    peak = peak > x[i] ? peak : x[i];
+  }
+  for (float lane : lanes) peak = peak > lane ? peak : lane;
+  return nan ? __builtin_nanf("") : peak;
+}
+
+// y = e^(x - shift), returning the sum of y in a fixed order.
+TESSEL_VECTOR_CLONES float exp_shifted_sum(const float* __restrict x, float shift, float* __restrict y, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      y[i + k] = vexp(x[i + k] - shift);
+      lanes[k] += y[i + k];
+    }
+  }
+  float total = 0;
+  for (; i < n; ++i) total += y[i] = vexp(x[i] - shift);
+  for (float lane : lanes) total += lane;
+  return total;
+}
+
+TESSEL_VECTOR_CLONES void divide_loop(float* __restrict y, float divisor, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] /= divisor;
+}
+
+}  // namespace
+
+TESSEL_VECTOR_CLONES void gelu_loop(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * normal_cdf(x[i]);
+}
+
+TESSEL_VECTOR_CLONES void gelu_grad_loop(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
+                                         int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * (normal_cdf(x[i]) + x[i] * normal_pdf(x[i]));
+}
+
+TESSEL_VECTOR_CLONES void sigmoid_loop(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + vexp(-x[i]));
+}
+
+TESSEL_VECTOR_CLONES void exp_loop(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = vexp(x[i]);
+}
+
+TESSEL_VECTOR_CLONES void accumulate_loop(float* __restrict y, const float* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void softmax_row(const float* x, float* y, int64_t n) {
+  const float peak = row_max(x, n);
+  // A row of -inf (everything masked) has no peak to shift by; its softmax is NaN, as in PyTorch.
+  const float total = exp_shifted_sum(x, peak, y, n);
+  divide_loop(y, total, n);
+}
+
+const char* vector_loops_isa() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx512f")) return "avx512f";
+  if (__builtin_cpu_supports("avx2")) return "avx2";
+#endif
+  return "x86-64";
+}
+
+}  // namespace tessel::cpu

@@ -1,0 +1,23 @@
+// Private to the CPU kernels: the element-wise loops that are worth an instruction set each.
+// Each is compiled for AVX-512, for AVX2 and for plain x86-64, and the loader picks the widest the
+// processor has (GCC's target_clones), so one binary runs on any x86-64 and uses what it finds.
+// Every version gives the same bits: the arithmetic is the same in every lane, no multiply-add is
+// contracted, and sums keep a fixed order of 16 running totals.
+#pragma once
+
+#include <cstdint>
+
+namespace tessel::cpu {
+
+void gelu_loop(const float* x, float* y, int64_t n);                      // y = x P(X <= x)
+void gelu_grad_loop(const float* x, const float* dy, float* dx, int64_t n);  // dx = dy gelu'(x)
+void sigmoid_loop(const float* x, float* y, int64_t n);
+void exp_loop(const float* x, float* y, int64_t n);
+// y += x.
+void accumulate_loop(float* y, const float* x, int64_t n);
+// y = softmax(x) over one contiguous row.
+void softmax_row(const float* x, float* y, int64_t n);
+// The instruction set the loops above run with on this processor: "avx512f", "avx2" or "x86-64".
+const char* vector_loops_isa();
+
+}  // namespace tessel::cpu

@@ -1,0 +1,107 @@
+// The vectorised exp and normal cdf against libm in double, over a sweep of floats, and the
+// dispatched loops against the same formulas one element at a time.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/kernels/cpu/vector_loops.h"
+#include "ops/kernels/cpu/vector_math.h"
+
+namespace tessel::cpu {
+namespace {
+
+// About two million floats between lo < 0 and hi > 0, evenly spaced in their bit patterns (so
+// every binade is visited, down to 1e-30), with the ends and zero.
+std::vector<float> sweep(float lo, float hi) {
+  std::vector<float> xs = {lo, 0.0f, hi};
+  for (float end : {lo, hi}) {
+    const uint32_t last = std::bit_cast<uint32_t>(end), first = std::bit_cast<uint32_t>(end < 0 ? -1e-30f : 1e-30f);
+    for (uint32_t bits = first; bits < last; bits += (last - first) / 1000000 + 1) xs.push_back(std::bit_cast<float>(bits));
+  }
+  return xs;
+}
+
+TEST(VectorMath, ExpIsWithinTwoUlpOfLibm) {
+  constexpr double kUlp = 5.9604644775390625e-8;  // 2^-24, half an ulp of 1 relative
+  double worst = 0;
+  for (float x : sweep(-87.3f, 88.7f)) {
+    const double exact = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::fabs(vexp(x) - exact) / exact);
+  }
+  EXPECT_LT(worst, 4 * kUlp);  // 2 ulp, an ulp being up to 2^-23 relative
+  EXPECT_EQ(vexp(0.0f), 1.0f);
+  EXPECT_EQ(vexp(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(vexp(-200.0f), 0.0f);
+  EXPECT_TRUE(std::isinf(vexp(89.0f)));
+  EXPECT_TRUE(std::isinf(vexp(std::numeric_limits<float>::infinity())));
+  EXPECT_TRUE(std::isnan(vexp(std::nanf(""))));
+  // Below ln(FLT_MIN) the result goes through the denormals, as libm's does.
+  EXPECT_NEAR(vexp(-95.0f), std::exp(-95.0), 1e-44);
+  EXPECT_GT(vexp(-95.0f), 0.0f);
+}
+
+TEST(VectorMath, NormalCdfIsAccurateInBothTails) {
+  // e^(-z^2) of a z that is itself rounded carries z^2 times its rounding: the bound grows with x^2.
+  for (float x : sweep(-9.0f, 9.0f)) {
+    const double exact = 0.5 * std::erfc(-static_cast<double>(x) / std::sqrt(2.0));
+    ASSERT_LE(std::fabs(normal_cdf(x) - exact), (1 + static_cast<double>(x) * x) * 6e-7 * exact) << "at x = " << x;
+    const double pdf = std::exp(-0.5 * static_cast<double>(x) * x) / std::sqrt(2 * M_PI);
+    ASSERT_LE(std::fabs(normal_pdf(x) - pdf), (1 + static_cast<double>(x) * x) * 1.5e-7 * pdf) << "at x = " << x;
+  }
+  EXPECT_EQ(normal_cdf(std::numeric_limits<float>::infinity()), 1.0f);
+  EXPECT_EQ(normal_cdf(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_TRUE(std::isnan(normal_cdf(std::nanf(""))));
+}
+
+TEST(VectorLoops, GiveTheFormulasBitForBit) {
+  std::vector<float> x = sweep(-12.0f, 12.0f);
+  x.push_back(std::nanf(""));
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<float> dy(x.size()), y(x.size()), dx(x.size());
+  for (size_t i = 0; i < x.size(); ++i) dy[i] = 0.25f + static_cast<float>(i % 7);
+  gelu_loop(x.data(), y.data(), n);
+  gelu_grad_loop(x.data(), dy.data(), dx.data(), n);
+  // The same bits, but for a NaN's sign, which no one reads.
+  const auto same = [](float a, float b) { return std::isnan(a) ? std::isnan(b) : std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); };
+  for (int64_t i = 0; i < n; ++i) {
+    const float gelu = x[i] * normal_cdf(x[i]);
+    const float grad = dy[i] * (normal_cdf(x[i]) + x[i] * normal_pdf(x[i]));
+    ASSERT_TRUE(same(y[i], gelu)) << "gelu at " << x[i] << ": " << y[i] << " against " << gelu;
+    ASSERT_TRUE(same(dx[i], grad)) << "gelu_grad at " << x[i] << ": " << dx[i] << " against " << grad;
+  }
+  EXPECT_TRUE(std::isnan(y.back()));
+  sigmoid_loop(x.data(), y.data(), n);
+  for (int64_t i = 0; i + 1 < n; ++i) ASSERT_NEAR(y[i], 1 / (1 + std::exp(-static_cast<double>(x[i]))), 2e-7);
+  exp_loop(x.data(), y.data(), n);
+  for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(same(y[i], vexp(x[i]))) << "exp at " << x[i];
+  SUCCEED() << "the loops ran as " << vector_loops_isa();
+}
+
+TEST(VectorLoops, SoftmaxRowsOfEveryLength) {
+  for (int64_t n : {1, 5, 16, 17, 64, 100}) {
+    std::vector<float> x(n), y(n);
+    for (int64_t i = 0; i < n; ++i) x[i] = std::sin(static_cast<float>(i)) * 30.0f - (i == 3 ? 1e9f : 0.0f);
+    softmax_row(x.data(), y.data(), n);
+    double peak = -INFINITY, total = 0, sum = 0;
+    for (float v : x) peak = std::max<double>(peak, v);
+    for (float v : x) total += std::exp(v - peak);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(y[i], std::exp(x[i] - peak) / total, 3e-7) << "n = " << n << ", i = " << i;
+      sum += y[i];
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-6);
+  }
+  std::vector<float> nan_row = {1, 2, std::nanf(""), 4}, out(4);
+  softmax_row(nan_row.data(), out.data(), 4);
+  for (float v : out) EXPECT_TRUE(std::isnan(v));
+  std::vector<float> masked(20, -std::numeric_limits<float>::infinity());
+  out.resize(20);
+  softmax_row(masked.data(), out.data(), 20);
+  for (float v : out) EXPECT_TRUE(std::isnan(v));  // as in PyTorch: a row with nothing to attend to
+}
+
+}  // namespace
+}  // namespace tessel::cpu
