@@ -11,3 +11,5 @@ build/bench/tessel-bench-kernels --benchmark_min_time=1
 build/bench/tessel-bench-allreduce
 build/bench/tessel-bench-compile
 build/bench/tessel-bench-checkpoint
+/usr/bin/python3 bench/gpt_bench.py
+/usr/bin/python3 bench/gpt_torch_check.py --steps 50 --clip 0.5

@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""GPT training step time: tessel-gpt against the same model in PyTorch, at 1 and 2 threads.
+
+    /usr/bin/python3 bench/gpt_bench.py [--tessel build/apps/gpt/tessel-gpt] [--steps 30]
+        [--threads 1,2] [tessel-gpt model flags: --width 128 --layers 4 ...]
+
+Both train the GPT of apps/models/gpt (tessel-gpt's defaults: width 128, 4 heads, 4 layers,
+context 64, batch 32) with AdamW, clipping and the schedule, in one process. Tessel's step time
+is taken between its progress lines at step 10 and at the last step, so compiling and the first
+steps are left out; PyTorch's is timed over the same steps after 3 warm-up steps. Each run sets
+OPENBLAS_NUM_THREADS and (for PyTorch) torch.set_num_threads to the same count. GFLOP/s counts
+the matmuls of forward and backward (2 m n k each, 3 times for the backward pass included).
+bf16 is not measured: Tessel's kernels are f32 (issue 15, item 2, and issue 18).
+"""
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+try:
+    import torch
+except ImportError as missing:
+    print(f"gpt_bench: skipped: PyTorch is not installed ({missing})")
+    sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpt_torch_check import forward  # noqa: E402  the same model as the equivalence check
+
+
+def matmul_flops(config):
+    """FLOPs of one training step's matmuls: 3x the forward pass (forward, and two for backward)."""
+    width, layers, context, batch, vocab = (config[k] for k in ("width", "layers", "context", "batch", "vocab"))
+    rows = batch * context
+    per_layer = 2 * rows * width * width * 4          # q, k, v and the output projection
+    per_layer += 2 * rows * width * 4 * width * 2     # the MLP, 4x wide
+    per_layer += 2 * batch * context * context * width * 2  # scores and the weighted values
+    return 3 * (layers * per_layer + 2 * rows * width * vocab)
+
+
+def tessel_step_seconds(binary, threads, steps, flags):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads))
+    command = [binary, "--threads", str(threads), "--steps", str(steps), "--print-every", "10", "--sample", "0",
+               "--eval-every", str(10 ** 9), "--eval-batches", "1"] + flags
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+    points = {}
+    for line in out.splitlines():
+        found = re.match(r"step (\d+)/\d+ .* (\d+) tok/s", line)
+        if found:
+            points[int(found.group(1))] = int(found.group(2))
+    if 10 not in points or (steps - 1) not in points and steps not in points:
+        sys.exit(f"gpt_bench: tessel-gpt printed no progress at step 10 and at the end:\n{out}")
+    return points
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser.add_argument("--tessel", default=os.path.join(here, "..", "build", "apps", "gpt", "tessel-gpt"))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", default="1,2")
+    args, flags = parser.parse_known_args()
+    config = {"width": 128, "heads": 4, "layers": 4, "context": 64, "batch": 32, "vocab": 96}
+    for i in range(0, len(flags) - 1, 2):
+        key = flags[i].lstrip("-").replace("-", "_")
+        if key in config:
+            config[key] = int(flags[i + 1])
+    tokens = config["batch"] * config["context"]
+    flops = matmul_flops(config)
+    print(f"GPT width {config['width']}, {config['heads']} heads, {config['layers']} layers, context "
+          f"{config['context']}, batch {config['batch']} ({tokens} tokens a step, {flops / 1e9:.2f} GFLOP of matmul "
+          f"a step), f32, AdamW; one process")
+    print(f"{'threads':>7}  {'tessel ms':>9}  {'tok/s':>7}  {'GFLOP/s':>7}  {'pytorch ms':>10}  {'tok/s':>7}  "
+          f"{'GFLOP/s':>7}  {'tessel / pytorch':>16}")
+    generator = torch.Generator().manual_seed(0)
+    for threads in [int(t) for t in args.threads.split(",")]:
+        # Tessel: time between the progress lines at step 10 and at the last step.
+        points = tessel_step_seconds(args.tessel, threads, args.steps, flags)
+        last = max(points)
+        elapsed = lambda step: step * tokens / points[step]
+        ours = (elapsed(last) - elapsed(10)) / (last - 10)
+        # PyTorch: the same model and optimizer on random tokens.
+        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+        width, vocab, context = config["width"], config["vocab"], config["context"]
+        shapes = {"embedding/tokens": (vocab, width), "embedding/positions": (context, width),
+                  "final/gain": (width,), "final/bias": (width,), "head/w": (width, vocab)}
+        for i in range(config["layers"]):
+            at = f"block{i}/"
+            for norm in ("ln1", "ln2"):
+                shapes[at + norm + "/gain"] = (width,)
+                shapes[at + norm + "/bias"] = (width,)
+            for w in ("wq", "wk", "wv", "wo"):
+                shapes[at + "attention/" + w] = (width, width)
+            for b in ("bq", "bv", "bo"):
+                shapes[at + "attention/" + b] = (width,)
+            shapes[at + "mlp/w1"], shapes[at + "mlp/b1"] = (width, 4 * width), (4 * width,)
+            shapes[at + "mlp/w2"], shapes[at + "mlp/b2"] = (4 * width, width), (width,)
+        params = {n: (torch.randn(s, generator=generator) * 0.02).requires_grad_(True) for n, s in shapes.items()}
+        optimizer = torch.optim.AdamW(list(params.values()), lr=1e-3)
+        mask = torch.triu(torch.full((context, context), -1e9), diagonal=1)
+        inputs = torch.randint(0, vocab, (config["batch"], context), generator=generator)
+        targets = torch.randint(0, vocab, (config["batch"], context), generator=generator)
+
+        def step():
+            optimizer.zero_grad()
+            loss = forward(params, config, inputs, targets, mask)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+            optimizer.step()
+
+        for _ in range(3):
+            step()
+        started = time.perf_counter()
+        for _ in range(args.steps - 10):
+            step()
+        theirs = (time.perf_counter() - started) / (args.steps - 10)
+        print(f"{threads:7d}  {ours * 1e3:9.1f}  {tokens / ours:7.0f}  {flops / ours / 1e9:7.1f}  {theirs * 1e3:10.1f}  "
+              f"{tokens / theirs:7.0f}  {flops / theirs / 1e9:7.1f}  {theirs / ours:15.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
