@@ -82,7 +82,6 @@ def main():
         elapsed = lambda step: step * tokens / points[step]
         ours = (elapsed(last) - elapsed(10)) / (last - 10)
         # PyTorch: the same model and optimizer on random tokens.
-        os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
         width, vocab, context = config["width"], config["vocab"], config["context"]
         shapes = {"embedding/tokens": (vocab, width), "embedding/positions": (context, width),
