@@ -47,22 +47,6 @@ void binary(const KernelContext& c) {
                             });
 }
 
-// y = loop(x) and dx = loop(x, dy) for the loops of vector_loops.h, in parallel chunks.
-template <void (*Loop)(const float*, float*, int64_t)>
-void vector_unary(const KernelContext& c) {
-  const float* x = c.inputs[0].as<float>();
-  float* y = c.outputs[0].as<float>();
-  parallel_for(c.outputs[0].numel(), kGrain, [&](int64_t begin, int64_t end) { Loop(x + begin, y + begin, end - begin); });
-}
-template <void (*Loop)(const float*, const float*, float*, int64_t)>
-void vector_gradient(const KernelContext& c) {  // (saved forward value, dy), of one shape
-  const float* x = c.inputs[0].as<float>();
-  const float* dy = c.inputs[1].as<float>();
-  float* dx = c.outputs[0].as<float>();
-  parallel_for(c.outputs[0].numel(), kGrain,
-               [&](int64_t begin, int64_t end) { Loop(x + begin, dy + begin, dx + begin, end - begin); });
-}
-
 template <typename Op>
 void unary(const KernelContext& c) {
   const float* __restrict x = c.inputs[0].as<float>();

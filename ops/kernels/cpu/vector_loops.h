@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include "devices/cpu_device.h"
+#include "ops/registry.h"
+
 namespace tessel::cpu {
 
 void gelu_loop(const float* x, float* y, int64_t n);                      // y = x P(X <= x)
@@ -17,6 +20,23 @@ void exp_loop(const float* x, float* y, int64_t n);
 void accumulate_loop(float* y, const float* x, int64_t n);
 // y = softmax(x) over one contiguous row.
 void softmax_row(const float* x, float* y, int64_t n);
+// Kernels that run a loop above over their tensor in parallel chunks: y = Loop(x), and
+// dx = Loop(saved forward value, dy) with both inputs of the output's shape.
+template <void (*Loop)(const float*, float*, int64_t)>
+void vector_unary(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  float* y = c.outputs[0].as<float>();
+  parallel_for(c.outputs[0].numel(), 1 << 15, [&](int64_t begin, int64_t end) { Loop(x + begin, y + begin, end - begin); });
+}
+template <void (*Loop)(const float*, const float*, float*, int64_t)>
+void vector_gradient(const KernelContext& c) {
+  const float* x = c.inputs[0].as<float>();
+  const float* dy = c.inputs[1].as<float>();
+  float* dx = c.outputs[0].as<float>();
+  parallel_for(c.outputs[0].numel(), 1 << 15,
+               [&](int64_t begin, int64_t end) { Loop(x + begin, dy + begin, dx + begin, end - begin); });
+}
+
 // The instruction set the loops above run with on this processor: "avx512f", "avx2" or "x86-64".
 const char* vector_loops_isa();
 
