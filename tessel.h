@@ -1,5 +1,6 @@
 // The one header a Tessel user includes: the DSL (graphs, tensors, ops, initialisers,
-// optimizers), core types, and the runtime that executes graphs.
+// optimizers), core types, the runtime that executes graphs, and a rank's membership of a job
+// of several processes (comm/job.h).
 #pragma once
 
 #include "core/dtype.h"
@@ -7,6 +8,7 @@
 #include "core/logging.h"
 #include "core/shape.h"
 #include "core/tensor.h"
+#include "comm/job.h"
 #include "graph/compile.h"
 #include "graph/graph.h"
 #include "graph/serialize.h"

@@ -26,19 +26,7 @@ set_target_properties(tessel::xxhash PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES "${XXHASH_INCLUDE_DIR}"
   INTERFACE_LINK_LIBRARIES "${XXHASH_LIBRARY}")
 
-# CAF 0.17 ships neither a CMake config nor a pkg-config file on Debian.
-find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
-find_library(CAF_CORE_LIBRARY caf_core REQUIRED)
-find_library(CAF_IO_LIBRARY caf_io REQUIRED)
-add_library(caf::core SHARED IMPORTED)
-set_target_properties(caf::core PROPERTIES
-  IMPORTED_LOCATION "${CAF_CORE_LIBRARY}"
-  INTERFACE_INCLUDE_DIRECTORIES "${CAF_INCLUDE_DIR}"
-  INTERFACE_LINK_LIBRARIES Threads::Threads)
-add_library(caf::io SHARED IMPORTED)
-set_target_properties(caf::io PROPERTIES
-  IMPORTED_LOCATION "${CAF_IO_LIBRARY}"
-  INTERFACE_LINK_LIBRARIES caf::core)
+include(${CMAKE_CURRENT_LIST_DIR}/TesselCAF.cmake)  # caf::core, caf::io
 
 # CUDA, cuBLAS and NCCL: built whenever nvcc is found; tests skip where no GPU is present.
 set(TESSEL_HAVE_CUDA OFF)
@@ -53,21 +41,7 @@ if(TESSEL_WITH_CUDA)
       set(CMAKE_CUDA_ARCHITECTURES 90)
     endif()
     enable_language(CUDA)
-    # Debian's CMake 3.25 FindCUDAToolkit marks CUDA::nvToolsExt deprecated whenever the project
-    # requires 3.25 or later, without checking that the target exists, and CUDA 13 ships no
-    # nvToolsExt: "set_property could not find TARGET CUDA::nvToolsExt". Tessel uses no
-    # nvToolsExt, so the module is run as for a project that requires 3.24, which skips that
-    # one step (scripts/check-stock-cmake.sh configures against Debian's unmodified module).
-    set(TESSEL_REQUIRED_CMAKE ${CMAKE_MINIMUM_REQUIRED_VERSION})
-    set(CMAKE_MINIMUM_REQUIRED_VERSION 3.24)
-    find_package(CUDAToolkit REQUIRED)
-    set(CMAKE_MINIMUM_REQUIRED_VERSION ${TESSEL_REQUIRED_CMAKE})
-    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include REQUIRED)
-    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib /usr/local/cuda/lib64 REQUIRED)
-    add_library(tessel::nccl SHARED IMPORTED)
-    set_target_properties(tessel::nccl PROPERTIES
-      IMPORTED_LOCATION "${NCCL_LIBRARY}"
-      INTERFACE_INCLUDE_DIRECTORIES "${NCCL_INCLUDE_DIR}")
+    include(${CMAKE_CURRENT_LIST_DIR}/TesselCUDA.cmake)  # CUDA::cudart, CUDA::cublas, tessel::nccl
     set(TESSEL_HAVE_CUDA ON)
     message(STATUS "Tessel: CUDA ${CUDAToolkit_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}, NCCL ${NCCL_LIBRARY}")
   else()
