@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/cli/flags.h"
 #include "comm/communicator.h"
 #include "comm/job.h"
 #include "comm/transport.h"
@@ -284,24 +285,6 @@ std::string output_of(const std::string& command) {
   return text;
 }
 
-// "1,16,256" -> {1, 16, 256}; exits with usage when an item is out of [low, high].
-std::vector<int> parse_list(const std::string& text, const char* flag, int low, int high) {
-  std::vector<int> values;
-  std::istringstream list(text);
-  for (std::string item; std::getline(list, item, ',');) {
-    const int value = std::atoi(item.c_str());
-    if (value < low || value > high) {
-      std::fprintf(stderr, "tessel-bench-allreduce: %s has '%s', expected %d to %d\n", flag, item.c_str(), low, high);
-      std::exit(2);
-    }
-    values.push_back(value);
-  }
-  if (values.empty()) {
-    std::fprintf(stderr, "tessel-bench-allreduce: %s is empty\n", flag);
-    std::exit(2);
-  }
-  return values;
-}
 
 int driver_main(const std::string& self, const std::string& sizes_text, const std::vector<int>& sizes,
                 const std::vector<int>& procs, int reps, const std::vector<std::string>& tls) {
@@ -416,36 +399,19 @@ int main(int argc, char** argv) {
   init_logging(argv[0]);
   std::string sizes_text = "1,16,256", procs_text = "2,4", tls_text = "both";
   int reps = 0;  // 0: default_reps per size
-  const auto usage = [](const std::string& why) {
-    std::fprintf(stderr,
-                 "tessel-bench-allreduce: %s\nusage: tessel-bench-allreduce [--sizes MIB,...] [--procs N,...] "
-                 "[--reps N] [--tls shm|tcp|both]\n",
-                 why.c_str());
-    std::exit(2);
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage("'" + flag + "' needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--sizes") {
-      sizes_text = value;
-    } else if (flag == "--procs") {
-      procs_text = value;
-    } else if (flag == "--reps") {
-      reps = std::atoi(value.c_str());
-      if (reps < 1) usage("--reps is '" + value + "', expected a positive integer");
-    } else if (flag == "--tls") {
-      tls_text = value;
-      if (value != "shm" && value != "tcp" && value != "both")
-        usage("--tls is '" + value + "', expected shm, tcp or both");
-    } else {
-      usage("unknown flag '" + flag + "'");
-    }
-  }
-  const std::vector<int> sizes = parse_list(sizes_text, "--sizes", 1, 4096);
+  CLI::App app("all-reduce over 2 and 4 processes, beside raw UCX and gloo", "tessel-bench-allreduce");
+  cli::style(app);
+  app.add_option("--sizes", sizes_text, "MiB per all-reduce")->check(cli::integer_list_in(1, 4096));
+  app.add_option("--procs", procs_text, "processes per job")->check(cli::integer_list_in(2, 64));
+  app.add_option("--reps", reps, "all-reduces per figure (default: fewer for larger sizes)")
+      ->check(cli::integer_in(1, 1 << 20));
+  app.add_option("--tls", tls_text, "UCX transports between the processes")
+      ->check(CLI::IsMember({"shm", "tcp", "both"}));
+  cli::parse(app, argc, argv);
+  const std::vector<int> sizes = cli::integer_list(sizes_text);
   try {
     if (std::getenv("TESSEL_RANK") != nullptr) return rank_main(sizes, reps);
-    const std::vector<int> procs = parse_list(procs_text, "--procs", 2, 64);
+    const std::vector<int> procs = cli::integer_list(procs_text);
     const std::vector<std::string> tls =
         tls_text == "both" ? std::vector<std::string>{"shm", "tcp"} : std::vector<std::string>{tls_text};
     char self[4096] = {};

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "apps/cli/flags.h"
 #include "apps/models/parallel.h"
 #include "core/logging.h"
 #include "ops/ops.h"
@@ -207,15 +208,10 @@ bool conversion(const std::string& from_name, const std::string& to_name) {
 int main(int argc, char** argv) {
   init_logging(argv[0]);
   int steps = 20;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--steps" && i + 1 < argc) {
-      steps = std::max(1, std::atoi(argv[++i]));
-    } else {
-      std::fprintf(stderr, "usage: tessel-bench-boxing [--steps N]\n");
-      return 2;
-    }
-  }
+  CLI::App app("bytes boxing moves per step against the lower bound, and the step time", "tessel-bench-boxing");
+  cli::style(app);
+  app.add_option("--steps", steps, "timed steps")->check(cli::integer_in(1, 1 << 20));
+  cli::parse(app, argc, argv);
   std::printf("boxing per training step, 4 CPU devices in one process (bytes; ratio = moved / bound)\n");
   std::printf("%-16s %-6s %7s %11s %12s %12s %12s %7s %10s %10s\n", "example", "size", "copies", "collectives", "moved",
               "planned", "bound", "ratio", "ms 4 dev", "ms 1 dev");

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <string>
 
+#include "apps/cli/flags.h"
 #include "comm/job.h"
 #include "core/logging.h"
 #include "devices/cpu_device.h"
@@ -229,24 +230,11 @@ int main(int argc, char** argv) {
   init_logging(argv[0]);
   bool quick = false;
   std::string dir = "/tmp/tessel-bench-checkpoint";
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help") {
-      std::printf("usage: tessel-bench-checkpoint [--quick] [--dir DIR]\n");
-      return 0;
-    }
-    if (flag == "--quick") {
-      quick = true;
-    } else if (flag == "--dir" && i + 1 < argc) {
-      dir = argv[++i];
-    } else {
-      std::fprintf(
-          stderr,
-          "tessel-bench-checkpoint: unknown argument '%s'\nusage: tessel-bench-checkpoint [--quick] [--dir DIR]\n",
-          flag.c_str());
-      return 2;
-    }
-  }
+  CLI::App app("save and restore on 1 and 4 processes, beside the disk and PyTorch", "tessel-bench-checkpoint");
+  cli::style(app);
+  app.add_flag("--quick", quick, "a short run");
+  app.add_option("--dir", dir, "where the checkpoints go")->type_name("DIR");
+  cli::parse(app, argc, argv);
   try {
     std::filesystem::create_directories(dir);
     if (std::getenv("TESSEL_RANK") != nullptr) return rank_part(dir);

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli/flags.h"
 #include "core/logging.h"
 #include "graph/compile.h"
 #include "ops/ops.h"
@@ -147,19 +148,15 @@ void print(const std::string& layout, int devices, const char* share, const Figu
 int main(int argc, char** argv) {
   init_logging(argv[0]);
   int layers = 84;
-  std::vector<int> devices = list("1,8,64,256,1024"), whole = list("8,64");
-  for (int i = 1; i < argc; i += 2) {
-    const std::string flag = argv[i];
-    const bool known = flag == "--layers" || flag == "--devices" || flag == "--whole";
-    if (!known || i + 1 >= argc) {
-      std::fprintf(flag == "--help" ? stdout : stderr,
-                   "usage: tessel-bench-compile [--layers N] [--devices 1,8,64,256,1024] [--whole 8,64]\n");
-      return flag == "--help" ? 0 : 2;
-    }
-    if (flag == "--layers") layers = std::max(2, std::atoi(argv[i + 1]) / 2 * 2);
-    if (flag == "--devices") devices = list(argv[i + 1]);
-    if (flag == "--whole") whole = list(argv[i + 1]);
-  }
+  std::string devices_text = "1,8,64,256,1024", whole_text = "8,64";
+  CLI::App app("compile time and peak memory of one rank's share and of the whole-job plan", "tessel-bench-compile");
+  cli::style(app);
+  app.add_option("--layers", layers, "the MLP's layers (rounded down to even)")->check(cli::integer_in(2, 1 << 16));
+  app.add_option("--devices", devices_text, "devices of the rank-0 plans")->check(cli::integer_list_in(1, 1 << 20));
+  app.add_option("--whole", whole_text, "devices of the whole-job plans")->check(cli::integer_list_in(1, 1 << 20));
+  cli::parse(app, argc, argv);
+  layers = layers / 2 * 2;
+  const std::vector<int> devices = cli::integer_list(devices_text), whole = cli::integer_list(whole_text);
   std::printf("compiling an MLP of %d layers with backward and SGD; one device per rank\n", layers);
   std::printf(
       "targets: one rank's share at 1,024 devices in at most 1 s and 500 MB; the whole-job plan\n"

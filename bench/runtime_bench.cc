@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string>
 
+#include "apps/cli/flags.h"
 #include "actors/executor.h"
 #include "apps/models/mlp.h"
 #include "devices/arena.h"
@@ -139,18 +140,12 @@ int main(int argc, char** argv) {
   bool quick = false;
   int steps = 5;
   std::string script = std::string(TESSEL_SOURCE_DIR) + "/bench/torch_mlp.py";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (std::strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
-      steps = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--torch") == 0 && i + 1 < argc) {
-      script = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: tessel-bench-runtime [--quick] [--steps N] [--torch torch_mlp.py]\n");
-      return 2;
-    }
-  }
+  CLI::App app("the actor protocol's cost, and the MLP's step beside PyTorch", "tessel-bench-runtime");
+  cli::style(app);
+  app.add_flag("--quick", quick, "a short run");
+  app.add_option("--steps", steps, "timed MLP steps")->check(cli::integer_in(1, 1 << 20));
+  app.add_option("--torch", script, "the PyTorch script")->type_name("torch_mlp.py");
+  cli::parse(app, argc, argv);
   set_cpu_threads(1);
   const int trivial_steps = quick ? 2000 : 20000;
   std::printf("(a) trivial actors: one-element kernels, so the figures are the protocol's cost\n");

@@ -1,10 +1,21 @@
 #include "graph/plan_inspect.h"
 
-#include <algorithm>
-#include <cstdio>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "core/dtype.h"
 #include "core/error.h"
 #include "proto/plan.pb.h"
+
+extern char** environ;
 
 namespace tessel {
 namespace {
@@ -25,6 +36,20 @@ std::string type_text(const proto::TensorTypeDef& type) {
   std::string text = "[";
   for (int i = 0; i < type.shape_size(); ++i) text += concat(i ? ", " : "", type.shape(i));
   return text + "] " + type.dtype();
+}
+
+int64_t tensor_bytes(const proto::TensorTypeDef& type) {
+  int64_t elements = 1;
+  for (int64_t extent : type.shape()) elements *= extent;
+  const std::optional<DType> dtype = parse_dtype(type.dtype());
+  return dtype ? elements * static_cast<int64_t>(size_of(*dtype)) : 0;
+}
+
+// What moves or reshards bytes rather than computing: collectives, sends and receives, and the
+// boxing kernels (slices, copies and assembles between layouts).
+bool is_boxing(const proto::ActorDef& actor) {
+  return actor.kind() == proto::COLLECTIVE || actor.kind() == proto::SEND || actor.kind() == proto::RECV ||
+         actor.op().rfind("boxing_", 0) == 0 || actor.name().rfind("boxing/", 0) == 0;
 }
 
 std::string kind_text(proto::ActorKind kind) {
@@ -158,7 +183,9 @@ std::string describe_plan(const proto::Plan& plan) {
 }
 
 std::string plan_to_dot(const proto::Plan& plan) {
-  std::string out = "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n";
+  std::string out =
+      "digraph plan {\n  rankdir=TB;\n  compound=true;\n"
+      "  node [shape=box, fontname=\"monospace\", fontsize=10];\n  edge [fontname=\"monospace\", fontsize=9];\n";
   std::string edges;
   for (const proto::RankPlan& rank : plan.ranks()) {
     const auto prefix_of = [&](int device) {
@@ -168,17 +195,20 @@ std::string plan_to_dot(const proto::Plan& plan) {
     for (int d = 0; d < rank.devices_size(); ++d) {
       const proto::DevicePlan& device = rank.devices(d);
       const std::string prefix = prefix_of(d);
-      out += concat("  subgraph \"cluster_", prefix, "\" {\n    label=\"rank ", rank.rank(), " ", device.device(),
-                    "\";\n");
+      std::string compute, boxing;
       for (const proto::ActorDef& actor : device.actors()) {
-        const char* color = actor.kind() == proto::VARIABLE ? "lightyellow"
-                            : actor.kind() == proto::INPUT  ? "lightblue"
-                            : actor.kind() == proto::UPDATE ? "lightpink"
-                            : actor.kind() == proto::FETCH  ? "lightgreen"
-                                                            : "white";
-        out += concat("    ", prefix, actor.id(), " [label=\"", actor.id(), " ", actor.name(), "\\n",
-                      actor.op().empty() ? kind_text(actor.kind()) : actor.op(), "\", style=filled, fillcolor=", color,
-                      "];\n");
+        const bool moves = is_boxing(actor);
+        const char* color = actor.kind() == proto::VARIABLE     ? "lightyellow"
+                            : actor.kind() == proto::INPUT      ? "lightblue"
+                            : actor.kind() == proto::UPDATE     ? "lightpink"
+                            : actor.kind() == proto::FETCH      ? "lightgreen"
+                            : actor.kind() == proto::COLLECTIVE ? "orange"
+                            : moves                             ? "wheat"
+                                                                : "white";
+        (moves ? boxing : compute) +=
+            concat("    ", prefix, actor.id(), " [label=\"", actor.id(), " ", actor.name(), "\\n",
+                   actor.op().empty() ? kind_text(actor.kind()) : actor.op(), "\", style=filled, fillcolor=", color,
+                   moves ? ", shape=hexagon" : "", "];\n");
         // Edges go after the clusters: an edge between devices belongs to neither.
         for (const proto::OutputDef& output : actor.outputs()) {
           for (const proto::Endpoint& c : output.consumers()) {
@@ -187,17 +217,59 @@ std::string plan_to_dot(const proto::Plan& plan) {
               edges += output.initial_tokens() ? " [style=dashed, color=red, constraint=false]" : " [style=dashed]";
             } else {
               const std::string sbp = output.layout().substr(0, output.layout().find(" on "));
-              edges += concat(" [label=\"", type_text(output.type()), " x", output.register_count(),
-                              sbp.empty() ? "" : concat("\\n", sbp), "\"]");
+              edges += concat(" [label=\"", type_text(output.type()), " x", output.register_count(), "\\n",
+                              sbp.empty() ? "" : concat(sbp, ", "), bytes_text(tensor_bytes(output.type())), "\"",
+                              moves ? ", color=darkorange" : "", "]");
             }
             edges += ";\n";
           }
         }
       }
+      out += concat("  subgraph \"cluster_", prefix, "\" {\n    label=\"rank ", rank.rank(), " ", device.device(),
+                    "\";\n    style=rounded;\n", compute);
+      if (!boxing.empty()) {
+        out += concat("    subgraph \"cluster_", prefix, "boxing\" {\n      label=\"boxing and collectives\";\n"
+                      "      style=dashed;\n      color=darkorange;\n", boxing, "    }\n");
+      }
       out += "  }\n";
     }
   }
   return out + edges + "}\n";
+}
+
+void render_dot(const std::string& dot, const std::string& format, const std::string& path) {
+  if (format != "svg" && format != "png") {
+    throw Error::InvalidArgument(concat("render_dot: format '", format, "' (expected svg or png)"));
+  }
+  char source[] = "/tmp/tessel-plan-XXXXXX.dot";
+  const int fd = mkstemps(source, 4);
+  if (fd < 0) throw Error::FailedPrecondition(concat("render_dot: cannot make a temporary file: ", std::strerror(errno)));
+  const bool written = write(fd, dot.data(), dot.size()) == static_cast<ssize_t>(dot.size());
+  close(fd);
+  const auto remove_source = [&] { unlink(source); };
+  if (!written) {
+    remove_source();
+    throw Error::FailedPrecondition(concat("render_dot: cannot write ", source));
+  }
+  const std::string type = concat("-T", format);
+  const char* argv[] = {"dot", type.c_str(), "-o", path.c_str(), source, nullptr};
+  pid_t child = 0;
+  const int spawned = posix_spawnp(&child, "dot", nullptr, nullptr, const_cast<char* const*>(argv), environ);
+  if (spawned != 0) {
+    remove_source();
+    throw Error::FailedPrecondition(
+        concat("rendering a plan needs Graphviz's `dot` program, which did not start (", std::strerror(spawned),
+               "): apt-get install graphviz (scripts/setup.sh installs it)"));
+  }
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  remove_source();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw Error::FailedPrecondition(concat("Graphviz's `dot -T", format, " -o ", path, "` failed (",
+                                           WIFEXITED(status) ? concat("status ", WEXITSTATUS(status)) : "a signal",
+                                           "); its message is above"));
+  }
 }
 
 }  // namespace tessel

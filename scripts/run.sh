@@ -16,7 +16,7 @@
 #   scripts/run.sh digits [--epochs 40 ...]    the digits MLP in one process (tessel-digits)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+if [ "${1:-}" = digits ]; then scripts/setup.sh --digits; else scripts/setup.sh; fi
 scripts/build.sh
 example=gpt chaos=0
 [ "${1:-}" = --chaos ] && { chaos=1; example=data-parallel; shift; }

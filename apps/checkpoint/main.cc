@@ -11,21 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli/flags.h"
 #include "core/error.h"
 #include "core/logging.h"
 #include "runtime/checkpoint.h"
 
 namespace {
-
-[[noreturn]] void usage(const std::string& problem, bool asked = false) {
-  std::fprintf(asked ? stdout : stderr,
-               "tessel-checkpoint: %s\n"
-               "usage: tessel-checkpoint list PATH\n"
-               "       tessel-checkpoint verify PATH\n"
-               "PATH is a checkpoint (a step-N directory) or a checkpoint root holding them\n",
-               problem.c_str());
-  std::exit(asked ? 0 : 2);
-}
 
 // PATH itself when it is a checkpoint, else the checkpoints under it, newest first.
 std::vector<std::string> checkpoints_at(const std::string& path) {
@@ -43,14 +34,18 @@ std::vector<std::string> checkpoints_at(const std::string& path) {
 
 int main(int argc, char** argv) {
   tessel::init_logging(argv[0]);
-  std::vector<std::string> arguments(argv + 1, argv + argc);
-  for (const std::string& argument : arguments) {
-    if (argument == "--help" || argument == "-h") usage("lists and verifies checkpoints", /*asked=*/true);
-  }
-  if (arguments.size() != 2) usage("expected a command and a path");
-  const std::string& command = arguments[0];
-  const std::string& path = arguments[1];
-  if (command != "list" && command != "verify") usage("unknown command '" + command + "' (expected list or verify)");
+  CLI::App app("lists and verifies checkpoints", "tessel-checkpoint");
+  tessel::cli::style(app);
+  std::string path;
+  const std::string path_help = "a checkpoint (a step-N directory) or a checkpoint root holding them";
+  CLI::App* list = app.add_subcommand("list", "variables, shapes, shards, step and size (a root: each checkpoint, newest first)");
+  list->add_option("PATH", path, path_help)->required();
+  CLI::App* verify = app.add_subcommand("verify", "reads every byte and checks every checksum (a root: each "
+                                                  "checkpoint, and which one restoring the latest takes)");
+  verify->add_option("PATH", path, path_help)->required();
+  app.require_subcommand(1);
+  tessel::cli::parse(app, argc, argv);
+  const std::string command = list->parsed() ? "list" : "verify";
   try {
     bool damaged = false, chosen = false;
     for (const std::string& checkpoint : checkpoints_at(path)) {

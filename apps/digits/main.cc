@@ -9,101 +9,45 @@
 // --workers sets how many actors run at once, --threads how many threads one kernel uses.
 // --checkpoint-every N saves every N steps into --checkpoint-dir; --resume goes on from the newest
 // complete checkpoint there, to the end of --epochs.
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
+#include "apps/cli/flags.h"
 #include "apps/digits/digits.h"
 #include "core/logging.h"
 #include "devices/cpu_device.h"
 
-namespace {
-
-// The usage, after `problem`: on stderr with status 2, or for --help (no problem) on stdout with 0.
-[[noreturn]] void usage(const char* problem) {
-  std::FILE* out = problem == nullptr ? stdout : stderr;
-  std::fprintf(out,
-               "tessel-digits: %s\n"
-               "usage: tessel-digits [--epochs N] [--batch N] [--hidden N] [--lr X] [--seed N] [--threads N]\n"
-               "                     [--workers N] [--interpreter] [--write-plan FILE]\n"
-               "                     [--checkpoint-dir DIR] [--checkpoint-every N] [--resume]\n",
-               problem == nullptr ? "trains an MLP on the digits data set" : problem);
-  std::exit(problem == nullptr ? 0 : 2);
-}
-
-double number(const char* flag, const char* text) {
-  char* end = nullptr;
-  const double value = std::strtod(text, &end);
-  if (*text == '\0' || *end != '\0' || !std::isfinite(value)) {
-    usage((std::string(flag) + " expects a number, got '" + text + "'").c_str());
-  }
-  return value;
-}
-
-// A whole number in [low, high]: 1.7 epochs is refused, not truncated.
-int64_t integer(const char* flag, const char* text, int64_t low, int64_t high) {
-  const double value = number(flag, text);
-  if (value != std::floor(value) || value < static_cast<double>(low) || value > static_cast<double>(high)) {
-    usage((std::string(flag) + ": '" + text + "' is not an integer in [" + std::to_string(low) + ", " +
-           std::to_string(high) + "]")
-              .c_str());
-  }
-  return static_cast<int64_t>(value);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   tessel::init_logging(argv[0]);
   tessel::digits::TrainOptions options;
-  for (int i = 1; i < argc; ++i) {
-    const char* flag = argv[i];
-    if (std::strcmp(flag, "--help") == 0) usage(nullptr);
-    if (std::strcmp(flag, "--interpreter") == 0) {
-      options.use_interpreter = true;
-      continue;
-    }
-    if (std::strcmp(flag, "--resume") == 0) {
-      options.resume = true;
-      continue;
-    }
-    if (i + 1 >= argc) usage((std::string("missing value after ") + flag).c_str());
-    if (std::strcmp(flag, "--write-plan") == 0) {
-      options.plan_path = argv[++i];
-      continue;
-    }
-    if (std::strcmp(flag, "--checkpoint-dir") == 0) {
-      options.checkpoint_dir = argv[++i];
-      if (options.checkpoint_dir.empty()) usage("--checkpoint-dir expects a directory, got ''");
-      continue;
-    }
-    const char* text = argv[++i];
-    if (std::strcmp(flag, "--epochs") == 0) {
-      options.epochs = static_cast<int>(integer(flag, text, 1, 100000));
-    } else if (std::strcmp(flag, "--batch") == 0) {
-      options.batch = static_cast<int>(integer(flag, text, 1, 1 << 20));
-    } else if (std::strcmp(flag, "--hidden") == 0) {
-      options.hidden = static_cast<int>(integer(flag, text, 1, 1 << 20));
-    } else if (std::strcmp(flag, "--lr") == 0) {
-      options.lr = number(flag, text);
-      if (!(options.lr > 0)) usage((std::string("--lr expects a positive number, got '") + text + "'").c_str());
-    } else if (std::strcmp(flag, "--seed") == 0) {
-      options.seed = static_cast<uint64_t>(integer(flag, text, 0, int64_t{1} << 53));
-    } else if (std::strcmp(flag, "--checkpoint-every") == 0) {
-      options.checkpoint_every = integer(flag, text, 1, int64_t{1} << 40);
-    } else if (std::strcmp(flag, "--workers") == 0) {
-      options.worker_threads = static_cast<int>(integer(flag, text, 1, 256));
-    } else if (std::strcmp(flag, "--threads") == 0) {
-      tessel::set_cpu_threads(static_cast<int>(integer(flag, text, 1, 256)));
-    } else {
-      usage((std::string("unknown flag ") + flag).c_str());
-    }
-  }
+  int threads = 0;
+  CLI::App app("trains an MLP on the digits data set", "tessel-digits");
+  tessel::cli::style(app);
+  app.add_option("--epochs", options.epochs, "passes over the training set")->check(tessel::cli::integer_in(1, 100000));
+  app.add_option("--batch", options.batch, "samples per step")->check(tessel::cli::integer_in(1, 1 << 20));
+  app.add_option("--hidden", options.hidden, "hidden units")->check(tessel::cli::integer_in(1, 1 << 20));
+  app.add_option("--lr", options.lr, "AdamW's learning rate")->check(tessel::cli::number_in(1e-12, 100));
+  app.add_option("--seed", options.seed, "initial weights and batch order")
+      ->check(tessel::cli::integer_in(0, int64_t{1} << 53));
+  app.add_option("--threads", threads, "threads one kernel uses (unset: TESSEL_CPU_THREADS, or every core)")
+      ->check(tessel::cli::integer_in(1, 256))
+      ->envname("TESSEL_CPU_THREADS");
+  app.add_option("--workers", options.worker_threads, "actors that run at once")
+      ->check(tessel::cli::integer_in(1, 256));
+  app.add_flag("--interpreter", options.use_interpreter, "the reference interpreter instead of the actors");
+  app.add_option("--write-plan", options.plan_path, "writes the training plan to FILE")->type_name("FILE");
+  app.add_option("--checkpoint-dir", options.checkpoint_dir, "where checkpoints go")
+      ->type_name("DIR")
+      ->check([](const std::string& text) { return text.empty() ? std::string("expected a directory, got ''") : ""; });
+  app.add_option("--checkpoint-every", options.checkpoint_every, "saves every N steps into --checkpoint-dir")
+      ->check(tessel::cli::integer_in(1, int64_t{1} << 40));
+  app.add_flag("--resume", options.resume, "goes on from the newest complete checkpoint in --checkpoint-dir");
+  tessel::cli::parse(app, argc, argv);
   if ((options.resume || options.checkpoint_every > 0) && options.checkpoint_dir.empty()) {
-    usage("--resume and --checkpoint-every need --checkpoint-dir");
+    std::fprintf(stderr, "tessel-digits: --resume and --checkpoint-every need --checkpoint-dir\n");
+    return 2;
   }
+  if (threads > 0) tessel::set_cpu_threads(threads);
   options.on_resume = [](const tessel::CheckpointInfo& restored) {
     std::printf("  resumed from %s at step %lld\n", restored.path.c_str(), static_cast<long long>(restored.step));
   };

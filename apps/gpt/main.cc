@@ -36,6 +36,7 @@
 #include <map>
 #include <string>
 
+#include "apps/cli/flags.h"
 #include "apps/models/gpt.h"
 #include "apps/models/text.h"
 #include "comm/job.h"
@@ -45,39 +46,6 @@
 namespace {
 
 using namespace tessel;
-
-[[noreturn]] void usage(const std::string& problem, bool asked = false) {
-  std::fprintf(asked ? stdout : stderr,
-               "tessel-gpt: %s\n"
-               "usage: tessel-gpt [--layout single|data-parallel|tensor-parallel|pipeline|hybrid] [--steps N]\n"
-               "                  [--width N] [--heads N] [--layers N] [--context N] [--batch N] [--lr X]\n"
-               "                  [--min-lr X] [--warmup N] [--weight-decay X] [--clip X] [--eval-every K]\n"
-               "                  [--eval-batches N] [--print-every K] [--sample N] [--prompt TEXT]\n"
-               "                  [--temperature X] [--seed N] [--threads N] [--devices N] [--micro-batches N]\n"
-               "                  [--data DIR] [--checkpoint-dir DIR] [--checkpoint-every K] [--resume]\n"
-               "                  [--dump DIR]\n",
-               problem.c_str());
-  std::exit(asked ? 0 : 2);
-}
-
-int64_t integer(const std::string& flag, const std::string& text, int64_t low, int64_t high) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0 || value < low || value > high) {
-    usage(concat(flag, ": '", text, "' is not an integer from ", low, " to ", high));
-  }
-  return value;
-}
-
-double number(const std::string& flag, const std::string& text, double low, double high) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !(value >= low && value <= high)) {
-    usage(concat(flag, ": '", text, "' is not a number from ", low, " to ", high));
-  }
-  return value;
-}
 
 std::string clock_text(double seconds) {
   const auto s = static_cast<long long>(std::max(0.0, seconds) + 0.5);
@@ -100,46 +68,55 @@ int main(int argc, char** argv) {
   config.layout.clear();
   int64_t steps = 600, eval_every = 50, eval_batches = 8, print_every = 10, sample = 400, threads = 1, devices = 0;
   int64_t checkpoint_every = 0, seed = 1;
-  bool warmup_set = false, resume = false;
+  bool resume = false;
   std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(concat(flag, ": missing its value"));
-      return argv[++i];
-    };
-    const int64_t big = int64_t{1} << 40;
-    if (flag == "--help" || flag == "-h") usage("trains a character-level GPT on Debian's fortunes", true);
-    if (flag == "--layout") config.layout = value();
-    else if (flag == "--steps") steps = integer(flag, value(), 1, big);
-    else if (flag == "--width") config.width = integer(flag, value(), 1, 1 << 16);
-    else if (flag == "--heads") config.heads = integer(flag, value(), 1, 1 << 10);
-    else if (flag == "--layers") config.layers = integer(flag, value(), 1, 1 << 10);
-    else if (flag == "--context") config.context = integer(flag, value(), 2, 1 << 14);
-    else if (flag == "--batch") config.batch = integer(flag, value(), 1, 1 << 20);
-    else if (flag == "--micro-batches") config.micro_batches = static_cast<int>(integer(flag, value(), 1, 1 << 10));
-    else if (flag == "--lr") config.lr = number(flag, value(), 0, 10);
-    else if (flag == "--min-lr") config.min_lr = number(flag, value(), 0, 10);
-    else if (flag == "--warmup") config.warmup_steps = integer(flag, value(), 0, big), warmup_set = true;
-    else if (flag == "--weight-decay") config.weight_decay = number(flag, value(), 0, 10);
-    else if (flag == "--clip") config.clip = number(flag, value(), 0, 1e9);
-    else if (flag == "--eval-every") eval_every = integer(flag, value(), 1, big);
-    else if (flag == "--eval-batches") eval_batches = integer(flag, value(), 1, 1 << 16);
-    else if (flag == "--print-every") print_every = integer(flag, value(), 1, big);
-    else if (flag == "--sample") sample = integer(flag, value(), 0, 1 << 20);
-    else if (flag == "--prompt") prompt = value();
-    else if (flag == "--temperature") config.temperature = number(flag, value(), 0, 100);
-    else if (flag == "--seed") seed = integer(flag, value(), 0, big);
-    else if (flag == "--threads") threads = integer(flag, value(), 1, 256);
-    else if (flag == "--devices") devices = integer(flag, value(), 1, 1 << 16);
-    else if (flag == "--data") data = value();
-    else if (flag == "--checkpoint-dir") checkpoint_dir = value();
-    else if (flag == "--checkpoint-every") checkpoint_every = integer(flag, value(), 1, big);
-    else if (flag == "--resume") resume = true;
-    else if (flag == "--dump") dump = value();
-    else usage(concat("unknown argument '", flag, "'"));
+  const int64_t big = int64_t{1} << 40;
+  CLI::App app("trains a character-level GPT on Debian's fortunes, then samples from it", "tessel-gpt");
+  cli::style(app);
+  app.add_option("--layout", config.layout, "single, data-parallel, tensor-parallel, pipeline or hybrid "
+                                            "(default: single alone, data-parallel under tessel-launch)")
+      ->check(CLI::IsMember({"single", "data-parallel", "tensor-parallel", "pipeline", "hybrid"}));
+  app.add_option("--steps", steps, "training steps")->check(cli::integer_in(1, big));
+  app.add_option("--width", config.width, "the model's width")->check(cli::integer_in(1, 1 << 16));
+  app.add_option("--heads", config.heads, "attention heads")->check(cli::integer_in(1, 1 << 10));
+  app.add_option("--layers", config.layers, "transformer blocks")->check(cli::integer_in(1, 1 << 10));
+  app.add_option("--context", config.context, "characters per sequence")->check(cli::integer_in(2, 1 << 14));
+  app.add_option("--batch", config.batch, "sequences per step")->check(cli::integer_in(1, 1 << 20));
+  app.add_option("--micro-batches", config.micro_batches, "micro-batches of the pipeline layout")
+      ->check(cli::integer_in(1, 1 << 10));
+  app.add_option("--lr", config.lr, "the peak learning rate")->check(cli::number_in(0, 10));
+  app.add_option("--min-lr", config.min_lr, "the learning rate at the end of the cosine decay")
+      ->check(cli::number_in(0, 10));
+  CLI::Option* warmup = app.add_option("--warmup", config.warmup_steps, "linear warmup steps (default: a tenth of --steps, at most 20)")
+                            ->check(cli::integer_in(0, big));
+  app.add_option("--weight-decay", config.weight_decay, "AdamW's weight decay")->check(cli::number_in(0, 10));
+  app.add_option("--clip", config.clip, "clips gradients to this global norm (0: off)")->check(cli::number_in(0, 1e9));
+  app.add_option("--eval-every", eval_every, "steps between validation losses")->check(cli::integer_in(1, big));
+  app.add_option("--eval-batches", eval_batches, "validation batches per validation loss")
+      ->check(cli::integer_in(1, 1 << 16));
+  app.add_option("--print-every", print_every, "steps between progress lines in a log")
+      ->check(cli::integer_in(1, big));
+  app.add_option("--sample", sample, "characters sampled at the end")->check(cli::integer_in(0, 1 << 20));
+  app.add_option("--prompt", prompt, "the sample's beginning");
+  app.add_option("--temperature", config.temperature, "the sample's temperature (0: greedy)")
+      ->check(cli::number_in(0, 100));
+  app.add_option("--seed", seed, "initial weights, batches and the sample")->check(cli::integer_in(0, big));
+  app.add_option("--threads", threads, "kernel threads per device")
+      ->check(cli::integer_in(1, 256))
+      ->envname("TESSEL_CPU_THREADS");
+  app.add_option("--devices", devices, "devices of the layout (default: one per rank, 4 for pipeline and hybrid over fewer ranks)")
+      ->check(cli::integer_in(1, 1 << 16));
+  app.add_option("--data", data, "the fortunes' folder")->type_name("DIR");
+  app.add_option("--checkpoint-dir", checkpoint_dir, "where checkpoints go")->type_name("DIR");
+  app.add_option("--checkpoint-every", checkpoint_every, "saves every K steps")->check(cli::integer_in(1, big));
+  app.add_flag("--resume", resume, "goes on from the newest checkpoint in --checkpoint-dir");
+  app.add_option("--dump", dump, "writes what bench/gpt_torch_check.py needs (one process)")->type_name("DIR");
+  cli::parse(app, argc, argv);
+  const bool warmup_set = warmup->count() > 0;
+  if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) {
+    std::fprintf(stderr, "tessel-gpt: --resume and --checkpoint-every need --checkpoint-dir\n");
+    return 2;
   }
-  if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) usage("--resume and --checkpoint-every need --checkpoint-dir");
   try {
     std::optional<comm::JobConfig> job_config = comm::job_config_from_environment();
     std::unique_ptr<comm::Job> job = job_config ? std::make_unique<comm::Job>(*job_config) : nullptr;
@@ -147,7 +124,10 @@ int main(int argc, char** argv) {
     if (config.layout.empty()) config.layout = ranks > 1 ? "data-parallel" : "single";
     const bool halves = config.layout == "pipeline" || config.layout == "hybrid";
     if (devices == 0) devices = config.layout == "single" ? 1 : halves && ranks < 4 && 4 % ranks == 0 ? 4 : ranks;
-    if (!dump.empty() && ranks > 1) usage("--dump writes one process's run: start it without tessel-launch");
+    if (!dump.empty() && ranks > 1) {
+      std::fprintf(stderr, "tessel-gpt: --dump writes one process's run: start it without tessel-launch\n");
+      return 2;
+    }
     config.devices = static_cast<int>(devices);
     config.total_steps = steps;
     if (!warmup_set) config.warmup_steps = std::min<int64_t>(config.warmup_steps, steps / 10);

@@ -1,5 +1,7 @@
 #include "apps/launch/launch_config.h"
 
+#include "apps/cli/flags.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
@@ -35,7 +37,50 @@ std::vector<std::string> top_level_items(const std::string& list) {
   return items;
 }
 
+// The flags given, by name, as text.
+struct LaunchFlags {
+  std::map<std::string, std::string> values;
+  bool join = false;
+};
+
+// tessel-launch's flags, onto `app` (named tessel-launch).
+void launch_flags(CLI::App& app, LaunchFlags& flags) {
+  cli::style(app);
+  // Each given flag's text lands in flags.values under its name; its value is checked here where it
+  // can be, and in resolve_launch where its range depends on another flag.
+  const auto text = [&](const std::string& name, const std::string& help) {
+    return app.add_option_function<std::string>(
+        name, [&flags, name](const std::string& value) { flags.values[name] = value; }, help);
+  };
+  text("--nnodes", "nodes of the job; MIN:MAX turns recovery on: the job starts with MAX nodes and goes on, "
+                   "resharded onto the ranks that remain, while ranks on MIN nodes remain")
+      ->type_name("N|MIN:MAX");
+  text("--nproc-per-node", "ranks this launcher starts, one process each")->type_name("INT")->check(cli::integer_in(1, 1024));
+  text("--node-rank", "this node's index among the job's nodes, from 0")->type_name("INT");
+  text("--master-addr", "host name or address of the node that runs rank 0")->type_name("HOST");
+  text("--master-port", "rank 0's coordinator port (default: a free one, when this launcher starts every rank)")
+      ->type_name("INT")
+      ->check(cli::integer_in(1, 65535));
+  text("--token", "the job's shared secret (default: TESSEL_JOB_TOKEN, or generated)")->type_name("TEXT");
+  text("--heartbeat-deadline", "seconds of silence after which a rank counts as lost")
+      ->type_name("SECONDS")
+      ->check(cli::number_in(0.05, 3600));
+  text("--max-restarts", "with recovery: starts a lost rank again, up to N times, and the job grows back onto it")
+      ->type_name("INT")
+      ->check(cli::integer_in(0, 1 << 20));
+  app.add_flag("--join", flags.join, "starts ranks that join a running job (its --master-port and --token)");
+  app.footer("PROGRAM [ARGS...] follows the flags (after --, or at the first word that is not a flag).\n");
+  app.prefix_command();  // the program and its arguments: everything from the first word that is not a flag
+}
+
 }  // namespace
+
+std::string launch_usage() {
+  LaunchFlags flags;
+  CLI::App app("starts the ranks of a job on this node", "tessel-launch");
+  launch_flags(app, flags);
+  return app.help();
+}
 
 std::vector<std::string> expand_hostlist(const std::string& list) {
   std::vector<std::string> hosts;
@@ -75,36 +120,31 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     auto it = environment.find(name);
     return it == environment.end() ? nullptr : &it->second;
   };
-  std::map<std::string, std::string> flags;
   LaunchConfig config;
-  for (size_t i = 0; i < arguments.size(); ++i) {
-    const std::string& argument = arguments[i];
-    if (argument == "--") {
-      config.command.assign(arguments.begin() + static_cast<long>(i) + 1, arguments.end());
-      break;
-    }
-    if (argument.rfind("--", 0) != 0) {
-      config.command.assign(arguments.begin() + static_cast<long>(i), arguments.end());
-      break;
-    }
-    if (argument == "--join") {  // the one flag without a value
-      config.join = true;
-      continue;
-    }
-    static const std::vector<std::string> known = {
-        "--nnodes",      "--nproc-per-node", "--node-rank",          "--master-addr",
-        "--master-port", "--token",          "--heartbeat-deadline", "--max-restarts"};
-    if (std::find(known.begin(), known.end(), argument) == known.end()) {
-      throw std::invalid_argument("unknown flag '" + argument + "'");
-    }
-    if (i + 1 >= arguments.size()) throw std::invalid_argument(argument + " needs a value");
-    flags[argument] = arguments[++i];
+  LaunchFlags parsed;
+  CLI::App app("starts the ranks of a job on this node", "tessel-launch");
+  launch_flags(app, parsed);
+  // CLI11 takes its arguments last first.
+  std::vector<std::string> reversed(arguments.rbegin(), arguments.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    throw std::invalid_argument("--help");
+  } catch (const CLI::ParseError& error) {
+    throw std::invalid_argument(cli::explain(error));
+  }
+  config.join = parsed.join;
+  config.command = app.remaining();
+  if (!config.command.empty() && config.command.front() == "--") config.command.erase(config.command.begin());
+  if (!config.command.empty() && config.command.front().rfind("-", 0) == 0 &&
+      std::find(arguments.begin(), arguments.end(), "--") == arguments.end()) {
+    throw std::invalid_argument("unknown flag '" + config.command.front() + "'");
   }
   if (config.command.empty())
     throw std::invalid_argument("no program to launch (tessel-launch [flags] -- PROGRAM ...)");
   const auto flag = [&](const std::string& name) -> const std::string* {
-    auto it = flags.find(name);
-    return it == flags.end() ? nullptr : &it->second;
+    auto it = parsed.values.find(name);
+    return it == parsed.values.end() ? nullptr : &it->second;
   };
 
   // One process per task of another launcher, which chose the rank.
@@ -153,19 +193,20 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
   if (const std::string* text = flag("--nnodes")) {
     const size_t colon = text->find(':');
     if (colon == std::string::npos) {
-      nnodes = to_int("--nnodes", *text, 1, 1 << 16);
+      nnodes = static_cast<int>(cli::parse_integer("--nnodes", *text, 1, 1 << 16));
     } else {
-      nnodes = to_int("--nnodes (after ':')", text->substr(colon + 1), 1, 1 << 16);
-      config.min_nodes = to_int("--nnodes (before ':')", text->substr(0, colon), 1, nnodes);
+      nnodes = static_cast<int>(cli::parse_integer("--nnodes (after ':')", text->substr(colon + 1), 1, 1 << 16));
+      config.min_nodes = static_cast<int>(cli::parse_integer("--nnodes (before ':')", text->substr(0, colon), 1, nnodes));
       config.recovery = true;
       config.max_nodes = nnodes;
     }
   }
   if (env("TESSEL_RECOVERY") && *env("TESSEL_RECOVERY") == "1") config.recovery = true;
-  const int nproc = flag("--nproc-per-node") ? to_int("--nproc-per-node", *flag("--nproc-per-node"), 1, 1024) : 1;
+  const int nproc = flag("--nproc-per-node") ? std::stoi(*flag("--nproc-per-node")) : 1;  // checked by CLI11
   const bool shape_flags = flag("--nnodes") || flag("--nproc-per-node") || flag("--node-rank");
   if (rank < 0 || shape_flags) {
-    const int node = flag("--node-rank") ? to_int("--node-rank", *flag("--node-rank"), 0, nnodes - 1) : 0;
+    const int node =
+        flag("--node-rank") ? static_cast<int>(cli::parse_integer("--node-rank", *flag("--node-rank"), 0, nnodes - 1)) : 0;
     if (rank >= 0) config.source += ", overridden by flags";
     config.world_size = nnodes * nproc;
     config.ranks.clear();
@@ -184,20 +225,13 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
         "the node that runs rank 0");
   }
   if (flag("--master-port")) {
-    config.master_port = to_int("--master-port", *flag("--master-port"), 1, 65535);
+    config.master_port = std::stoi(*flag("--master-port"));  // checked by CLI11
     config.port_given = true;
   }
   if (flag("--token")) config.token = *flag("--token");
-  if (flag("--heartbeat-deadline")) {
-    char* end = nullptr;
-    config.heartbeat_deadline = std::strtod(flag("--heartbeat-deadline")->c_str(), &end);
-    if (*end != '\0' || !(config.heartbeat_deadline >= 0.05 && config.heartbeat_deadline <= 3600)) {
-      throw std::invalid_argument("--heartbeat-deadline is '" + *flag("--heartbeat-deadline") +
-                                  "', expected seconds in [0.05, 3600]");
-    }
-  }
+  if (flag("--heartbeat-deadline")) config.heartbeat_deadline = std::stod(*flag("--heartbeat-deadline"));
   if (flag("--max-restarts")) {
-    config.max_restarts = to_int("--max-restarts", *flag("--max-restarts"), 0, 1 << 20);
+    config.max_restarts = std::stoi(*flag("--max-restarts"));  // checked by CLI11
     if (!config.recovery && !config.join)
       throw std::invalid_argument("--max-restarts restarts lost ranks, which needs recovery on (--nnodes MIN:MAX)");
   }

@@ -34,10 +34,14 @@ struct LaunchConfig {
   std::vector<std::string> command;
 };
 
-// Parses argv (after the program name) against `environment`. Throws std::invalid_argument
-// with a message naming the flag or variable at fault.
+// Parses argv (after the program name) against `environment`, the flags with CLI11 (apps/cli/flags.h's
+// wording). Throws std::invalid_argument with a message naming the flag or variable at fault, or
+// with "--help" when the usage was asked for (launch_usage()).
 LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
                             const std::map<std::string, std::string>& environment);
+
+// The generated usage: every flag with its help.
+std::string launch_usage();
 
 // "node[01-03,07],login5" -> {"node01","node02","node03","node07","login5"}: Slurm's
 // compressed host lists. Throws std::invalid_argument for a malformed list.

@@ -234,19 +234,14 @@ int main(int argc, char** argv) {
       const size_t equals = text.find('=');
       if (equals != std::string::npos) environment[text.substr(0, equals)] = text.substr(equals + 1);
     }
-    if (argc > 1 && std::strcmp(argv[1], "--help") == 0) throw std::invalid_argument("--help");
     config = tessel::launch::resolve_launch(std::vector<std::string>(argv + 1, argv + argc), environment);
   } catch (const std::invalid_argument& error) {
     const bool asked = std::strcmp(error.what(), "--help") == 0;  // the usage, on stdout, status 0
-    std::fprintf(asked ? stdout : stderr,
-                 "tessel-launch: %s\nusage: tessel-launch [--nnodes N] [--nproc-per-node P] [--node-rank K] "
-                 "[--master-addr HOST] [--master-port PORT] [--token T] [--heartbeat-deadline S]\n"
-                 "                     [--max-restarts N] [--join] -- PROGRAM [ARGS]\n"
-                 "  --nnodes MIN:MAX turns recovery on: the job starts with MAX nodes and goes on, resharded onto\n"
-                 "  the ranks that remain, while ranks on MIN nodes remain\n"
-                 "  --max-restarts N (with recovery) starts a lost rank again, up to N times, and the job grows back\n"
-                 "  onto it; --join starts ranks that join a running job (its --master-port and --token)\n",
-                 asked ? "starts the ranks of a job on this node" : error.what());
+    if (asked) {
+      std::fputs(tessel::launch::launch_usage().c_str(), stdout);
+    } else {
+      std::fprintf(stderr, "tessel-launch: %s\nrun 'tessel-launch --help' for the usage\n", error.what());
+    }
     return asked ? 0 : 2;
   }
   if (config.token.empty()) config.token = generated_token();

@@ -37,6 +37,7 @@
 #include <map>
 #include <string>
 
+#include "apps/cli/flags.h"
 #include "apps/models/parallel.h"
 #include "comm/job.h"
 #include "core/logging.h"
@@ -45,89 +46,48 @@
 #include "runtime/interpreter.h"
 #include "runtime/session.h"
 
-namespace {
-
-// The usage after `problem` on stderr, status 2; for --help (`asked`) on stdout, status 0.
-[[noreturn]] void usage(const std::string& problem, bool asked = false) {
-  std::string names;
-  for (const std::string& name : tessel::models::parallel_example_names()) names += " " + name;
-  std::fprintf(asked ? stdout : stderr,
-               "tessel-example: %s\n"
-               "usage: tessel-example NAME [--steps N] [--every K] [--workers N] [--devices N] [--hidden N] [--plan]\n"
-               "                      [--checkpoint-dir DIR] [--checkpoint-every K] [--resume] [--sample-log FILE] "
-               "[--no-check] [--tolerance X] [--snapshot-every K] [--save-parameters FILE]\n"
-               "NAME is one of:%s\n",
-               problem.c_str(), names.c_str());
-  std::exit(asked ? 0 : 2);
-}
-
-int64_t integer(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || value < 1) usage(flag + " expects a positive integer, got '" + text + "'");
-  return value;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   using namespace tessel;
   init_logging(argv[0]);
   std::string name;
   int64_t steps = 100, every = 10, workers = 1, devices = 0, hidden = 128, checkpoint_every = 0, snapshot_every = 0;
-  bool show_plan = false, resume = false, check = true;
+  bool show_plan = false, resume = false, no_check = false;
   double tolerance = 1e-4;
   std::string checkpoint_dir, sample_log, parameters_file;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value after " + flag);
-      return argv[++i];
-    };
-    if (flag == "--help") usage("trains a parallel example", /*asked=*/true);
-    if (flag == "--steps") {
-      steps = integer(flag, value());
-    } else if (flag == "--every") {
-      every = integer(flag, value());
-    } else if (flag == "--workers") {
-      workers = integer(flag, value());
-    } else if (flag == "--devices") {
-      devices = integer(flag, value());
-    } else if (flag == "--hidden") {
-      hidden = integer(flag, value());
-    } else if (flag == "--checkpoint-dir") {
-      checkpoint_dir = value();
-      if (checkpoint_dir.empty()) usage("--checkpoint-dir expects a directory, got ''");
-    } else if (flag == "--snapshot-every") {
-      snapshot_every = integer(flag, value());  // 0 (the default): as often as costs under 5%
-    } else if (flag == "--checkpoint-every") {
-      checkpoint_every = integer(flag, value());
-    } else if (flag == "--tolerance") {
-      const std::string text = value();
-      char* end = nullptr;
-      tolerance = std::strtod(text.c_str(), &end);
-      if (text.empty() || *end != '\0' || !(tolerance > 0))
-        usage("--tolerance expects a positive number, got '" + text + "'");
-    } else if (flag == "--no-check") {
-      check = false;
-    } else if (flag == "--resume") {
-      resume = true;
-    } else if (flag == "--sample-log") {
-      sample_log = value();
-    } else if (flag == "--save-parameters") {
-      parameters_file = value();
-      if (parameters_file.empty()) usage("--save-parameters expects a file name, got ''");
-    } else if (flag == "--plan") {
-      show_plan = true;
-    } else if (!flag.empty() && flag[0] != '-' && name.empty()) {
-      name = flag;
-    } else {
-      usage("unknown argument '" + flag + "'");
-    }
+  const int64_t big = int64_t{1} << 40;
+  std::string names;
+  for (const std::string& example : models::parallel_example_names()) names += (names.empty() ? "" : ", ") + example;
+  CLI::App app("trains a parallel example beside the same graph on one device", "tessel-example");
+  cli::style(app);
+  app.add_option("NAME", name, "the example: " + names)->required();
+  app.add_option("--steps", steps, "training steps")->check(cli::integer_in(1, big));
+  app.add_option("--every", every, "steps between progress lines")->check(cli::integer_in(1, big));
+  app.add_option("--workers", workers, "actors that run at once, per device")->check(cli::integer_in(1, 256));
+  app.add_option("--devices", devices, "devices (default: 4 when the job's ranks divide 4, else one per rank)")
+      ->check(cli::integer_in(1, 1 << 16));
+  app.add_option("--hidden", hidden, "the MLP's hidden width")->check(cli::integer_in(1, 1 << 20));
+  app.add_option("--checkpoint-dir", checkpoint_dir, "where checkpoints go")
+      ->type_name("DIR")
+      ->check([](const std::string& text) { return text.empty() ? std::string("expected a directory, got ''") : ""; });
+  app.add_option("--checkpoint-every", checkpoint_every, "saves every K steps, in the background")
+      ->check(cli::integer_in(1, big));
+  app.add_flag("--resume", resume, "restores the newest complete checkpoint in --checkpoint-dir");
+  app.add_option("--snapshot-every", snapshot_every, "steps between in-memory snapshots (0: as often as costs under 5%)")
+      ->check(cli::integer_in(0, big));
+  app.add_option("--sample-log", sample_log, "appends the samples each step trained on to FILE")->type_name("FILE");
+  app.add_flag("--no-check", no_check, "trains without the one-device run beside it");
+  app.add_option("--tolerance", tolerance, "the largest relative difference from one device")
+      ->check(cli::number_in(1e-300, 1e300));
+  app.add_option("--save-parameters", parameters_file, "writes this rank's parameter shards into FILE.rankR")
+      ->type_name("FILE")
+      ->check([](const std::string& text) { return text.empty() ? std::string("expected a file name, got ''") : ""; });
+  app.add_flag("--plan", show_plan, "prints the plan");
+  cli::parse(app, argc, argv);
+  const bool check = !no_check;
+  if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) {
+    std::fprintf(stderr, "tessel-example: --resume and --checkpoint-every need --checkpoint-dir\n");
+    return 2;
   }
-  if (name.empty()) usage("which example?");
-  if ((resume || checkpoint_every > 0) && checkpoint_dir.empty())
-    usage("--resume and --checkpoint-every need --checkpoint-dir");
   try {
     std::optional<comm::JobConfig> config = comm::job_config_from_environment();
     std::unique_ptr<comm::Job> job = config ? std::make_unique<comm::Job>(*config) : nullptr;

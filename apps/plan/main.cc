@@ -1,20 +1,20 @@
 // tessel-plan: prints a plan's actors, registers and memory layout, and writes its actor
-// graph as Graphviz dot.
+// graph as Graphviz dot, or drawn through Graphviz as SVG or PNG (--help for every flag).
 //
-//   tessel-plan FILE [--dot OUT.dot]                    a plan written by write_plan()
+//   tessel-plan FILE [--dot OUT.dot] [--svg OUT.svg] [--png OUT.png]   a plan written by write_plan()
 //   tessel-plan --mlp 1024,4096,4096,1024 [--batch N] [--register-count N] [--no-share]
-//               [--evaluation] [--write FILE] [--dot OUT.dot]
+//               [--evaluation] [--write FILE] [--dot OUT.dot] [--svg OUT.svg] [--png OUT.png]
 //   tessel-plan --example tensor-parallel [...]        a parallel example (apps/models/parallel.h)
 //
 // FILE ending in .pbtxt or .txt is protobuf text, anything else binary. tessel-digits
 // --write-plan FILE writes the digits model's plan.
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 
+#include "apps/cli/flags.h"
 #include "apps/models/mlp.h"
 #include "apps/models/parallel.h"
 #include "core/logging.h"
@@ -22,66 +22,31 @@
 #include "graph/plan_inspect.h"
 #include "proto/plan.pb.h"
 
-namespace {
-
-// The usage after `problem` on stderr, status 2; for --help (`asked`) on stdout, status 0.
-[[noreturn]] void usage(const std::string& problem, bool asked = false) {
-  std::fprintf(asked ? stdout : stderr,
-               "tessel-plan: %s\n"
-               "usage: tessel-plan FILE [--dot OUT.dot]\n"
-               "       tessel-plan --mlp W1,W2,...,Wn [--batch N] [--register-count N] [--no-share] [--evaluation]\n"
-               "                   [--write FILE] [--dot OUT.dot]\n"
-               "       tessel-plan --example data-parallel|tensor-parallel|pipeline|hybrid [same flags]\n",
-               problem.c_str());
-  std::exit(asked ? 0 : 2);
-}
-
-int64_t integer(const std::string& flag, const std::string& text) {
-  char* end = nullptr;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0') usage(flag + " expects an integer, got '" + text + "'");
-  return value;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   tessel::init_logging(argv[0]);
-  std::string file, dot, write, widths, example;
+  std::string file, dot, svg, png, write, widths, example;
   int64_t batch = 256, register_count = 1;
-  bool share = true, evaluation = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value after " + flag);
-      return argv[++i];
-    };
-    if (flag == "--help") usage("inspects a plan", /*asked=*/true);
-    if (flag == "--dot") {
-      dot = value();
-    } else if (flag == "--write") {
-      write = value();
-    } else if (flag == "--mlp") {
-      widths = value();
-    } else if (flag == "--example") {
-      example = value();
-    } else if (flag == "--batch") {
-      batch = integer(flag, value());
-    } else if (flag == "--register-count") {
-      register_count = integer(flag, value());
-    } else if (flag == "--no-share") {
-      share = false;
-    } else if (flag == "--evaluation") {
-      evaluation = true;
-    } else if (flag.rfind("--", 0) == 0) {
-      usage("unknown flag " + flag);
-    } else if (file.empty()) {
-      file = flag;
-    } else {
-      usage("one plan file at a time (got '" + file + "' and '" + flag + "')");
-    }
+  bool no_share = false, evaluation = false;
+  CLI::App app("inspects a plan: its actors, registers and memory layout", "tessel-plan");
+  tessel::cli::style(app);
+  app.add_option("FILE", file, "a plan written by write_plan() (.pbtxt or .txt: protobuf text)");
+  app.add_option("--mlp", widths, "an MLP of these widths, W1,W2,...,Wn")->type_name("WIDTHS");
+  app.add_option("--example", example, "a parallel example (apps/models/parallel.h)")
+      ->check(CLI::IsMember({"data-parallel", "tensor-parallel", "pipeline", "hybrid"}));
+  app.add_option("--batch", batch, "the MLP's batch")->check(tessel::cli::integer_in(1, int64_t{1} << 30));
+  app.add_option("--register-count", register_count, "registers per output")->check(tessel::cli::integer_in(1, 64));
+  app.add_flag("--no-share", no_share, "registers of disjoint lifetimes get bytes of their own");
+  app.add_flag("--evaluation", evaluation, "the evaluation plan (no backward, no update)");
+  app.add_option("--write", write, "writes the plan to FILE")->type_name("FILE");
+  app.add_option("--dot", dot, "writes the actor graph as Graphviz dot")->type_name("OUT.dot");
+  app.add_option("--svg", svg, "renders the actor graph to SVG through Graphviz")->type_name("OUT.svg");
+  app.add_option("--png", png, "renders the actor graph to PNG through Graphviz")->type_name("OUT.png");
+  tessel::cli::parse(app, argc, argv);
+  if (file.empty() + widths.empty() + example.empty() != 2) {
+    std::fprintf(stderr, "tessel-plan: give a plan FILE, --mlp widths or --example NAME\nrun 'tessel-plan --help' for the usage\n");
+    return 2;
   }
-  if (file.empty() + widths.empty() + example.empty() != 2) usage("give a plan FILE, --mlp widths or --example NAME");
+  const bool share = !no_share;
   try {
     tessel::proto::Plan plan;
     if (!file.empty()) {
@@ -96,7 +61,9 @@ int main(int argc, char** argv) {
     } else {
       std::vector<int64_t> layer_widths;
       std::stringstream list(widths);
-      for (std::string width; std::getline(list, width, ',');) layer_widths.push_back(integer("--mlp", width));
+      for (std::string width; std::getline(list, width, ',');) {
+        layer_widths.push_back(tessel::cli::parse_integer("--mlp", width, 1, int64_t{1} << 30));
+      }
       tessel::Graph g;
       const tessel::models::Mlp mlp = tessel::models::build_mlp(g, layer_widths, batch);
       plan = tessel::compile_plan(g, {.fetches = {mlp.loss},
@@ -115,9 +82,17 @@ int main(int argc, char** argv) {
       if (!out) throw tessel::Error::NotFound("cannot write '" + dot + "'");
       std::printf("actor graph written to %s (render: dot -Tsvg %s -o plan.svg)\n", dot.c_str(), dot.c_str());
     }
+    for (const auto& [format, path] : {std::pair<std::string, std::string>{"svg", svg}, {"png", png}}) {
+      if (path.empty()) continue;
+      tessel::render_dot(tessel::plan_to_dot(plan), format, path);
+      std::printf("actor graph drawn in %s\n", path.c_str());
+    }
   } catch (const tessel::Error& error) {
     std::fprintf(stderr, "tessel-plan: %s\n", error.what());
     return 1;
+  } catch (const std::invalid_argument& error) {
+    std::fprintf(stderr, "tessel-plan: %s\n", error.what());
+    return 2;
   }
   return 0;
 }

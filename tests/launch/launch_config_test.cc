@@ -150,15 +150,28 @@ TEST(ResolveLaunch, FlagsBeatTheEnvironment) {
   EXPECT_EQ(resolve_launch({"--token", "flag", "prog"}, torchrun).token, "flag");
 }
 
+TEST(ResolveLaunch, TheProgramsOwnFlagsGoToIt) {
+  EXPECT_THAT(resolve_launch({"--nproc-per-node", "2", "--", "prog", "--steps", "3", "--join"}, {}).command,
+              ElementsAre("prog", "--steps", "3", "--join"));
+  EXPECT_THAT(resolve_launch({"--nproc-per-node", "2", "prog", "--nproc-per-node", "5"}, {}).command,
+              ElementsAre("prog", "--nproc-per-node", "5"));
+  EXPECT_EQ(resolve_launch({"--nproc-per-node", "2", "prog", "--nproc-per-node", "5"}, {}).ranks.size(), 2u);
+  EXPECT_THAT(resolve_launch({"--", "-dash-named"}, {}).command, ElementsAre("-dash-named"));
+}
+
 TEST(ResolveLaunch, RefusesBadFlagsByName) {
   EXPECT_THAT(refusal({"--nodes", "2", "prog"}), HasSubstr("unknown flag '--nodes'"));
   EXPECT_THAT(refusal({"--nnodes"}), HasSubstr("--nnodes needs a value"));
   EXPECT_THAT(refusal({"--nproc-per-node", "2"}), HasSubstr("no program to launch"));
+  // The wording every program shares (apps/cli/flags.h).
+  EXPECT_THAT(refusal({"--nproc-per-node", "abc", "prog"}), HasSubstr("--nproc-per-node: 'abc' is not an integer in [1, 1024]"));
+  EXPECT_THAT(refusal({"--nproc-per-node", "2.5", "prog"}), HasSubstr("--nproc-per-node: '2.5' is not an integer"));
+  EXPECT_THAT(refusal({"--nnodes", "1:x", "prog"}), HasSubstr("--nnodes (after ':'): 'x' is not an integer"));
   EXPECT_THAT(refusal({"--nnodes", "2", "--node-rank", "2", "prog"}),
-              HasSubstr("--node-rank is '2', expected an integer in [0, 1]"));
-  EXPECT_THAT(refusal({"--master-port", "70000", "prog"}), HasSubstr("--master-port is '70000'"));
+              HasSubstr("--node-rank: '2' is not an integer in [0, 1]"));
+  EXPECT_THAT(refusal({"--master-port", "70000", "prog"}), HasSubstr("--master-port: '70000' is not an integer in [1, 65535]"));
   EXPECT_THAT(refusal({"--heartbeat-deadline", "0", "prog"}),
-              HasSubstr("--heartbeat-deadline is '0', expected seconds in [0.05, 3600]"));
+              HasSubstr("--heartbeat-deadline: '0' is not a number in [0.05, 3600]"));
   // A launcher that starts only some ranks cannot generate a token the others would share.
   EXPECT_THAT(refusal({"--nnodes", "2", "--node-rank", "0", "prog"}), HasSubstr("needs a shared token"));
   EXPECT_THAT(refusal({"prog"}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}}), HasSubstr("needs a shared token"));
@@ -184,7 +197,7 @@ TEST(ResolveLaunch, JoinAndRestartsNeedWhatTheyAreFor) {
   EXPECT_THAT(refusal({"--nproc-per-node", "4", "--max-restarts", "1", "prog"}),
               HasSubstr("--max-restarts restarts lost ranks, which needs recovery on (--nnodes MIN:MAX)"));
   EXPECT_THAT(refusal({"--nnodes", "1:1", "--max-restarts", "-1", "prog"}),
-              HasSubstr("--max-restarts is '-1', expected an integer in [0, 1048576]"));
+              HasSubstr("--max-restarts: '-1' is not an integer in [0, 1048576]"));
 }
 
 }  // namespace
