@@ -2,12 +2,15 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include "actors/plan_actor.h"
+#include "actors/trace.h"
 #include "comm/communicator.h"
 #include "comm/tags.h"
 #include "comm/transport.h"
@@ -89,6 +92,7 @@ struct Executor::Impl {
       }
     }
     shared->nanoseconds.assign(total, 0);
+    trace::start_from_environment();
     stopped.assign(total, false);
     steps_finished.assign(total, 0);
     for (int d = 0; d < share.devices_size(); ++d) {
@@ -113,6 +117,26 @@ struct Executor::Impl {
     fetch_count = plan.fetches_size();
     if (terminals == 0) {
       throw Error::InvalidArgument("the plan fetches nothing and updates nothing, so a step would do no work");
+    }
+    if (trace::Recorder* recorder = trace::active()) {
+      std::vector<trace::ActorInfo> infos;
+      for (int d = 0; d < share.devices_size(); ++d) {
+        for (const proto::ActorDef& actor : share.devices(d).actors()) {
+          const hosting::ActorSpec& spec = shared->specs[infos.size()];
+          std::string kind = proto::ActorKind_Name(actor.kind());
+          std::transform(kind.begin(), kind.end(), kind.begin(), [](unsigned char c) { return std::tolower(c); });
+          int64_t bytes = 0;
+          for (const TensorType& type : spec.output_types) {
+            bytes += type.shape.numel() * static_cast<int64_t>(size_of(type.dtype));
+          }
+          infos.push_back({.device = share.devices(d).device(),
+                           .name = concat(actor.op().empty() ? kind : actor.op(), " ", actor.name()),
+                           .kind = kind,
+                           .bytes = bytes});
+        }
+      }
+      shared->trace = recorder;
+      shared->trace_base = recorder->add_actors(infos);
     }
     make_communicators(rank, share.devices_size());
     shared->executor = caf::actor_cast<caf::actor>(self);
@@ -335,6 +359,7 @@ std::vector<std::vector<HostTensor>> Executor::run(int64_t steps, const FeedFn& 
                it = impl.finished_terminals.find(impl.completed)) {
             impl.finished_terminals.erase(it);
             outputs.push_back(impl.take_results(impl.completed));
+            if (impl.shared->trace != nullptr) impl.shared->trace->step_done(impl.completed + impl.shared->step_offset);
             ++impl.completed;
             if (on_step) on_step(impl.completed - 1 + impl.shared->step_offset, outputs.back());
           }

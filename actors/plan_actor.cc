@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "actors/collective_layout.h"
+#include "actors/trace.h"
 #include "comm/communicator.h"
 #include "comm/tags.h"
 #include "comm/transport.h"
@@ -123,6 +124,7 @@ class PlanActor : public caf::event_based_actor {
   void advance() {
     while (!sending_ && !collecting_ && state_.can_act()) {
       const ActorState::Activation activation = state_.begin();
+      if (shared_->trace != nullptr) trace_begin_ = trace::now_us();
       if (spec_.kind == proto::SEND) {
         start_send(activation);
         return;  // one transfer at a time; its sent message continues
@@ -174,6 +176,9 @@ class PlanActor : public caf::event_based_actor {
   // The activation's work is done: tell consumers, producers and the executor.
   void complete(const ActorState::Activation& activation) {
     shared_->activations.fetch_add(1, std::memory_order_relaxed);
+    if (shared_->trace != nullptr) {
+      shared_->trace->span(shared_->trace_base + id_, activation.step + shared_->step_offset, trace_begin_);
+    }
     const ActorState::Messages messages = state_.finish(activation);
     for (const ActorState::Ready& ready : messages.ready) {
       if (spec_.kind == proto::SEND && ready.output == 0) continue;  // the bytes themselves told the RECV
@@ -246,6 +251,7 @@ class PlanActor : public caf::event_based_actor {
   // RECV: a receive is posted into every free register, and one for the SEND's end.
   void start_receiving() {
     outstanding_.assign(spec_.output_registers[0].size(), 0);
+    posted_us_.assign(spec_.output_registers[0].size(), 0);
     for (size_t r = 0; r < outstanding_.size(); ++r) post_data_receive(static_cast<int>(r));
     caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
     auto word = std::make_shared<Word>();
@@ -261,6 +267,7 @@ class PlanActor : public caf::event_based_actor {
   void post_data_receive(int index) {
     caf::actor_addr self = caf::actor_cast<caf::actor_addr>(this);  // weak: it may be gone
     const size_t bytes = bytes_of(spec_.output_types[0]);
+    if (shared_->trace != nullptr) posted_us_[index] = trace::now_us();
     receives_[index] = (shared_->transport->receive(
         tag_of(Message::data, shared_->tag_space, spec_.channel, index), kRegisterMask,
         spec_.output_registers[0][index], bytes,
@@ -286,6 +293,9 @@ class PlanActor : public caf::event_based_actor {
         send(shared_->actors[consumer.actor], ready_atom::value, consumer.port, r, next_step_);
       }
       shared_->activations.fetch_add(1, std::memory_order_relaxed);
+      if (shared_->trace != nullptr) {
+        shared_->trace->span(shared_->trace_base + id_, next_step_ + shared_->step_offset, posted_us_[r]);
+      }
       ++next_step_;
       if (outstanding_[r] == 0) free_register(r);
     }
@@ -392,6 +402,7 @@ class PlanActor : public caf::event_based_actor {
   int id_;
   const ActorSpec& spec_;
   ActorState state_;
+  int64_t trace_begin_ = 0;  // tracing: when the activation under way began
   // SEND
   bool sending_ = false;
   bool early_credit_ = false;  // the RECV freed the register being sent before `sent` came
@@ -402,6 +413,7 @@ class PlanActor : public caf::event_based_actor {
   bool collecting_ = false;
   ActorState::Activation collecting_activation_;
   // RECV
+  std::vector<int64_t> posted_us_;  // tracing: when each register's receive was posted
   std::vector<int> outstanding_;    // per register: consumers still reading it
   std::map<int64_t, int> arrived_;  // step -> register, not yet handed on
   int64_t next_step_ = 0;

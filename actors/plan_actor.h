@@ -22,6 +22,10 @@ class Communicator;
 class Transport;
 }  // namespace tessel::comm
 
+namespace tessel::trace {
+class Recorder;
+}
+
 namespace tessel::hosting {
 
 class CollectiveLayout;
@@ -101,6 +105,10 @@ struct Shared {
   // TESSEL_PROFILE=1: time spent in each actor's activations, printed when the executor stops.
   bool profile = false;
   std::vector<int64_t> nanoseconds;  // per actor, written only by that actor
+  // Tracing (actors/trace.h): null when off, the one branch an activation pays; the actors'
+  // ids in the recorder start at trace_base.
+  trace::Recorder* trace = nullptr;
+  int trace_base = 0;
 };
 
 // Where the actors, arenas and variable arenas of each device of a rank are.

@@ -12,10 +12,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <unistd.h>
 #include <string>
 
-#include "apps/cli/flags.h"
 #include "actors/executor.h"
+#include "actors/trace.h"
+#include "apps/cli/flags.h"
 #include "apps/models/mlp.h"
 #include "devices/arena.h"
 #include "devices/cpu_device.h"
@@ -57,7 +59,12 @@ void diamonds(TrivialGraph& t, int count) {
   t.out = x;
 }
 
-void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, int registers, int workers, int steps) {
+// `traced`: with a Chrome trace recording every activation (actors/trace.h); off, an activation
+// pays one test of a null pointer for it.
+void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, int registers, int workers, int steps,
+                 bool traced = false) {
+  const std::string trace_file = concat("/tmp/tessel-bench-runtime-trace.", getpid(), ".json");
+  if (traced) trace::start(trace_file);
   TrivialGraph t;
   build(t, size);
   PlanOptions options;
@@ -74,8 +81,9 @@ void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, 
   executor.run(steps, feed);
   const double elapsed = seconds_since(start);
   const double activations = static_cast<double>(executor.activations() - before);
-  std::printf("%-12s %7d %10d %8d %7d %14.0f %13.2f\n", name, executor.actor_count(), registers, workers, steps,
+  std::printf("%-18s %7d %10d %8d %7d %14.0f %13.2f\n", name, executor.actor_count(), registers, workers, steps,
               activations / elapsed, 1e6 * elapsed / activations);
+  if (traced) std::remove(trace::stop().c_str());
 }
 
 // (b) ------------------------------------------------------------------------------------
@@ -149,13 +157,19 @@ int main(int argc, char** argv) {
   set_cpu_threads(1);
   const int trivial_steps = quick ? 2000 : 20000;
   std::printf("(a) trivial actors: one-element kernels, so the figures are the protocol's cost\n");
-  std::printf("%-12s %7s %10s %8s %7s %14s %13s\n", "graph", "actors", "registers", "workers", "steps", "activations/s",
+  std::printf("%-18s %7s %10s %8s %7s %14s %13s\n", "graph", "actors", "registers", "workers", "steps", "activations/s",
               "us/activation");
   for (int registers : {1, 2}) {
     for (int workers : {1, 2}) {
       run_trivial("chain-64", chain, 64, registers, workers, trivial_steps);
       run_trivial("diamond-16", diamonds, 16, registers, workers, trivial_steps);
     }
+  }
+  // Tracing: the rows above run with it off (one branch per activation); these record a span of
+  // every activation into a Chrome trace (TESSEL_TRACE), written when the run ends.
+  for (int workers : {1, 2}) {
+    run_trivial("chain-64", chain, 64, 1, workers, trivial_steps);
+    run_trivial("chain-64 traced", chain, 64, 1, workers, trivial_steps, /*traced=*/true);
   }
 
   std::printf("\n(b) MLP 1024-4096-4096-1024, batch 256, f32, forward + backward + SGD: %.2f GFLOP per step\n",

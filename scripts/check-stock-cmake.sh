@@ -34,3 +34,14 @@ if [ $status -ne 0 ] || grep -q "CMake Error" "$work/configure.log"; then
 fi
 grep -E "Tessel: (CUDA|nvcc)" "$work/configure.log"
 echo "PASS: a clean tree configures with Debian's stock FindCUDAToolkit.cmake"
+# A machine set up with the runtime set only (scripts/setup.sh, no --test): no GoogleTest and no
+# Google Benchmark. It configures, without the tests and the kernel bench.
+unshare -m bash -c "mount --bind '$stock' '$module' && cmake -S '$source_dir' -B '$work/runtime' -G Ninja \
+    -DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON" > "$work/runtime.log" 2>&1 ||
+  { cat "$work/runtime.log"; echo "FAIL: the runtime set's configure"; exit 1; }
+if grep -q "CMake Error" "$work/runtime.log" || grep -q "tests/\|tessel-bench-kernels" "$work/runtime/build.ninja"; then
+  cat "$work/runtime.log"
+  echo "FAIL: without GoogleTest and Google Benchmark the configure fails or still builds the tests"
+  exit 1
+fi
+echo "PASS: without GoogleTest and Google Benchmark (scripts/setup.sh's runtime set) it configures, without the tests"

@@ -17,7 +17,7 @@ runtime=(
   libprotobuf-dev protobuf-compiler
   libgoogle-glog-dev libopenblas-dev zlib1g-dev libxxhash-dev libssl-dev
   libcli11-dev nlohmann-json3-dev
-  fortunes graphviz gnuplot-nox
+  fortunes graphviz gnuplot-nox jq
 )
 digits=(python3-sklearn)
 test_only=(

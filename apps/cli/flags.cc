@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "actors/trace.h"
+
 namespace tessel::cli {
 namespace {
 
@@ -117,6 +119,15 @@ void style(CLI::App& app) {
   format->column_width(34);
   app.formatter(format);
   app.option_defaults()->always_capture_default();
+}
+
+void add_trace_flag(CLI::App& app) {
+  app.add_option_function<std::string>(
+         "--trace", [](const std::string& path) { if (!path.empty()) trace::start(path); },
+         "writes a Chrome trace of every actor activation to FILE (FILE.rankR under tessel-launch; open it at "
+         "https://ui.perfetto.dev)")
+      ->type_name("FILE")
+      ->envname("TESSEL_TRACE");
 }
 
 std::string explain(const CLI::Error& error) {

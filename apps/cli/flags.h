@@ -39,6 +39,10 @@ std::string number_refusal(const std::string& text, double low, double high);
 int64_t parse_integer(const std::string& flag, const std::string& text, int64_t low, int64_t high);
 double parse_number(const std::string& flag, const std::string& text, double low, double high);
 
+// --trace FILE (and TESSEL_TRACE): starts a Chrome trace of the actors into FILE (actors/trace.h)
+// once the command line is parsed.
+void add_trace_flag(CLI::App& app);
+
 // What a parse error says, in the common wording.
 std::string explain(const CLI::Error& error);
 

@@ -9,10 +9,12 @@
 // --workers sets how many actors run at once, --threads how many threads one kernel uses.
 // --checkpoint-every N saves every N steps into --checkpoint-dir; --resume goes on from the newest
 // complete checkpoint there, to the end of --epochs.
+#include <chrono>
 #include <cstdio>
 #include <string>
 
 #include "apps/cli/flags.h"
+#include "apps/cli/metrics.h"
 #include "apps/digits/digits.h"
 #include "core/logging.h"
 #include "devices/cpu_device.h"
@@ -42,6 +44,11 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint-every", options.checkpoint_every, "saves every N steps into --checkpoint-dir")
       ->check(tessel::cli::integer_in(1, int64_t{1} << 40));
   app.add_flag("--resume", options.resume, "goes on from the newest complete checkpoint in --checkpoint-dir");
+  std::string metrics_path;
+  app.add_option("--metrics", metrics_path, "writes each epoch's loss, test accuracy, samples/s, learning rate and time "
+                                            "as JSON Lines")
+      ->type_name("FILE");
+  tessel::cli::add_trace_flag(app);
   tessel::cli::parse(app, argc, argv);
   if ((options.resume || options.checkpoint_every > 0) && options.checkpoint_dir.empty()) {
     std::fprintf(stderr, "tessel-digits: --resume and --checkpoint-every need --checkpoint-dir\n");
@@ -62,7 +69,15 @@ int main(int argc, char** argv) {
     } else {
       std::printf("  runtime: actors on CAF, %d worker thread(s)\n", options.worker_threads);
     }
-    const auto reports = tessel::digits::train(data, options, [](const tessel::digits::EpochReport& r) {
+    tessel::cli::MetricsLog metrics(metrics_path);
+    const auto started = std::chrono::steady_clock::now();
+    const auto reports = tessel::digits::train(data, options, [&](const tessel::digits::EpochReport& r) {
+      metrics.write({{"epoch", static_cast<double>(r.epoch)},
+                     {"loss", r.mean_loss},
+                     {"test_accuracy", r.test_accuracy},
+                     {"samples_per_s", r.samples_per_second},
+                     {"lr", options.lr},
+                     {"time", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()}});
       std::printf("epoch %3d  loss %.4f  test accuracy %6.2f%%  %8.0f samples/s\n", r.epoch, r.mean_loss,
                   100 * r.test_accuracy, r.samples_per_second);
       std::fflush(stdout);

@@ -37,6 +37,7 @@
 #include <string>
 
 #include "apps/cli/flags.h"
+#include "apps/cli/metrics.h"
 #include "apps/models/gpt.h"
 #include "apps/models/text.h"
 #include "comm/job.h"
@@ -111,6 +112,11 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint-every", checkpoint_every, "saves every K steps")->check(cli::integer_in(1, big));
   app.add_flag("--resume", resume, "goes on from the newest checkpoint in --checkpoint-dir");
   app.add_option("--dump", dump, "writes what bench/gpt_torch_check.py needs (one process)")->type_name("DIR");
+  std::string metrics_path;
+  app.add_option("--metrics", metrics_path, "writes step, loss, validation loss, tokens/s, learning rate and time "
+                                            "as JSON Lines (scripts/plot.sh draws them)")
+      ->type_name("FILE");
+  cli::add_trace_flag(app);
   cli::parse(app, argc, argv);
   const bool warmup_set = warmup->count() > 0;
   if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) {
@@ -193,6 +199,9 @@ int main(int argc, char** argv) {
       dumped_targets.open(dump + "/targets.i64", std::ios::binary);
     }
 
+    cli::MetricsLog metrics(metrics_path);
+    const LrSchedule schedule{.warmup_steps = config.warmup_steps, .decay = LrSchedule::Decay::cosine,
+                              .total_steps = config.total_steps, .min_lr = config.min_lr};
     const bool terminal = isatty(STDOUT_FILENO) != 0;
     const auto started = std::chrono::steady_clock::now();
     const int64_t first_step = session.steps_done();
@@ -207,6 +216,10 @@ int main(int argc, char** argv) {
       }
       if (held) validation_loss = total / static_cast<double>(eval_batches);
       validation_step = session.steps_done();
+      if (held) {
+        metrics.write({{"step", static_cast<double>(validation_step)}, {"val_loss", validation_loss},
+                       {"time", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()}});
+      }
     };
     const auto progress = [&](int64_t step, double loss, bool line) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -245,6 +258,14 @@ int main(int argc, char** argv) {
           [&](int64_t step, const std::vector<HostTensor>& fetched) {
             if (!fetched[0].defined()) return;  // another rank holds the loss
             last_loss = fetched[0].get(0);
+            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            metrics.write({{"step", static_cast<double>(step + 1)},
+                           {"loss", last_loss},
+                           {"tokens_per_s", elapsed > 0 ? static_cast<double>((step + 1 - first_step) * config.batch *
+                                                                              config.context) / elapsed
+                                                        : NAN},
+                           {"lr", scheduled_lr(config.lr, schedule, step)},
+                           {"time", elapsed}});
             if (losses_file != nullptr) std::fprintf(losses_file, "%lld %.9g\n", static_cast<long long>(step), last_loss);
             const bool boundary = (step + 1) % eval_every == 0 || step + 1 == steps;
             if (terminal || (step + 1) % print_every == 0) progress(step, last_loss, !terminal && !boundary);

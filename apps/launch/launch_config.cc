@@ -68,6 +68,9 @@ void launch_flags(CLI::App& app, LaunchFlags& flags) {
   text("--max-restarts", "with recovery: starts a lost rank again, up to N times, and the job grows back onto it")
       ->type_name("INT")
       ->check(cli::integer_in(0, 1 << 20));
+  text("--trace", "a Chrome trace of every rank's actors, merged into FILE (each rank writes FILE.rankR; "
+                  "TESSEL_TRACE does the same)")
+      ->type_name("FILE");
   app.add_flag("--join", flags.join, "starts ranks that join a running job (its --master-port and --token)");
   app.footer("PROGRAM [ARGS...] follows the flags (after --, or at the first word that is not a flag).\n");
   app.prefix_command();  // the program and its arguments: everything from the first word that is not a flag
@@ -229,6 +232,10 @@ LaunchConfig resolve_launch(const std::vector<std::string>& arguments,
     config.port_given = true;
   }
   if (flag("--token")) config.token = *flag("--token");
+  if (flag("--trace")) {
+    config.trace = *flag("--trace");
+    if (config.trace.empty()) throw std::invalid_argument("--trace: expected a file name, got ''");
+  }
   if (flag("--heartbeat-deadline")) config.heartbeat_deadline = std::stod(*flag("--heartbeat-deadline"));
   if (flag("--max-restarts")) {
     config.max_restarts = std::stoi(*flag("--max-restarts"));  // checked by CLI11

@@ -31,6 +31,8 @@ struct LaunchConfig {
   // --max-restarts N (recovery on): a rank of this launcher that is lost is started again, up to N
   // times in all, and joins the running job as a replacement.
   int max_restarts = 0;
+  // --trace FILE: the ranks trace their actors (TESSEL_TRACE) and the launcher merges their files.
+  std::string trace;
   std::vector<std::string> command;
 };
 

@@ -42,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include "actors/trace.h"
 #include "apps/launch/launch_config.h"
 
 extern char** environ;
@@ -223,6 +224,30 @@ Child start(const tessel::launch::LaunchConfig& config, int index, bool join) {
   return child;
 }
 
+// TESSEL_TRACE (or --trace): each rank wrote FILE.rankR at its exit; they become FILE, with the
+// ranks as its processes, and the parts go.
+void merge_traces(const tessel::launch::LaunchConfig& config) {
+  const char* path = std::getenv("TESSEL_TRACE");
+  if (path == nullptr || *path == '\0') return;
+  std::vector<std::string> parts;
+  for (int rank : config.ranks) {
+    const std::string part = std::string(path) + ".rank" + std::to_string(rank);
+    if (access(part.c_str(), R_OK) == 0) parts.push_back(part);
+  }
+  if (parts.empty()) {
+    std::fprintf(stderr, "tessel-launch: no rank wrote a trace into %s.rankR\n", path);
+    return;
+  }
+  try {
+    tessel::trace::merge(parts, path);
+    for (const std::string& part : parts) std::remove(part.c_str());
+    std::fprintf(stderr, "tessel-launch: the trace of %zu rank%s is in %s (open it at https://ui.perfetto.dev or chrome://tracing)\n",
+                 parts.size(), parts.size() == 1 ? "" : "s", path);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "tessel-launch: the ranks' traces were not merged: %s\n", error.what());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -244,6 +269,7 @@ int main(int argc, char** argv) {
     }
     return asked ? 0 : 2;
   }
+  if (!config.trace.empty()) setenv("TESSEL_TRACE", config.trace.c_str(), 1);
   if (config.token.empty()) config.token = generated_token();
   if (!config.port_given && static_cast<int>(config.ranks.size()) == config.world_size) {
     config.master_port = free_port();  // every rank is here: any free port will do
@@ -336,6 +362,7 @@ int main(int argc, char** argv) {
   for (Child& child : children) {
     while (child.output >= 0 && std::chrono::steady_clock::now() < drained) pump(children, 100);
   }
+  merge_traces(config);
   if (!failure.empty()) {
     std::fprintf(stderr, "tessel-launch: %s; stopped the other ranks\n", failure.c_str());
     return 1;

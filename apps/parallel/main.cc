@@ -38,6 +38,7 @@
 #include <string>
 
 #include "apps/cli/flags.h"
+#include "apps/cli/metrics.h"
 #include "apps/models/parallel.h"
 #include "comm/job.h"
 #include "core/logging.h"
@@ -82,6 +83,10 @@ int main(int argc, char** argv) {
       ->type_name("FILE")
       ->check([](const std::string& text) { return text.empty() ? std::string("expected a file name, got ''") : ""; });
   app.add_flag("--plan", show_plan, "prints the plan");
+  std::string metrics_path;
+  app.add_option("--metrics", metrics_path, "writes each step's loss (and the one-device loss) and time as JSON Lines")
+      ->type_name("FILE");
+  cli::add_trace_flag(app);
   cli::parse(app, argc, argv);
   const bool check = !no_check;
   if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) {
@@ -180,6 +185,7 @@ int main(int argc, char** argv) {
     bool header = false;
     const int64_t first = session->steps_done();
     const auto started = std::chrono::steady_clock::now();
+    cli::MetricsLog metrics(metrics_path);
     session->run(
         std::max<int64_t>(0, steps - first), [&](int64_t step) -> std::optional<Feeds> { return example.feeds(step); },
         [&](int64_t step, const std::vector<HostTensor>& fetched) {
@@ -196,6 +202,10 @@ int main(int argc, char** argv) {
           }
           if (!fetched[0].defined()) return;  // another rank holds the loss
           if (!header) std::printf("%6s  %14s  %14s\n", "step", "loss (devices)", "loss (1 device)"), header = true;
+          metrics.write({{"step", static_cast<double>(step + 1)},
+                         {"loss", fetched[0].get(0)},
+                         {"loss_one_device", check ? expected.get(0) : NAN},
+                         {"time", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()}});
           if (step % every == 0 || step + 1 == steps) {
             std::printf("%6lld  %14.7f  %14.7f\n", static_cast<long long>(step), fetched[0].get(0), expected.get(0));
           }

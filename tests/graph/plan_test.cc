@@ -265,7 +265,7 @@ TEST(PlanInspector, ShowsTheLayoutOfEveryTensorAndEdgesBetweenDevices) {
   EXPECT_EQ(plan.boxing_bytes(), copied + 2 * 4) << "the copies, and the all-reduce of a 4-byte scalar over 2 devices";
   EXPECT_NE(report.find("boxing: 32 B (32 bytes) between devices per step"), std::string::npos) << report;
   const std::string dot = plan_to_dot(plan);
-  EXPECT_NE(dot.find("\\nS(0)\""), std::string::npos) << dot;
+  EXPECT_NE(dot.find("\\nS(0), 24 B\""), std::string::npos) << dot;  // the layout and the bytes
   EXPECT_NE(dot.find("-> r0_cpu0_"), std::string::npos) << dot;
   EXPECT_NE(dot.find("r0_cpu1_"), std::string::npos) << dot;
 }
