@@ -68,11 +68,6 @@ void Recorder::step_done(int64_t step) {
   state_->steps.emplace_back(step, ts);
 }
 
-int64_t Recorder::spans() const {
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  return static_cast<int64_t>(state_->spans.size());
-}
-
 std::string Recorder::json(int pid) const {
   using nlohmann::json;
   std::lock_guard<std::mutex> lock(state_->mutex);

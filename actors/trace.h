@@ -69,7 +69,6 @@ class Recorder {
   // The whole file's JSON text; `pid` numbers this process among the job's.
   std::string json(int pid) const;
   const std::string& path() const { return path_; }
-  int64_t spans() const;
 
  private:
   struct State;

@@ -124,14 +124,6 @@ Figures measure(const std::string& layout, int layers, int devices, int rank) {
   return f;
 }
 
-std::vector<int> list(const char* text) {
-  std::vector<int> values;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) values.push_back(std::atoi(item.c_str()));
-  return values;
-}
-
 void print(const std::string& layout, int devices, const char* share, const Figures& f) {
   if (f.seconds < 0) {
     std::printf("%-16s %8d  %-12s  failed (killed or out of memory)\n", layout.c_str(), devices, share);

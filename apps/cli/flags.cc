@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
@@ -40,6 +42,20 @@ bool read_number(const std::string& text, double& value) {
   return true;
 }
 
+// "1,16,256" -> {1, 16, 256}; nullopt when an item is not an integer in [low, high].
+std::optional<std::vector<int>> integers_of(const std::string& text, int64_t low, int64_t high) {
+  std::vector<int> values;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    int64_t value = 0;
+    if (!read_integer(text.substr(start, comma - start), value) || value < low || value > high) return std::nullopt;
+    values.push_back(static_cast<int>(value));
+    start = comma + 1;
+  }
+  return values;
+}
+
 }  // namespace
 
 std::string integer_refusal(const std::string& text, int64_t low, int64_t high) {
@@ -54,14 +70,6 @@ int64_t parse_integer(const std::string& flag, const std::string& text, int64_t 
   int64_t value = 0;
   if (!read_integer(text, value) || value < low || value > high) {
     throw std::invalid_argument(flag + ": " + integer_refusal(text, low, high));
-  }
-  return value;
-}
-
-double parse_number(const std::string& flag, const std::string& text, double low, double high) {
-  double value = 0;
-  if (!read_number(text, value) || value < low || value > high) {
-    throw std::invalid_argument(flag + ": " + number_refusal(text, low, high));
   }
   return value;
 }
@@ -87,30 +95,17 @@ CLI::Validator number_in(double low, double high) {
 CLI::Validator integer_list_in(int64_t low, int64_t high) {
   return CLI::Validator(
       [low, high](std::string& text) -> std::string {
-        const std::string refusal = "'" + text + "' is not a list of integers in [" + std::to_string(low) + ", " +
-                                    std::to_string(high) + "]";
-        if (text.empty()) return refusal;
-        size_t start = 0;
-        while (start <= text.size()) {
-          const size_t comma = std::min(text.find(',', start), text.size());
-          int64_t value = 0;
-          if (!read_integer(text.substr(start, comma - start), value) || value < low || value > high) return refusal;
-          start = comma + 1;
-        }
-        return "";
+        return integers_of(text, low, high) ? ""
+                                            : "'" + text + "' is not a list of integers in [" + std::to_string(low) +
+                                                  ", " + std::to_string(high) + "]";
       },
       "each in [" + std::to_string(low) + ", " + std::to_string(high) + "]");
 }
 
 std::vector<int> integer_list(const std::string& text) {
-  std::vector<int> values;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    values.push_back(std::stoi(text.substr(start, comma - start)));
-    start = comma + 1;
-  }
-  return values;
+  const std::optional<std::vector<int>> values = integers_of(text, INT_MIN, INT_MAX);
+  if (!values) throw std::invalid_argument("'" + text + "' is not a list of integers");
+  return *values;
 }
 
 void style(CLI::App& app) {

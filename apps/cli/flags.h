@@ -28,7 +28,7 @@ CLI::Validator integer_in(int64_t low, int64_t high);
 CLI::Validator number_in(double low, double high);
 
 // "1,16,256": a comma-separated list of integers, each in [low, high] ("'1,x' is not a list of
-// integers in [1, 4096]"); integer_list reads one that the validator passed.
+// integers in [1, 4096]"); integer_list reads one (std::invalid_argument for a bad one).
 CLI::Validator integer_list_in(int64_t low, int64_t high);
 std::vector<int> integer_list(const std::string& text);
 
@@ -37,7 +37,6 @@ std::vector<int> integer_list(const std::string& text);
 std::string integer_refusal(const std::string& text, int64_t low, int64_t high);
 std::string number_refusal(const std::string& text, double low, double high);
 int64_t parse_integer(const std::string& flag, const std::string& text, int64_t low, int64_t high);
-double parse_number(const std::string& flag, const std::string& text, double low, double high);
 
 // --trace FILE (and TESSEL_TRACE): starts a Chrome trace of the actors into FILE (actors/trace.h)
 // once the command line is parsed.
