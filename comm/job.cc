@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <glog/logging.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -67,6 +68,21 @@ std::string local_address_towards(const std::string& host, uint16_t port) {
   if (fd >= 0) ::close(fd);
   freeaddrinfo(found);
   return address;
+}
+
+// The network device that holds IPv4 `address` ("lo" for 127.0.0.1); empty if none does.
+std::string device_with_address(const std::string& address) {
+  in_addr wanted{};
+  if (inet_pton(AF_INET, address.c_str(), &wanted) != 1) return {};
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return {};
+  std::string device;
+  for (const ifaddrs* i = all; i != nullptr && device.empty(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if (reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == wanted.s_addr) device = i->ifa_name;
+  }
+  freeifaddrs(all);
+  return device;
 }
 
 // Whether a TCP connection to host:port opens within `timeout`: a host that is cut off answers
@@ -137,6 +153,7 @@ std::optional<JobConfig> job_config_from_environment() {
 
 struct Job::State {
   JobConfig config;
+  std::string net_device;  // the one UCX may use: where the job's other ranks reach this one
   std::unique_ptr<Coordinator> coordinator;      // rank 0
   std::vector<std::unique_ptr<Tunnel>> tunnels;  // to the coordinators reached; they outlive `system`
   caf::actor_system_config caf_config;
@@ -254,7 +271,7 @@ struct Job::State {
 
   // A transport whose broken peers fail the job, or with recovery are reported to the coordinator.
   std::unique_ptr<Transport> new_transport() {
-    auto made = std::make_unique<Transport>();
+    auto made = std::make_unique<Transport>(net_device);
     const int its_epoch = newest.load();
     made->on_failure([this, its_epoch](int peer, const std::string& reason) {
       if (finishing) return;  // peers close their endpoints as the job ends
@@ -481,15 +498,16 @@ Job::Job(JobConfig config) : state_(std::make_unique<State>()) {
   }
   s.rank = c.rank;
   s.world_size = c.world_size;
-  s.transport = s.new_transport();
   // The coordinators listen where the ranks reach them: on loopback when the job's address is
   // loopback (every rank is on this machine), else on the interface that leads to it (on the
   // master's host, the master address itself). A host name that resolves to loopback here (Debian
   // maps its own name to 127.0.1.1) may name this host's outside address elsewhere: then every
-  // interface, as before.
+  // interface, as before. UCX's tcp transport listens on the same device.
   const std::string towards = local_address_towards(c.master_addr, c.master_port);
   const bool loopback_job = c.master_addr == "127.0.0.1" || c.master_addr == "localhost";
   const std::string here = loopback_job ? "127.0.0.1" : towards.rfind("127.", 0) == 0 ? "0.0.0.0" : towards;
+  s.net_device = here == "0.0.0.0" ? "" : device_with_address(here);
+  s.transport = s.new_transport();
   if (c.rank == 0 && !c.join) {
     s.coordinator = std::make_unique<Coordinator>(
         c.token, c.world_size, here, c.master_port, c.heartbeat_deadline_seconds, c.join_timeout_seconds,

@@ -31,7 +31,11 @@ struct Completion {
 
 class Transport {
  public:
-  Transport();
+  // `net_device` is the one network device UCX may use (its NET_DEVICES: "lo" for a job that
+  // is all on this machine, else the interface that leads to the coordinator), so that UCX's
+  // tcp transport listens there only; UCX_NET_DEVICES in the environment wins. Empty: every
+  // device, UCX's default. Shared memory within the machine is no network device.
+  explicit Transport(const std::string& net_device = {});
   // close().
   ~Transport();
   Transport(const Transport&) = delete;
@@ -68,6 +72,9 @@ class Transport {
 
   // Whether `peer` (a rank connect() was given) runs on this machine, where UCX uses shared memory.
   bool same_machine(int peer) const;
+
+  // The device named to UCX ("" when none was).
+  const std::string& net_device() const;
 
   // What UCX chose: its transports per endpoint ("tcp", "posix", ...), for logs and tests.
   std::string describe() const;

@@ -447,6 +447,33 @@ const proto::RankPlan& share_of(const proto::Plan& plan, int rank) {
                                " of the job's ", std::max(plan.rank_count(), plan.ranks_size()), " ranks)"));
 }
 
+namespace {
+// An INPUT copies its feed (or its shard of it, from feed_starts) into its register: the feed must
+// be one the plan declares, and the register's box must lie inside it.
+void check_input(const proto::ActorDef& actor, const proto::Plan& plan) {
+  const auto feed = std::find_if(plan.feeds().begin(), plan.feeds().end(),
+                                 [&](const proto::FeedDef& f) { return f.name() == actor.feed(); });
+  check(feed != plan.feeds().end(), actor, concat("reads feed '", actor.feed(), "', which the plan does not declare"));
+  check(actor.outputs_size() >= 1 && !actor.outputs(0).control(), actor, "is an INPUT without its output");
+  const TensorType whole = tensor_type_from_proto(feed->type());
+  const TensorType box = tensor_type_from_proto(actor.outputs(0).type());
+  bool inside = whole.dtype == box.dtype;
+  if (actor.feed_starts_size() == 0) {
+    inside = inside && whole.shape == box.shape;
+  } else {
+    inside = inside && actor.feed_starts_size() == whole.shape.rank() && box.shape.rank() == whole.shape.rank();
+    for (int i = 0; inside && i < whole.shape.rank(); ++i) {
+      const int64_t start = actor.feed_starts(i);
+      inside = start >= 0 && start <= whole.shape[i] - box.shape[i];
+    }
+  }
+  check(inside, actor,
+        concat("holds ", box.shape, " ", box.dtype, " from ", actor.feed_starts_size() ? "starts " : "the start ",
+               Shape(std::vector<int64_t>(actor.feed_starts().begin(), actor.feed_starts().end())), " of feed '",
+               actor.feed(), "' ", whole.shape, " ", whole.dtype, ", outside it"));
+}
+}  // namespace
+
 void validate_plan(const proto::Plan& plan) {
   if (plan.ranks_size() == 0) {
     throw Error::InvalidArgument("invalid plan: it holds no rank's share (an empty file is no plan)");
@@ -471,11 +498,30 @@ void validate_plan(const proto::Plan& plan) {
   for (const proto::RankPlan& rank : plan.ranks()) {
     for (int d = 0; d < rank.devices_size(); ++d) {
       const proto::DevicePlan& device = rank.devices(d);
+      constexpr int64_t kMaxArena = int64_t{1} << 48;
+      if (device.arena_bytes() < 0 || device.arena_bytes() > kMaxArena || device.variable_arena_bytes() < 0 ||
+          device.variable_arena_bytes() > kMaxArena) {
+        throw Error::InvalidArgument(concat("invalid plan: device ", device.device(), " of rank ", rank.rank(),
+                                            " has arenas of ", device.arena_bytes(), " and ",
+                                            device.variable_arena_bytes(), " bytes, expected 0 to ", kMaxArena));
+      }
+      for (const proto::VariableDef& variable : device.variables()) {
+        const TensorType type = tensor_type_from_proto(variable.type());
+        if (variable.offset() < 0 || variable.offset() > device.variable_arena_bytes() - bytes_of(type) ||
+            variable.offset() % plan_builder::kAlignment != 0) {
+          throw Error::InvalidArgument(concat("invalid plan: variable '", variable.name(), "' (", bytes_of(type),
+                                              " bytes) at offset ", variable.offset(), " does not lie aligned in the ",
+                                              device.variable_arena_bytes(), "-byte variable arena of ",
+                                              device.device()));
+        }
+      }
       const int count = device.actors_size();
       for (int a = 0; a < count; ++a) {
         const proto::ActorDef& actor = device.actors(a);
         check(actor.id() == a, actor, concat("has id ", actor.id(), " at position ", a));
         check(actor.kind() != proto::ACTOR_KIND_UNSPECIFIED, actor, "has no kind");
+        // proto3 keeps an enum value it does not know: the runtime would take it for a kernel.
+        check(proto::ActorKind_IsValid(actor.kind()), actor, concat("has kind ", actor.kind(), ", which is no actor kind"));
         const bool transfer = actor.kind() == proto::SEND || actor.kind() == proto::RECV;
         check(
             !transfer || (actor.peer_rank() != rank.rank() && actor.peer_rank() >= 0 && actor.peer_rank() < rank_count),
@@ -487,6 +533,9 @@ void validate_plan(const proto::Plan& plan) {
         };
         check(actor.kind() != proto::RECV || actor.inputs_size() == 1, actor, "is a RECV without its SEND");
         if (actor.kind() == proto::COLLECTIVE) check_collective(actor, rank.rank(), device.device(), rank_count);
+        if (actor.kind() == proto::INPUT) check_input(actor, plan);
+        check(actor.kind() != proto::FETCH || (actor.fetch_index() >= 0 && actor.fetch_index() < plan.fetches_size()),
+              actor, concat("is fetch ", actor.fetch_index(), " of a plan of ", plan.fetches_size(), " fetches"));
         for (int i = 0; i < actor.inputs_size(); ++i) {
           const proto::Endpoint& from = actor.inputs(i).producer();
           if (actor.kind() == proto::RECV && elsewhere(from)) continue;
@@ -532,16 +581,20 @@ void validate_plan(const proto::Plan& plan) {
           check(output.offsets_size() == output.register_count(), actor,
                 concat("output ", o, " has ", output.offsets_size(), " offsets for ", output.register_count(),
                        " registers"));
-          const int64_t arena = actor.kind() == proto::VARIABLE ? device.variable_arena_bytes() : device.arena_bytes();
-          for (int64_t offset : output.offsets()) {
-            check(offset >= 0 && offset + output.register_bytes() <= arena, actor,
-                  concat("output ", o, " lies outside its arena of ", arena, " bytes"));
-          }
           const TensorType type = tensor_type_from_proto(output.type());
           // Actors write their type's bytes: a register of fewer would overrun its neighbours.
           check(output.register_bytes() == bytes_of(type), actor,
                 concat("output ", o, " holds ", type.shape, " ", type.dtype, " (", bytes_of(type),
                        " bytes) in registers of ", output.register_bytes()));
+          const int64_t arena = actor.kind() == proto::VARIABLE ? device.variable_arena_bytes() : device.arena_bytes();
+          for (int64_t offset : output.offsets()) {
+            check(offset >= 0 && offset <= arena - output.register_bytes(), actor,
+                  concat("output ", o, " lies outside its arena of ", arena, " bytes"));
+            // Kernels read their elements aligned (and vector loops by cache lines).
+            check(offset % plan_builder::kAlignment == 0, actor,
+                  concat("output ", o, " has a register at offset ", offset, ", not a multiple of ",
+                         plan_builder::kAlignment, " bytes"));
+          }
         }
       }
     }

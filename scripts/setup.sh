@@ -3,8 +3,8 @@
 # non-interactive; run as root (or with sudo) on Debian 12.
 #   scripts/setup.sh           to build Tessel and run its programs (what scripts/run.sh calls)
 #   scripts/setup.sh --test    also what the tests need: GoogleTest, Google Benchmark, network
-#                              namespaces' tools, and Slurm and munge for the Slurm test
-#                              (scripts/test.sh calls this)
+#                              namespaces' tools, Slurm and munge for the Slurm test, and clang 16
+#                              with libFuzzer for scripts/fuzz.sh (scripts/test.sh calls this)
 #   scripts/setup.sh --bench   also python3-torch and Google Benchmark, the benchmarks' needs
 #   scripts/setup.sh --digits  also python3-sklearn, whose handwritten digits tessel-digits reads
 # Daemons that come with a package (munge, slurmctld, slurmd) are installed stopped and
@@ -24,6 +24,7 @@ test_only=(
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps bc
   munge slurmctld slurmd slurm-client
+  clang-16 libclang-rt-16-dev
 )
 bench_only=(python3-torch libbenchmark-dev iproute2 procps bc)
 daemons=(munge slurmctld slurmd)

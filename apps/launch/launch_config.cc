@@ -86,6 +86,7 @@ std::string launch_usage() {
 }
 
 std::vector<std::string> expand_hostlist(const std::string& list) {
+  constexpr int kMaxHosts = 1 << 16;  // SLURM_NODEID's bound below
   std::vector<std::string> hosts;
   for (const std::string& item : top_level_items(list)) {
     if (item.empty()) throw std::invalid_argument("host list '" + list + "' has an empty entry");
@@ -105,6 +106,10 @@ std::vector<std::string> expand_hostlist(const std::string& list) {
       const std::string low = range.substr(0, dash), high = dash == std::string::npos ? low : range.substr(dash + 1);
       const int from = to_int("a range of host list '" + list + "'", low, 0, 1 << 30);
       const int to = to_int("a range of host list '" + list + "'", high, from, 1 << 30);
+      if (to - from >= kMaxHosts - static_cast<int>(hosts.size())) {
+        throw std::invalid_argument(
+            "host list '" + list.substr(0, 200) + "' names more than " + std::to_string(kMaxHosts) + " hosts");
+      }
       for (int n = from; n <= to; ++n) {
         std::string digits = std::to_string(n);
         while (digits.size() < low.size()) digits = "0" + digits;  // node[01-10] keeps its width

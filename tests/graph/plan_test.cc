@@ -140,6 +140,44 @@ TEST(Plan, CorruptPlansAreClearErrors) {
   EXPECT_TESSEL_ERROR(read_plan("/nonexistent/dir/x.plan"), ErrorCode::kNotFound, "/nonexistent/dir/x.plan");
 }
 
+// What the runtime takes from a plan without looking again is checked first (each of these ran
+// into a crash under the plan fuzzer, tests/fuzz/plan_fuzz.cc): an actor kind the runtime does
+// not know, a register off its alignment, an input of a feed the plan does not declare or
+// outside it, a fetch index out of range, arenas of impossible sizes, a misplaced variable.
+TEST(Plan, WhatTheRuntimeReliesOnIsChecked) {
+  Chain chain;
+  const proto::Plan plan = compile_plan(chain.g, {.fetches = {chain.out}});
+  const auto actor_of_kind = [](proto::Plan& p, proto::ActorKind kind) -> proto::ActorDef& {
+    for (proto::ActorDef& actor : *p.mutable_ranks(0)->mutable_devices(0)->mutable_actors()) {
+      if (actor.kind() == kind) return actor;
+    }
+    throw Error::NotFound("no such actor");
+  };
+  ASSERT_NO_THROW(validate_plan(plan));
+  proto::Plan bad = plan;
+  actor_of_kind(bad, proto::KERNEL).set_kind(static_cast<proto::ActorKind>(96));
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "has kind 96, which is no actor kind");
+  bad = plan;
+  actor_of_kind(bad, proto::KERNEL).mutable_outputs(0)->set_offsets(0, 4);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "a register at offset 4, not a multiple of 64");
+  bad = plan;
+  actor_of_kind(bad, proto::INPUT).set_feed("y");
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "reads feed 'y', which the plan does not declare");
+  bad = plan;
+  actor_of_kind(bad, proto::INPUT).add_feed_starts(1);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "holds [256] f32 from starts [1] of feed 'x' [256]",
+                      "outside it");
+  bad = plan;
+  bad.mutable_feeds(0)->mutable_type()->set_dtype("i32");
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "of feed 'x' [256] i32, outside it");
+  bad = plan;
+  actor_of_kind(bad, proto::FETCH).set_fetch_index(-3);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "is fetch -3 of a plan of 1 fetches");
+  bad = plan;
+  bad.mutable_ranks(0)->mutable_devices(0)->set_arena_bytes(-64);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "has arenas of -64 and");
+}
+
 // What is not a plan file says so: a directory, an empty file or /dev/null (not "an evaluation
 // plan of 0 ranks"), and a text plan's parse error names its line and column.
 TEST(Plan, FilesThatAreNoPlansSayWhy) {

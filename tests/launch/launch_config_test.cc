@@ -46,6 +46,10 @@ TEST(ExpandHostlist, RefusesMalformedLists) {
   EXPECT_THAT(hostlist_refusal("a,,b"), HasSubstr("host list 'a,,b' has an empty entry"));
   EXPECT_THAT(hostlist_refusal("node[5-2]"), HasSubstr("is '2', expected an integer in [5,"));
   EXPECT_THAT(hostlist_refusal("node[x]"), HasSubstr("is 'x', expected an integer"));
+  // A range is bounded before it is expanded (one of 2^30 hosts took the memory).
+  EXPECT_THAT(hostlist_refusal("n[0-1073741824]"), HasSubstr("host list 'n[0-1073741824]' names more than 65536 hosts"));
+  EXPECT_THAT(hostlist_refusal("a[1-40000],b[1-40000]"), HasSubstr("names more than 65536 hosts"));
+  EXPECT_THAT(expand_hostlist("n[1-65536]"), ::testing::SizeIs(65536));
 }
 
 TEST(ResolveLaunch, FlagsAloneDescribeTheJob) {

@@ -167,10 +167,19 @@ loopback-only)
   pids+=($!)
   for _ in $(seq 100); do ss -ltn "sport = :$port" | grep -q LISTEN && break; sleep 0.1; done
   listening=$(ss -ltn "sport = :$port" | awk 'NR > 1 { print $4 }')
+  # Every socket the job's processes listen on (CAF's, the gate's, UCX's tcp transport's), once
+  # both ranks train: UCX listened on every interface before.
+  for _ in $(seq 100); do grep -q "step" "$work/job.log" && break; sleep 0.1; done
+  descendants() { local p; for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done; }
+  job_pids=$(descendants "${pids[0]}" | paste -sd'|')
+  sockets=$(ss -ltnpH | grep -E "pid=($job_pids)," | awk '{ print $4 }' | sort -u | paste -sd' ')
   wait_for "${pids[0]}" 60 || fail "the job failed"
-  echo "the coordinator listened on: $listening"
+  echo "the coordinator listened on: $listening; the job's processes on: $sockets"
   [ "$listening" = "127.0.0.1:$port" ] || fail "the coordinator of a local job listened on '$listening'"
-  echo "PASS: a local job's coordinator listens on loopback only"
+  [ -n "$sockets" ] || fail "found no socket of the job's processes ($job_pids)"
+  outside=$(echo "$sockets" | tr ' ' '\n' | grep -v "^127\.0\.0\.1:")
+  [ -z "$outside" ] || fail "a local job's processes listened on $outside"
+  echo "PASS: a local job's coordinator, gate and data plane listen on loopback only"
   ;;
 two-jobs)
   # Two jobs with one token on one port: the second one's rank 0 cannot listen and says so, its
@@ -330,14 +339,28 @@ namespaces)
   bytes() { ip netns exec $a cat /sys/class/net/veth-a-$$/statistics/$1_bytes; }
   tx0=$(bytes tx) rx0=$(bytes rx)
   # Both namespaces share this machine's memory, but a rank in another network namespace counts
-  # as another machine (comm/transport.cc), so UCX takes tcp as between two hosts. Only the
-  # device is named, since each namespace has its own lo.
+  # as another machine (comm/transport.cc), so UCX takes tcp as between two hosts, on the device
+  # that leads to the master (each namespace has its own lo, which Tessel does not give UCX).
   for node in 0 1; do
-    ns=$([ $node = 0 ] && echo $a || echo $b) dev=$([ $node = 0 ] && echo veth-a-$$ || echo veth-b-$$)
-    ip netns exec $ns env UCX_NET_DEVICES=$dev timeout 120 "$launch" --nnodes 2 --node-rank $node \
+    ns=$([ $node = 0 ] && echo $a || echo $b)
+    ip netns exec $ns timeout 120 "$launch" --nnodes 2 --node-rank $node \
       --nproc-per-node 1 --master-addr 10.77.0.1 --master-port 29500 --token netns -- \
-      "$example" data-parallel --steps 20 --every 5 > "$work/node$node.log" 2>&1 &
+      "$example" data-parallel --steps 300 --every 100 > "$work/node$node.log" 2>&1 &
     pids+=($!)
+  done
+  # While they train, each node listens on its veth address and, behind the gate, on loopback:
+  # nowhere else (UCX's tcp transport listened on every device before).
+  for ns in $a $b; do
+    sockets=
+    for _ in $(seq 100); do
+      sockets=$(ip netns exec $ns ss -ltnH | awk '{ print $4 }' | sort -u | paste -sd' ')
+      [[ "$sockets" == *10.77.0.* ]] && break
+      sleep 0.1
+    done
+    echo "listening in $ns: $sockets"
+    [[ "$sockets" == *10.77.0.* ]] || fail "nothing listened on the veth address in $ns"
+    outside=$(echo "$sockets" | tr ' ' '\n' | grep -v -E "^(127\.0\.0\.1|10\.77\.0\.[12]):")
+    [ -z "$outside" ] || fail "node $ns listened on $outside"
   done
   wait_for "${pids[0]}" 120 || fail "node 0 exited $?"
   wait_for "${pids[1]}" 120 || fail "node 1 exited $?"
@@ -345,7 +368,7 @@ namespaces)
   tx=$(( $(bytes tx) - tx0 )) rx=$(( $(bytes rx) - rx0 ))
   echo "veth-a counters over the job: $tx bytes sent, $rx bytes received"
   [ "$(grep -c 'the same numbers' "$work"/node*.log | awk -F: '{s+=$2} END {print s}')" = 2 ] || fail "a rank differs"
-  # 20 steps of data parallelism all-reduce about 150 kB of gradients per step between the nodes.
+  # 300 steps of data parallelism all-reduce about 150 kB of gradients per step between the nodes.
   [ $tx -gt 1000000 ] && [ $rx -gt 1000000 ] || fail "too few bytes crossed the veth pair"
   echo "PASS: two nodes in namespaces over tcp, $tx + $rx bytes over the veth pair"
   ;;
