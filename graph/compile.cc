@@ -20,6 +20,7 @@
 #include "graph/physical.h"
 #include "graph/plan_builder.h"
 #include "graph/proto_conversion.h"
+#include "ops/registry.h"
 #include "sbp/collective.h"
 
 namespace tessel {
@@ -472,6 +473,41 @@ void check_input(const proto::ActorDef& actor, const proto::Plan& plan) {
                Shape(std::vector<int64_t>(actor.feed_starts().begin(), actor.feed_starts().end())), " of feed '",
                actor.feed(), "' ", whole.shape, " ", whole.dtype, ", outside it"));
 }
+
+std::string describe_types(const std::vector<TensorType>& types) {
+  std::string text = "(";
+  for (size_t i = 0; i < types.size(); ++i) text += concat(i ? ", " : "", types[i].shape, " ", types[i].dtype);
+  return text + ")";
+}
+
+// A KERNEL or UPDATE runs its op's kernel on the registers it is given, trusting their types:
+// the op must exist, take that many inputs, and infer, from the input types and the actor's
+// attributes, exactly the output types the plan gives. A FETCH copies out its one input.
+void check_arity_and_types(const proto::ActorDef& actor, const std::vector<TensorType>& inputs,
+                           const std::vector<TensorType>& outputs) {
+  if (actor.kind() == proto::FETCH) {
+    check(inputs.size() == 1, actor, concat("is a FETCH of ", inputs.size(), " data inputs, expected 1"));
+    return;
+  }
+  if (actor.kind() != proto::KERNEL && actor.kind() != proto::UPDATE) return;
+  const OpDef* op = OpRegistry::global().find(actor.op());
+  check(op != nullptr, actor, concat("runs op '", actor.op(), "', which is not registered"));
+  const int count = static_cast<int>(inputs.size());
+  check(count >= op->min_inputs && (op->max_inputs < 0 || count <= op->max_inputs), actor,
+        concat("gives op '", actor.op(), "' ", count, " inputs, expected ", op->min_inputs,
+               op->max_inputs == op->min_inputs ? "" : concat(" to ", op->max_inputs)));
+  std::vector<TensorType> inferred;
+  try {
+    const Attributes attrs = attributes_from_proto(actor.attrs());
+    inferred = op->infer(InferContext{inputs, attrs});
+  } catch (const Error& error) {
+    check(false, actor, concat("has inputs or attributes its op refuses: ", error.what()));
+  }
+  check(inferred == outputs, actor,
+        concat("has outputs ", describe_types(outputs), " where its op makes ", describe_types(inferred),
+               " of its inputs ", describe_types(inputs)));
+}
+
 }  // namespace
 
 void validate_plan(const proto::Plan& plan) {
@@ -556,6 +592,17 @@ void validate_plan(const proto::Plan& plan) {
           check(actor.inputs(i).initial_tokens() == producer->outputs(from.port()).initial_tokens(), actor,
                 concat("input ", i, " disagrees with its producer on initial tokens"));
         }
+        // Data inputs and outputs in order, as the runtime hands them to the kernel.
+        std::vector<TensorType> input_types, output_types;
+        for (const proto::InputDef& input : actor.inputs()) {
+          const proto::Endpoint& from = input.producer();
+          if (input.control() || from.rank() != rank.rank()) continue;
+          input_types.push_back(tensor_type_from_proto(actor_at(from)->outputs(from.port()).type()));
+        }
+        for (const proto::OutputDef& output : actor.outputs()) {
+          if (!output.control()) output_types.push_back(tensor_type_from_proto(output.type()));
+        }
+        check_arity_and_types(actor, input_types, output_types);
         for (int o = 0; o < actor.outputs_size(); ++o) {
           const proto::OutputDef& output = actor.outputs(o);
           check(output.register_count() >= 1, actor, concat("output ", o, " has no register"));
@@ -660,6 +707,7 @@ proto::Plan plan_from_bytes(std::string_view bytes, PlanFormat format) {
     if (!parser.ParseFromString(std::string(bytes), &plan)) {
       throw Error::DataLoss(concat("the text is not a valid tessel.proto.Plan: ", error.text));
     }
+    if (!strings_are_utf8(plan)) throw Error::DataLoss("the text is not a valid tessel.proto.Plan: a string in it is not UTF-8");
   } else {
     if (bytes.empty()) throw Error::DataLoss("the plan is empty: 0 bytes, where a binary plan has a header and a plan");
     if (bytes.size() < kPlanHeader || std::memcmp(bytes.data(), kPlanMagic, sizeof kPlanMagic) != 0) {

@@ -1,5 +1,7 @@
 #include "graph/proto_conversion.h"
 
+#include <memory>
+
 #include "core/error.h"
 
 namespace tessel {
@@ -64,6 +66,13 @@ TensorType tensor_type_from_proto(const proto::TensorTypeDef& type) {
     if (extent < 0) throw Error::InvalidArgument(concat("a tensor type has the negative extent ", extent));
   }
   return {Shape(std::move(dims)), dtype_named(type.dtype())};
+}
+
+bool strings_are_utf8(const google::protobuf::Message& message) {
+  std::string bytes;
+  if (!message.SerializeToString(&bytes)) return false;
+  const std::unique_ptr<google::protobuf::Message> back(message.New());
+  return back->ParseFromString(bytes);
 }
 
 }  // namespace tessel

@@ -22,4 +22,9 @@ void tensor_type_to_proto(const TensorType& type, proto::TensorTypeDef& out);
 // Error::InvalidArgument for an unknown dtype or a negative extent.
 TensorType tensor_type_from_proto(const proto::TensorTypeDef& type);
 
+// Whether every string field of `message` holds UTF-8, as the binary format requires. The text
+// format's parser takes any bytes (it only logs), and such a message, once written in binary,
+// does not read back.
+bool strings_are_utf8(const google::protobuf::Message& message);
+
 }  // namespace tessel

@@ -159,6 +159,9 @@ void graph_from_text(Graph& graph, std::string_view text) {
   if (!google::protobuf::TextFormat::ParseFromString(std::string(text), &def)) {
     throw Error::DataLoss("loading graph: the text is not a valid tessel.proto.GraphDef");
   }
+  if (!strings_are_utf8(def)) {
+    throw Error::DataLoss("loading graph: the text is not a valid tessel.proto.GraphDef: a string in it is not UTF-8");
+  }
   from_proto(graph, def);
 }
 

@@ -99,7 +99,13 @@ Dataset load_digits(const std::string& path, size_t max_bytes) {
     if (values[64] != std::floor(values[64]) || values[64] < 0 || values[64] > 9) {
       throw Error::DataLoss(concat(path, ":", line_number, ": the label is ", values[64], ", expected an integer 0-9"));
     }
-    for (int i = 0; i < 64; ++i) pixels.push_back(static_cast<float>(values[i] / 16.0));
+    for (int i = 0; i < 64; ++i) {
+      // strtod reads "nan" and "inf" too: a pixel is a count of 0 to 16 set cells of a 4x4 block.
+      if (!(values[i] >= 0 && values[i] <= 16)) {
+        throw Error::DataLoss(concat(path, ":", line_number, ": pixel ", i, " is ", values[i], ", expected 0 to 16"));
+      }
+      pixels.push_back(static_cast<float>(values[i] / 16.0));
+    }
     labels.push_back(static_cast<int64_t>(values[64]));
   }
   if (labels.empty()) throw Error::DataLoss(concat("'", path, "' holds no images"));

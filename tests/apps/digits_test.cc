@@ -116,6 +116,22 @@ TEST(Digits, CrlfLinesReadAndFractionalLabelsAreRefused) {
   std::remove(path.c_str());
 }
 
+// strtod reads "nan" and "inf": a pixel that is not a count of 0 to 16 is refused by line and
+// column, never fed as NaN.
+TEST(Digits, PixelsOutsideTheirRangeAreRefused) {
+  const std::string path = ::testing::TempDir() + "digits_nan.csv";
+  for (const std::string pixel : {"nan", "inf", "-1", "17"}) {
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    for (int i = 0; i < 64; ++i) std::fprintf(file, "%s,", i == 5 ? pixel.c_str() : "3");
+    std::fprintf(file, "4\n");
+    std::fclose(file);
+    EXPECT_TESSEL_ERROR(digits::load_digits(path), ErrorCode::kDataLoss, "digits_nan.csv:1: pixel 5 is",
+                        "expected 0 to 16");
+  }
+  std::remove(path.c_str());
+}
+
 // A gzip file cut short is refused, naming the file, whether the cut falls at a line boundary
 // (it used to be read as a smaller data set) or within the trailer that holds the checksum.
 TEST(Digits, TruncatedGzipFilesAreRefused) {

@@ -3,10 +3,8 @@
 // behind a correct header (magic, format, length, xxh64) so that mutations reach protobuf and
 // the manifest's validation. The manifest is written into a checkpoint folder of this process's
 // own, with no shard files beside it: describe() and verify() must refuse or answer, never crash.
-#include <unistd.h>
 #include <xxhash.h>
 
-#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -27,19 +25,6 @@ std::string behind_a_header(std::string_view message) {
   return bytes.append(message);
 }
 
-// This process's checkpoint folder, removed at exit (the path is never destroyed, so that the
-// exit handler may still read it).
-const std::string& folder() {
-  static const std::string* path = [] {
-    auto* made = new std::string(std::filesystem::temp_directory_path() /
-                                 ("tessel-fuzz-checkpoint-" + std::to_string(getpid())));
-    std::filesystem::create_directories(*made);
-    std::atexit([] { std::filesystem::remove_all(folder()); });
-    return made;
-  }();
-  return *path;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -48,15 +33,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view rest = fuzz::text_of(data + 1, size - 1);
   const std::string bytes = data[0] % 2 == 0 ? std::string(rest) : behind_a_header(rest);
   {
-    std::ofstream out(folder() + "/MANIFEST", std::ios::binary | std::ios::trunc);
+    std::ofstream out(fuzz::scratch_folder() + "/MANIFEST", std::ios::binary | std::ios::trunc);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
   try {
-    checkpoint::describe(folder());
+    checkpoint::describe(fuzz::scratch_folder());
   } catch (const Error&) {
   }
   try {
-    checkpoint::verify(folder());
+    checkpoint::verify(fuzz::scratch_folder());
   } catch (const Error&) {
   }
   return 0;

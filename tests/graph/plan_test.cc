@@ -174,6 +174,19 @@ TEST(Plan, WhatTheRuntimeReliesOnIsChecked) {
   actor_of_kind(bad, proto::FETCH).set_fetch_index(-3);
   EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "is fetch -3 of a plan of 1 fetches");
   bad = plan;
+  actor_of_kind(bad, proto::KERNEL).set_op("no_such_op");
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "runs op 'no_such_op', which is not registered");
+  bad = plan;
+  proto::OutputDef& relu_out = *actor_of_kind(bad, proto::KERNEL).mutable_outputs(0);
+  relu_out.mutable_type()->set_shape(0, 128);
+  relu_out.set_register_bytes(512);
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument,
+                      "has outputs ([128] f32) where its op makes ([256] f32) of its inputs ([256] f32)");
+  bad = plan;
+  (*actor_of_kind(bad, proto::KERNEL).mutable_attrs())["axis"].set_i(3);
+  actor_of_kind(bad, proto::KERNEL).set_op("softmax");
+  EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "has inputs or attributes its op refuses");
+  bad = plan;
   bad.mutable_ranks(0)->mutable_devices(0)->set_arena_bytes(-64);
   EXPECT_TESSEL_ERROR(validate_plan(bad), ErrorCode::kInvalidArgument, "has arenas of -64 and");
 }
@@ -187,6 +200,9 @@ TEST(Plan, FilesThatAreNoPlansSayWhy) {
   EXPECT_TESSEL_ERROR(plan_from_bytes("", PlanFormat::text), ErrorCode::kInvalidArgument, "holds no rank's share");
   EXPECT_TESSEL_ERROR(plan_from_bytes("seed: 1\nranks {\n  rank: oops\n}\n", PlanFormat::text), ErrorCode::kDataLoss,
                       "the text is not a valid tessel.proto.Plan: line 3, column");
+  // The text parser takes any bytes in a string; the binary format would not read them back.
+  EXPECT_TESSEL_ERROR(plan_from_bytes("ranks {\n  devices {\n    device: \"cpu\\377\"\n  }\n}\n", PlanFormat::text),
+                      ErrorCode::kDataLoss, "a string in it is not UTF-8");
 }
 
 // A collective's group comes from the plan's bytes too: a member out of range, or one that the
