@@ -8,6 +8,8 @@ scripts/build.sh
 build/bench/tessel-bench-runtime
 build/bench/tessel-bench-boxing
 build/bench/tessel-bench-kernels --benchmark_min_time=1
+build/bench/tessel-bench-matmul
+build/bench/tessel-bench-matmul --threads 2
 build/bench/tessel-bench-allreduce
 build/bench/tessel-bench-compile
 build/bench/tessel-bench-checkpoint
