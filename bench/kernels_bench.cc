@@ -34,6 +34,25 @@ void BM_Matmul(benchmark::State& state) {
 }
 BENCHMARK(BM_Matmul)->Args({256, 1024, 4096})->Args({256, 4096, 1024})->Unit(benchmark::kMillisecond);
 
+// The bf16 kernel (oneDNN, where Tessel was built with it): bf16 operands fed as they are.
+void BM_MatmulBf16(benchmark::State& state) {
+  if (!OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
+    state.SkipWithError("built without oneDNN: no bf16 matmul kernel");
+    return;
+  }
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const auto bf16_filled = [](const Shape& shape, float value) {
+    HostTensor t(shape, DType::bf16);
+    std::fill(static_cast<uint16_t*>(t.raw()), static_cast<uint16_t*>(t.raw()) + t.numel(), float_to_bf16(value));
+    return t;
+  };
+  Graph g;
+  Tensor a = g.input("a", {m, k}, DType::bf16), b = g.input("b", {k, n}, DType::bf16);
+  run_graph(state, g, {{"a", bf16_filled({m, k}, 0.5f)}, {"b", bf16_filled({k, n}, 0.25f)}}, matmul(a, b),
+            2.0 * static_cast<double>(m * k * n));
+}
+BENCHMARK(BM_MatmulBf16)->Args({256, 1024, 4096})->Args({256, 4096, 1024})->Unit(benchmark::kMillisecond);
+
 void BM_Elementwise(benchmark::State& state) {
   const int64_t n = state.range(0);
   Graph g;

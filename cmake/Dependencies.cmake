@@ -42,6 +42,23 @@ set_target_properties(tessel::xxhash PROPERTIES
 
 include(${CMAKE_CURRENT_LIST_DIR}/TesselCAF.cmake)  # caf::core, caf::io
 
+# oneDNN (libdnnl-dev): the bf16 matmul kernel and tessel-bench-matmul. Debian builds it for
+# OpenMP, whose runtime (libgomp) Tessel names to keep each caller to one OpenMP thread. Without
+# it Tessel builds, and a bf16 matmul says that no kernel is registered.
+find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp)
+find_library(DNNL_LIBRARY dnnl)
+find_library(GOMP_LIBRARY NAMES gomp libgomp.so.1)
+set(TESSEL_HAVE_DNNL OFF)
+if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY AND GOMP_LIBRARY)
+  add_library(tessel::dnnl INTERFACE IMPORTED)
+  set_target_properties(tessel::dnnl PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${DNNL_INCLUDE_DIR}"
+    INTERFACE_LINK_LIBRARIES "${DNNL_LIBRARY};${GOMP_LIBRARY}")
+  set(TESSEL_HAVE_DNNL ON)
+else()
+  message(STATUS "Tessel: oneDNN not found (libdnnl-dev): no bf16 matmul kernel, no tessel-bench-matmul")
+endif()
+
 # CUDA, cuBLAS and NCCL: built whenever nvcc is found; tests skip where no GPU is present.
 set(TESSEL_HAVE_CUDA OFF)
 if(TESSEL_WITH_CUDA)

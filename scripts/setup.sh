@@ -5,7 +5,7 @@
 #   scripts/setup.sh --test    also what the tests need: GoogleTest, Google Benchmark, network
 #                              namespaces' tools, Slurm and munge for the Slurm test, and clang 16
 #                              with libFuzzer for scripts/fuzz.sh (scripts/test.sh calls this)
-#   scripts/setup.sh --bench   also python3-torch, Google Benchmark and oneDNN, the benchmarks' needs
+#   scripts/setup.sh --bench   also python3-torch and Google Benchmark, the benchmarks' needs
 #   scripts/setup.sh --digits  also python3-sklearn, whose handwritten digits tessel-digits reads
 # Daemons that come with a package (munge, slurmctld, slurmd) are installed stopped and
 # disabled: nothing starts at the install, and nothing starts at boot that was not enabled before.
@@ -16,7 +16,7 @@ runtime=(
   libcaf-dev libucx-dev
   libprotobuf-dev protobuf-compiler
   libgoogle-glog-dev libopenblas-dev zlib1g-dev libxxhash-dev libssl-dev
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev libdnnl-dev
   fortunes graphviz gnuplot-nox jq
 )
 digits=(python3-sklearn)
@@ -26,7 +26,7 @@ test_only=(
   munge slurmctld slurmd slurm-client
   clang-16 libclang-rt-16-dev
 )
-bench_only=(python3-torch libbenchmark-dev libdnnl-dev iproute2 procps bc)
+bench_only=(python3-torch libbenchmark-dev iproute2 procps bc)
 daemons=(munge slurmctld slurmd)
 
 packages=("${runtime[@]}")
