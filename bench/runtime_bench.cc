@@ -91,20 +91,23 @@ void run_trivial(const char* name, void (*build)(TrivialGraph&, int), int size, 
 struct MlpFigure {
   double ms_per_step;
   double gflops;
+  double last_loss;
 };
 
-MlpFigure mlp_step(bool interpreter, int workers, int kernel_threads, int steps, bool check_finite) {
+MlpFigure mlp_step(bool interpreter, int workers, int kernel_threads, int steps, bool check_finite,
+                   DType matmuls = DType::f32) {
   set_cpu_threads(kernel_threads);
   Graph g;
-  const models::Mlp mlp = models::build_mlp(g, {1024, 4096, 4096, 1024}, 256, 1e-3, {.check_finite = check_finite});
+  const models::Mlp mlp =
+      models::build_mlp(g, {1024, 4096, 4096, 1024}, 256, 1e-3, {.check_finite = check_finite}, matmuls);
   const Feeds feeds{{"x", filled({256, 1024}, 0.1f)}, {"target", filled({256, 1024}, 0.0f)}};
   Session session(g, {mlp.loss}, {.use_interpreter = interpreter, .worker_threads = workers});
   const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
   session.run(1, feed);  // warm up: first touches of the arena and the variables
   const auto start = Clock::now();
-  session.run(steps, feed);
+  const auto losses = session.run(steps, feed);
   const double seconds = seconds_since(start) / steps;
-  return {1e3 * seconds, mlp.flops_per_step / seconds * 1e-9};
+  return {1e3 * seconds, mlp.flops_per_step / seconds * 1e-9, losses.back()[0].to_floats()[0]};
 }
 
 double mlp_flops() {
@@ -192,10 +195,24 @@ int main(int argc, char** argv) {
       {"tessel interpreter, 1 kernel thread", true, 1, 1},
       {"tessel interpreter, 2 kernel threads", true, 1, 2},
   };
+  double f32_loss = 0;
   for (const Config& c : configs) {
     const MlpFigure f = mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps, c.check_finite);
     std::printf("%-46s %8d %10.1f %9.1f\n", c.name, c.workers * c.kernel_threads, f.ms_per_step, f.gflops);
     std::fflush(stdout);
+    f32_loss = f.last_loss;
+  }
+  // bf16 matmuls (oneDNN), f32 weights, gradients and SGD; the loss beside the f32 runs' after as many steps.
+  if (OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
+    for (int kernel_threads : {1, 2}) {
+      const MlpFigure f = mlp_step(false, 1, kernel_threads, mlp_steps, true, DType::bf16);
+      char name[64];
+      std::snprintf(name, sizeof name, "tessel actors, bf16 matmuls, 1 x %d kernel thread%s", kernel_threads,
+                    kernel_threads > 1 ? "s" : "");
+      std::printf("%-46s %8d %10.1f %9.1f   loss %.6g (f32: %.6g)\n", name, kernel_threads, f.ms_per_step, f.gflops,
+                  f.last_loss, f32_loss);
+      std::fflush(stdout);
+    }
   }
   struct TorchConfig {
     int threads, blas_threads;

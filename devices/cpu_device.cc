@@ -161,4 +161,8 @@ void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t
   workers.run(count, std::max<int64_t>(1, grain), body);
 }
 
+int parallel_for_threads() {
+  return current_device != nullptr ? current_device->pool_->workers.threads() : pool().threads();
+}
+
 }  // namespace tessel

@@ -19,6 +19,8 @@ void set_cpu_threads(int count);
 // thrown by `body` are rethrown here (the first one).
 // While a kernel of a CpuDevice runs (inside its Scope), it uses that device's pool instead.
 void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
+// The threads parallel_for on this thread splits over: its device's, or the process's pool's.
+int parallel_for_threads();
 
 // One CPU device of a process, cpu:0 ... cpu:N-1 (the executor makes one per device of its
 // plan when there are several): its own pool of `threads` kernel threads, the caller's
@@ -46,6 +48,7 @@ class CpuDevice {
 
  private:
   friend void parallel_for(int64_t, int64_t, const std::function<void(int64_t, int64_t)>&);
+  friend int parallel_for_threads();
   struct Pool;
   std::unique_ptr<Pool> pool_;
 };

@@ -19,8 +19,10 @@ struct Mlp {
 
 // An MLP with ReLU between its layers (no bias), a mean-squared-error loss against "target",
 // and SGD at `lr`: the model of the runtime benchmark (1024-4096-4096-1024, batch 256).
+// `matmuls` bf16: each product's operands are cast to bf16 and the product back to f32, so the
+// matmuls (forward and backward) run in bf16 while the weights, their gradients and SGD stay f32.
 // Error::InvalidArgument for fewer than two widths or a width or batch below 1.
 Mlp build_mlp(Graph& g, const std::vector<int64_t>& widths, int64_t batch, double lr = 1e-3,
-              MinimizeOptions options = {});
+              MinimizeOptions options = {}, DType matmuls = DType::f32);
 
 }  // namespace tessel::models

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "devices/cpu_device.h"
 #include "graph/graph.h"
 #include "ops/ops.h"
 #include "runtime/interpreter.h"
@@ -24,13 +25,19 @@ TEST(MatmulBf16, MatchesF32OfTheRoundedOperandsWithinBf16Rounding) {
   if (!OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
     GTEST_SKIP() << "built without oneDNN (libdnnl-dev): no bf16 matmul kernel";
   }
+  const int cpu_threads_at_start = cpu_threads();
   const std::vector<Case> cases = {
       {"plain", {130, 48}, {48, 40}, false, false},       {"transposed a", {48, 130}, {48, 40}, true, false},
       {"transposed b", {130, 48}, {40, 48}, false, true}, {"both transposed", {48, 130}, {40, 48}, true, true},
       {"one row", {1, 300}, {300, 17}, false, false},      {"batch times a matrix", {3, 70, 32}, {32, 24}, false, false},
       {"batches on both", {3, 70, 32}, {3, 32, 24}, false, false},
       {"batches, a transposed", {3, 32, 70}, {3, 32, 24}, true, false},
+      // Large enough that oneDNN's kernels use a scratchpad, in blocks that run at once.
+      {"the MLP's size", {256, 1024}, {1024, 512}, false, false},
+      {"the MLP's size, transposed b", {256, 1024}, {512, 1024}, false, true},
+      {"the MLP's weight gradient", {256, 1024}, {256, 512}, true, false},
   };
+  set_cpu_threads(2);  // blocks of rows on two threads at once
   for (const Case& c : cases) {
     Graph g;
     Tensor a = g.input("a", c.a), b = g.input("b", c.b);
@@ -50,6 +57,7 @@ TEST(MatmulBf16, MatchesF32OfTheRoundedOperandsWithinBf16Rounding) {
     EXPECT_GT(largest, 0.1f) << c.name;
     EXPECT_LE(worst, largest / 256) << c.name << ": " << out[0].shape() << ", largest " << largest;
   }
+  set_cpu_threads(cpu_threads_at_start);
 }
 
 }  // namespace

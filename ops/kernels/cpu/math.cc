@@ -204,6 +204,17 @@ void cast(const KernelContext& c) {
   void* y = c.outputs[0].data;
   const DType from = c.inputs[0].dtype, to = c.outputs[0].dtype;
   const int64_t n = c.outputs[0].numel();
+  // Mixed precision's casts, vectorised: the same bits as the element loop below.
+  if (from == DType::f32 && to == DType::bf16) {
+    return parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
+      f32_to_bf16_loop(static_cast<const float*>(x) + begin, static_cast<uint16_t*>(y) + begin, end - begin);
+    });
+  }
+  if (from == DType::bf16 && to == DType::f32) {
+    return parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
+      bf16_to_f32_loop(static_cast<const uint16_t*>(x) + begin, static_cast<float*>(y) + begin, end - begin);
+    });
+  }
   parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       switch (to) {

@@ -1,6 +1,8 @@
 // The loops of vector_loops.h, built at -O3 (ops/CMakeLists.txt) so that GCC vectorises them.
 #include "ops/kernels/cpu/vector_loops.h"
 
+#include <cstring>
+
 #include "ops/kernels/cpu/vector_math.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -73,6 +75,23 @@ TESSEL_VECTOR_CLONES void sigmoid_loop(const float* __restrict x, float* __restr
 
 TESSEL_VECTOR_CLONES void exp_loop(const float* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = vexp(x[i]);
+}
+
+TESSEL_VECTOR_CLONES void f32_to_bf16_loop(const float* __restrict x, uint16_t* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    y[i] = static_cast<uint16_t>(nan ? (bits >> 16) | 0x40u : rounded);
+  }
+}
+
+TESSEL_VECTOR_CLONES void bf16_to_f32_loop(const uint16_t* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(x[i]) << 16;
+    std::memcpy(y + i, &bits, sizeof bits);
+  }
 }
 
 TESSEL_VECTOR_CLONES void accumulate_loop(float* __restrict y, const float* __restrict x, int64_t n) {

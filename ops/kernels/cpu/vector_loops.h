@@ -18,6 +18,10 @@ void sigmoid_loop(const float* x, float* y, int64_t n);
 void exp_loop(const float* x, float* y, int64_t n);
 // y += x.
 void accumulate_loop(float* y, const float* x, int64_t n);
+// f32 to bf16, rounded to nearest even (NaN stays a quiet NaN), and back: core/dtype.h's
+// float_to_bf16 and bf16_to_float, a vector at a time.
+void f32_to_bf16_loop(const float* x, uint16_t* y, int64_t n);
+void bf16_to_f32_loop(const uint16_t* x, float* y, int64_t n);
 // y = softmax(x) over one contiguous row.
 void softmax_row(const float* x, float* y, int64_t n);
 // Kernels that run a loop above over their tensor in parallel chunks: y = Loop(x), and
