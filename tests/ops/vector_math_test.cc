@@ -105,3 +105,33 @@ TEST(VectorLoops, SoftmaxRowsOfEveryLength) {
 
 }  // namespace
 }  // namespace tessel::cpu
+
+namespace tessel::cpu {
+namespace {
+
+// The vectorised casts give core/dtype.h's conversions bit for bit: every rounding case (ties to
+// even, carries into the exponent, up to infinity), NaNs of either sign staying quiet NaNs,
+// infinities, zeros and subnormals, and 2^20 random bit patterns.
+TEST(VectorLoops, Bf16CastsGiveTheScalarConversionsBitForBit) {
+  std::vector<uint32_t> patterns = {0x00000000u, 0x80000000u, 0x3f800000u, 0x3f808000u, 0x3f818000u, 0x3f80ffffu,
+                                    0x7f7fffffu, 0xff7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+                                    0x7f800001u, 0x00000001u, 0x807fffffu, 0x3fffffffu};
+  uint32_t state = 12345;
+  for (int i = 0; i < (1 << 20); ++i) {
+    state = state * 1664525u + 1013904223u;
+    patterns.push_back(state);
+  }
+  std::vector<float> x(patterns.size());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::bit_cast<float>(patterns[i]);
+  std::vector<uint16_t> y(x.size());
+  f32_to_bf16_loop(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  std::vector<float> back(x.size());
+  bf16_to_f32_loop(y.data(), back.data(), static_cast<int64_t>(y.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(y[i], float_to_bf16(x[i])) << std::hex << "f32 bits 0x" << patterns[i];
+    ASSERT_EQ(std::bit_cast<uint32_t>(back[i]), std::bit_cast<uint32_t>(bf16_to_float(y[i]))) << std::hex << y[i];
+  }
+}
+
+}  // namespace
+}  // namespace tessel::cpu
