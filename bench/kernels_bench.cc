@@ -4,6 +4,9 @@
 //   build/bench/tessel-bench-kernels [--benchmark_filter=matmul]
 #include <benchmark/benchmark.h>
 
+#include <cstring>
+#include <vector>
+
 #include "devices/cpu_device.h"
 #include "graph/graph.h"
 #include "ops/ops.h"
@@ -76,6 +79,57 @@ void BM_Gelu(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 BENCHMARK(BM_Gelu)->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
+
+// Element-wise kernels and row reductions called directly on buffers of 2^24 floats (64 MiB,
+// past the caches), beside memcpy of one such buffer: GB/s counts every byte read and written
+// (memcpy reads and writes its 64 MiB; add reads two tensors and writes one). A kernel at
+// memory speed comes near memcpy's figure.
+void BM_Memcpy(benchmark::State& state) {
+  const size_t bytes = size_t{4} << 24;
+  std::vector<char> from(bytes, 1), to(bytes, 0);
+  for (auto _ : state) {
+    std::memcpy(to.data(), from.data(), bytes);
+    benchmark::DoNotOptimize(to.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * 2 * bytes));
+}
+BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_KernelBandwidth(benchmark::State& state, const char* op, std::vector<Shape> shapes, Attributes attrs) {
+  const OpDef& def = OpRegistry::global().op(op);
+  std::vector<TensorType> types;
+  for (const Shape& shape : shapes) types.push_back({shape, f32});
+  const std::vector<TensorType> outputs = def.infer(InferContext{types, attrs});
+  std::vector<HostTensor> buffers;
+  std::vector<TensorView> in, out;
+  int64_t bytes = 0;
+  for (const TensorType& t : types) buffers.push_back(filled(t.shape, 0.5f));
+  for (size_t i = 0; i < types.size(); ++i) in.push_back({buffers[i].raw(), types[i].shape, f32, DeviceType::cpu});
+  for (const TensorType& t : outputs) buffers.push_back(HostTensor(t.shape, t.dtype));
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    out.push_back({buffers[types.size() + i].raw(), outputs[i].shape, outputs[i].dtype, DeviceType::cpu});
+  }
+  for (const TensorView& v : in) bytes += static_cast<int64_t>(v.nbytes());
+  for (const TensorView& v : out) bytes += static_cast<int64_t>(v.nbytes());
+  const KernelFn kernel = OpRegistry::global().kernel(op, DeviceType::cpu, f32);
+  for (auto _ : state) {
+    kernel(KernelContext{in, out, attrs});
+    benchmark::DoNotOptimize(out[0].data);
+  }
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+const Shape kRows{1 << 14, 1 << 10};  // 2^24 floats in rows of 1024
+BENCHMARK_CAPTURE(BM_KernelBandwidth, add, "add", {kRows, kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, mul, "mul", {kRows, kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, relu, "relu", {kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, gelu, "gelu", {kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, softmax, "softmax", {kRows}, {{"axis", int64_t{-1}}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, layer_norm, "layer_norm", {kRows, Shape{1 << 10}, Shape{1 << 10}},
+                  {{"eps", 1e-5}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // Forward, backward and SGD of an MLP 1024-4096-4096-1024, batch 256, f32.
 void BM_MlpTrainStep(benchmark::State& state) {
