@@ -194,17 +194,6 @@ void cross_entropy_grad(const KernelContext& c) {  // (logits, labels, dy)
   }
 }
 
-struct RowStatistics {
-  float mean, inverse_std;
-};
-RowStatistics row_statistics(const float* row, int64_t n, float eps) {
-  double total = 0, squares = 0;
-  for (int64_t j = 0; j < n; ++j) total += row[j];
-  const double mean = total / static_cast<double>(n);
-  for (int64_t j = 0; j < n; ++j) squares += (row[j] - mean) * (row[j] - mean);
-  return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(n) + eps))};
-}
-
 // What both layer_norm kernels read: x as rows of the last axis, gamma, and eps.
 struct LayerNormRows {
   explicit LayerNormRows(const KernelContext& c)
@@ -229,8 +218,7 @@ void layer_norm(const KernelContext& c) {  // (x, gamma, beta)
   parallel_for(in.rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* row = px + r * width;
-      const RowStatistics s = row_statistics(row, width, in.eps);
-      for (int64_t j = 0; j < width; ++j) y[r * width + j] = (row[j] - s.mean) * s.inverse_std * gamma[j] + beta[j];
+      normalize_row(row, row_statistics(row, width, in.eps), gamma, beta, y + r * width, width);
     }
   });
 }

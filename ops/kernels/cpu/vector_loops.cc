@@ -1,6 +1,7 @@
 // The loops of vector_loops.h, built at -O3 (ops/CMakeLists.txt) so that GCC vectorises them.
 #include "ops/kernels/cpu/vector_loops.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "ops/kernels/cpu/vector_math.h"
@@ -54,6 +55,30 @@ TESSEL_VECTOR_CLONES float exp_shifted_sum(const float* __restrict x, float shif
   return total;
 }
 
+// The sum of x - shift, and of its squares, each in a fixed order of kLanes running totals.
+TESSEL_VECTOR_CLONES float shifted_sum(const float* __restrict x, float shift, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) lanes[k] += x[i + k] - shift;
+  }
+  float total = 0;
+  for (; i < n; ++i) total += x[i] - shift;
+  for (float lane : lanes) total += lane;
+  return total;
+}
+TESSEL_VECTOR_CLONES float shifted_squares(const float* __restrict x, float shift, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) lanes[k] += (x[i + k] - shift) * (x[i + k] - shift);
+  }
+  float total = 0;
+  for (; i < n; ++i) total += (x[i] - shift) * (x[i] - shift);
+  for (float lane : lanes) total += lane;
+  return total;
+}
+
 TESSEL_VECTOR_CLONES void divide_loop(float* __restrict y, float divisor, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] /= divisor;
 }
@@ -96,6 +121,20 @@ TESSEL_VECTOR_CLONES void bf16_to_f32_loop(const uint16_t* __restrict x, float* 
 
 TESSEL_VECTOR_CLONES void accumulate_loop(float* __restrict y, const float* __restrict x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+RowStatistics row_statistics(const float* x, int64_t n, float eps) {
+  // Two passes: the mean, then the squares about it (no cancellation, as one pass of x^2 has).
+  // The first pass sums about x[0], which keeps the totals small for rows far from zero.
+  const float first = n > 0 ? x[0] : 0.0f;
+  const float mean = first + shifted_sum(x, first, n) / static_cast<float>(n);
+  const float variance = shifted_squares(x, mean, n) / static_cast<float>(n);
+  return {mean, 1.0f / std::sqrt(variance + eps)};
+}
+
+TESSEL_VECTOR_CLONES void normalize_row(const float* __restrict x, RowStatistics s, const float* __restrict gamma,
+                                        const float* __restrict beta, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - s.mean) * s.inverse_std * gamma[i] + beta[i];
 }
 
 void softmax_row(const float* x, float* y, int64_t n) {

@@ -22,6 +22,13 @@ void accumulate_loop(float* y, const float* x, int64_t n);
 // float_to_bf16 and bf16_to_float, a vector at a time.
 void f32_to_bf16_loop(const float* x, uint16_t* y, int64_t n);
 void bf16_to_f32_loop(const uint16_t* x, float* y, int64_t n);
+// A row's mean and 1 / sqrt(variance + eps), in f32 (fixed-order sums, two passes).
+struct RowStatistics {
+  float mean, inverse_std;
+};
+RowStatistics row_statistics(const float* x, int64_t n, float eps);
+// y = (x - mean) * inverse_std * gamma + beta over one row.
+void normalize_row(const float* x, RowStatistics s, const float* gamma, const float* beta, float* y, int64_t n);
 // y = softmax(x) over one contiguous row.
 void softmax_row(const float* x, float* y, int64_t n);
 // Kernels that run a loop above over their tensor in parallel chunks: y = Loop(x), and
