@@ -55,26 +55,18 @@ TESSEL_VECTOR_CLONES float exp_shifted_sum(const float* __restrict x, float shif
   return total;
 }
 
-// The sum of x - shift, and of its squares, each in a fixed order of kLanes running totals.
+// The sum of x - shift (Power 1) or of its squares (Power 2), in a fixed order of kLanes
+// running totals.
+template <int Power>
 TESSEL_VECTOR_CLONES float shifted_sum(const float* __restrict x, float shift, int64_t n) {
+  const auto term = [shift](float v) { return Power == 1 ? v - shift : (v - shift) * (v - shift); };
   float lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) lanes[k] += x[i + k] - shift;
+    for (int k = 0; k < kLanes; ++k) lanes[k] += term(x[i + k]);
   }
   float total = 0;
-  for (; i < n; ++i) total += x[i] - shift;
-  for (float lane : lanes) total += lane;
-  return total;
-}
-TESSEL_VECTOR_CLONES float shifted_squares(const float* __restrict x, float shift, int64_t n) {
-  float lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) lanes[k] += (x[i + k] - shift) * (x[i + k] - shift);
-  }
-  float total = 0;
-  for (; i < n; ++i) total += (x[i] - shift) * (x[i] - shift);
+  for (; i < n; ++i) total += term(x[i]);
   for (float lane : lanes) total += lane;
   return total;
 }
@@ -127,8 +119,8 @@ RowStatistics row_statistics(const float* x, int64_t n, float eps) {
   // Two passes: the mean, then the squares about it (no cancellation, as one pass of x^2 has).
   // The first pass sums about x[0], which keeps the totals small for rows far from zero.
   const float first = n > 0 ? x[0] : 0.0f;
-  const float mean = first + shifted_sum(x, first, n) / static_cast<float>(n);
-  const float variance = shifted_squares(x, mean, n) / static_cast<float>(n);
+  const float mean = first + shifted_sum<1>(x, first, n) / static_cast<float>(n);
+  const float variance = shifted_sum<2>(x, mean, n) / static_cast<float>(n);
   return {mean, 1.0f / std::sqrt(variance + eps)};
 }
 
