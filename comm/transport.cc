@@ -69,7 +69,6 @@ struct Transport::State {
 
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::string net_device;                     // NET_DEVICES as this transport set it
   std::string identity;                       // machine_identity()
   std::vector<uint8_t> address;               // published_address()
   std::vector<ucp_ep_h> endpoints;            // per rank; nullptr for this rank
@@ -244,7 +243,6 @@ Transport::Transport(const std::string& net_device) : state_(std::make_unique<St
     const ucs_status_t named = ucp_config_modify(config, "NET_DEVICES", net_device.c_str());
     if (named != UCS_OK) ucp_config_release(config);
     check(named, concat("ucp_config_modify(NET_DEVICES=", net_device, ")").c_str());
-    s.net_device = net_device;
   }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
@@ -435,8 +433,6 @@ void Transport::on_failure(std::function<void(int, const std::string&)> handler)
   std::lock_guard<std::mutex> lock(state_->failure_mutex);
   state_->failure = std::move(handler);
 }
-
-const std::string& Transport::net_device() const { return state_->net_device; }
 
 std::string Transport::describe() const {
   State& s = *state_;

@@ -73,9 +73,6 @@ class Transport {
   // Whether `peer` (a rank connect() was given) runs on this machine, where UCX uses shared memory.
   bool same_machine(int peer) const;
 
-  // The device named to UCX ("" when none was).
-  const std::string& net_device() const;
-
   // What UCX chose: its transports per endpoint ("tcp", "posix", ...), for logs and tests.
   std::string describe() const;
 
