@@ -95,16 +95,19 @@ void BM_Memcpy(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_KernelBandwidth(benchmark::State& state, const char* op, std::vector<Shape> shapes, Attributes attrs) {
+// Inputs of f32 are filled with 0.5, integer ones (labels) with 0.
+void BM_KernelBandwidth(benchmark::State& state, const char* op, std::vector<TensorType> types, Attributes attrs) {
   const OpDef& def = OpRegistry::global().op(op);
-  std::vector<TensorType> types;
-  for (const Shape& shape : shapes) types.push_back({shape, f32});
   const std::vector<TensorType> outputs = def.infer(InferContext{types, attrs});
   std::vector<HostTensor> buffers;
   std::vector<TensorView> in, out;
   int64_t bytes = 0;
-  for (const TensorType& t : types) buffers.push_back(filled(t.shape, 0.5f));
-  for (size_t i = 0; i < types.size(); ++i) in.push_back({buffers[i].raw(), types[i].shape, f32, DeviceType::cpu});
+  for (const TensorType& t : types) {
+    buffers.push_back(t.dtype == f32 ? filled(t.shape, 0.5f) : HostTensor(t.shape, t.dtype));
+    if (t.dtype != f32) std::memset(buffers.back().raw(), 0, buffers.back().nbytes());
+  }
+  for (size_t i = 0; i < types.size(); ++i)
+    in.push_back({buffers[i].raw(), types[i].shape, types[i].dtype, DeviceType::cpu});
   for (const TensorType& t : outputs) buffers.push_back(HostTensor(t.shape, t.dtype));
   for (size_t i = 0; i < outputs.size(); ++i) {
     out.push_back({buffers[types.size() + i].raw(), outputs[i].shape, outputs[i].dtype, DeviceType::cpu});
@@ -118,16 +121,27 @@ void BM_KernelBandwidth(benchmark::State& state, const char* op, std::vector<Sha
   }
   state.SetBytesProcessed(state.iterations() * bytes);
 }
-const Shape kRows{1 << 14, 1 << 10};  // 2^24 floats in rows of 1024
+const TensorType kRows{Shape{1 << 14, 1 << 10}, f32};  // 2^24 floats in rows of 1024
+const TensorType kRow{Shape{1 << 10}, f32}, kLabels{Shape{1 << 14}, i64}, kScalar{Shape{}, f32};
 BENCHMARK_CAPTURE(BM_KernelBandwidth, add, "add", {kRows, kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_KernelBandwidth, mul, "mul", {kRows, kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_KernelBandwidth, relu, "relu", {kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_KernelBandwidth, gelu, "gelu", {kRows}, {})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, gelu_grad, "gelu_grad", {kRows, kRows}, {})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_KernelBandwidth, softmax, "softmax", {kRows}, {{"axis", int64_t{-1}}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK_CAPTURE(BM_KernelBandwidth, layer_norm, "layer_norm", {kRows, Shape{1 << 10}, Shape{1 << 10}},
-                  {{"eps", 1e-5}})
+BENCHMARK_CAPTURE(BM_KernelBandwidth, layer_norm, "layer_norm", {kRows, kRow, kRow}, {{"eps", 1e-5}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, cross_entropy, "cross_entropy", {kRows, kLabels},
+                  {{"reduction", std::string("mean")}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_KernelBandwidth, cross_entropy_grad, "cross_entropy_grad", {kRows, kLabels, kScalar},
+                  {{"reduction", std::string("mean")}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -5,14 +5,16 @@
 // (b) One training step (forward, backward, SGD) of an MLP 1024-4096-4096-1024, batch 256,
 //     f32, through the runtime with 1 and 2 worker threads, beside the reference interpreter
 //     and PyTorch (Debian's python3-torch, run with /usr/bin/python3) with 1 and 2 threads,
-//     with the GFLOP/s each achieves.
+//     with the GFLOP/s each achieves; with fusion on (each matmul and its relu one oneDNN actor) and
+//     off; and with bf16 matmuls beside PyTorch's bf16 autocast.
 //
 //   tessel-bench-runtime [--quick] [--steps N] [--torch PATH_TO_torch_mlp.py]
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <unistd.h>
 #include <string>
 
 #include "actors/executor.h"
@@ -95,13 +97,13 @@ struct MlpFigure {
 };
 
 MlpFigure mlp_step(bool interpreter, int workers, int kernel_threads, int steps, bool check_finite,
-                   DType matmuls = DType::f32) {
+                   DType matmuls = DType::f32, bool fuse = true) {
   set_cpu_threads(kernel_threads);
   Graph g;
   const models::Mlp mlp =
       models::build_mlp(g, {1024, 4096, 4096, 1024}, 256, 1e-3, {.check_finite = check_finite}, matmuls);
   const Feeds feeds{{"x", filled({256, 1024}, 0.1f)}, {"target", filled({256, 1024}, 0.0f)}};
-  Session session(g, {mlp.loss}, {.use_interpreter = interpreter, .worker_threads = workers});
+  Session session(g, {mlp.loss}, {.use_interpreter = interpreter, .worker_threads = workers, .fuse = fuse});
   const auto feed = [&](int64_t) -> std::optional<Feeds> { return feeds; };
   session.run(1, feed);  // warm up: first touches of the arena and the variables
   const auto start = Clock::now();
@@ -118,10 +120,11 @@ double mlp_flops() {
 // Runs the PyTorch script; returns ms per step, or a negative number when it cannot run.
 // torch.set_num_threads() does not reach the OpenBLAS that Debian's torch calls for matmul,
 // so OPENBLAS_NUM_THREADS carries the same count there; `blas_threads` 0 leaves it unset.
-double torch_step(const std::string& script, int threads, int blas_threads, int steps, std::string& version) {
+double torch_step(const std::string& script, int threads, int blas_threads, int steps, std::string& version,
+                  bool bf16) {
   const std::string environment = blas_threads > 0 ? "OPENBLAS_NUM_THREADS=" + std::to_string(blas_threads) + " " : "";
   const std::string command = environment + "/usr/bin/python3 " + script + " --threads " + std::to_string(threads) +
-                              " --steps " + std::to_string(steps) + " 2>&1";
+                              " --steps " + std::to_string(steps) + (bf16 ? " --bf16" : "") + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return -1;
   char line[512];
@@ -184,12 +187,15 @@ int main(int argc, char** argv) {
     bool interpreter;
     int workers, kernel_threads;
     bool check_finite = true;  // MinimizeOptions::check_finite: each update first reads its gradient
+    bool fuse = true;          // PlanOptions::fuse: each matmul and its relu one actor (oneDNN)
   };
   const Config configs[] = {
       {"tessel actors, 1 worker x 1 kernel thread", false, 1, 1},
       {"  the same, without the finite check", false, 1, 1, false},
+      {"  the same, unfused (OpenBLAS matmul, then relu)", false, 1, 1, true, false},
       {"tessel actors, 2 workers x 1 kernel thread", false, 2, 1},
       {"tessel actors, 1 worker x 2 kernel threads", false, 1, 2},
+      {"  the same, unfused (OpenBLAS matmul, then relu)", false, 1, 2, true, false},
       {"tessel actors, 2 workers x 2 kernel threads", false, 2, 2},
       {"  the same, without the finite check", false, 2, 2, false},
       {"tessel interpreter, 1 kernel thread", true, 1, 1},
@@ -197,7 +203,8 @@ int main(int argc, char** argv) {
   };
   double f32_loss = 0;
   for (const Config& c : configs) {
-    const MlpFigure f = mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps, c.check_finite);
+    const MlpFigure f =
+        mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps, c.check_finite, DType::f32, c.fuse);
     std::printf("%-46s %8d %10.1f %9.1f\n", c.name, c.workers * c.kernel_threads, f.ms_per_step, f.gflops);
     std::fflush(stdout);
     f32_loss = f.last_loss;
@@ -205,27 +212,32 @@ int main(int argc, char** argv) {
   // bf16 matmuls (oneDNN), f32 weights, gradients and SGD; the loss beside the f32 runs' after as many steps.
   if (OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
     for (int kernel_threads : {1, 2}) {
-      const MlpFigure f = mlp_step(false, 1, kernel_threads, mlp_steps, true, DType::bf16);
-      char name[64];
-      std::snprintf(name, sizeof name, "tessel actors, bf16 matmuls, 1 x %d kernel thread%s", kernel_threads,
-                    kernel_threads > 1 ? "s" : "");
-      std::printf("%-46s %8d %10.1f %9.1f   loss %.6g (f32: %.6g)\n", name, kernel_threads, f.ms_per_step, f.gflops,
-                  f.last_loss, f32_loss);
-      std::fflush(stdout);
+      for (bool fuse : {true, false}) {
+        const MlpFigure f = mlp_step(false, 1, kernel_threads, mlp_steps, true, DType::bf16, fuse);
+        char name[64];
+        std::snprintf(name, sizeof name, "tessel actors, bf16 matmuls, 1 x %d kernel thread%s%s", kernel_threads,
+                      kernel_threads > 1 ? "s" : "", fuse ? "" : ", unfused");
+        std::printf("%-46s %8d %10.1f %9.1f   loss %.6g (f32: %.6g)\n", name, kernel_threads, f.ms_per_step, f.gflops,
+                    f.last_loss, f32_loss);
+        std::fflush(stdout);
+      }
     }
   }
   struct TorchConfig {
     int threads, blas_threads;
     const char* label;
+    bool bf16 = false;
   };
   const TorchConfig torch_configs[] = {
       {1, 1, "pytorch %s, 1 thread (OpenBLAS 1)"},
       {2, 2, "pytorch %s, 2 threads (OpenBLAS 2)"},
       {1, 0, "pytorch %s, set_num_threads(1), OpenBLAS default"},
+      {1, 1, "pytorch %s, bf16 autocast, 1 thread", true},
+      {2, 2, "pytorch %s, bf16 autocast, 2 threads", true},
   };
   for (const TorchConfig& c : torch_configs) {
     std::string version;
-    const double ms = torch_step(script, c.threads, c.blas_threads, mlp_steps, version);
+    const double ms = torch_step(script, c.threads, c.blas_threads, mlp_steps, version, c.bf16);
     if (ms < 0) continue;
     char name[128];
     std::snprintf(name, sizeof name, c.label, version.c_str());

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The runtime benchmark's MLP in PyTorch, for comparison: 1024-4096-4096-1024 (by default),
-ReLU between layers, no bias, mean-squared-error loss, SGD. Prints one line:
+ReLU between layers, no bias, mean-squared-error loss, SGD; with --bf16, the forward under
+torch.autocast (bf16 matmuls, f32 weights), as Tessel's bf16 MLP. Prints one line:
     torch <version> threads <n> ms_per_step <t> steps <k>
 Run with Debian's interpreter (/usr/bin/python3, package python3-torch)."""
 import argparse
@@ -16,6 +17,7 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true", help="matmuls under torch.autocast in bf16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -34,7 +36,9 @@ def main():
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.mean((model(x) - target) ** 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            out = model(x)
+        loss = torch.mean((out.float() - target) ** 2)
         loss.backward()
         optimizer.step()
         return loss.item()

@@ -52,6 +52,7 @@ class Compiler {
     assign_ranks(devices);
     physical_ =
         physical::lower(graph_, layouts, options_.fetches, options_.training, devices, {rank_of_, options_.rank});
+    if (options_.fuse) physical::fuse_epilogues(physical_);
     proto::Plan plan;
     plan.set_seed(graph_.seed());
     plan.set_rank_count(options_.ranks);

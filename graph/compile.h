@@ -41,6 +41,10 @@ struct PlanOptions {
   std::map<Tensor, int> register_counts{};  // per tensor, overriding register_count
   // Registers with one register and disjoint lifetimes share arena bytes.
   bool share_memory = true;
+  // Matmuls fuse the bias_add, relu or gelu (and bf16 -> f32 cast) that follow them on a
+  // device into one actor where nothing else reads the intermediates (graph/fuse.cc). False:
+  // every op is an actor of its own, as in the logical graph.
+  bool fuse = true;
   // Where tensors that nothing pins live (SBP inference, sbp/inference.h): one CPU device by
   // default; Placement::cpu(4) lays an unpinned graph over four.
   Placement placement = Placement::cpu(1);

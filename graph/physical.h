@@ -74,4 +74,9 @@ struct RankShare {
 PhysicalGraph lower(const Graph& graph, const SbpAssignment& layouts, const std::vector<Tensor>& fetches, bool training,
                     const std::vector<int>& devices, const RankShare& share);
 
+// Folds each matmul -> [cast to f32] -> [bias_add] -> [relu | gelu] chain on one device whose
+// intermediates nothing else reads into one fused_matmul kernel (graph/fuse.cc), where that
+// kernel exists for the matmul's dtype (oneDNN). Returns how many chains it fused.
+int fuse_epilogues(PhysicalGraph& graph);
+
 }  // namespace tessel::physical

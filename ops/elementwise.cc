@@ -93,7 +93,7 @@ void define_activation(const char* name, const char* gradient_op, bool gradient_
 }
 
 [[maybe_unused]] const bool activations_defined = [] {
-  define_activation("relu", "relu_grad", false);
+  define_activation("relu", "relu_grad", true);  // relu(x) > 0 exactly where x > 0
   define_activation("gelu", "gelu_grad", false);
   define_activation("tanh", "tanh_grad", true);
   define_activation("sigmoid", "sigmoid_grad", true);

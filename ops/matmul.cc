@@ -4,37 +4,40 @@ namespace tessel {
 namespace {
 using namespace op_helpers;
 
+// a[..., m, k] @ b[..., k, n] with the transposes of `attrs`: the product's shape.
+Shape matmul_shape(const TensorType& a, const TensorType& b, const Attributes& attrs) {
+  require_same_dtype(a, b);
+  if (a.shape.rank() < 2 || b.shape.rank() < 2) {
+    throw Error::ShapeMismatch(concat("expected matrices (rank >= 2), got a ", a.shape, " and b ", b.shape));
+  }
+  const bool ta = attrs.get_bool("transpose_a", false);
+  const bool tb = attrs.get_bool("transpose_b", false);
+  const int ra = a.shape.rank(), rb = b.shape.rank();
+  const int64_t m = ta ? a.shape[ra - 1] : a.shape[ra - 2];
+  const int64_t ka = ta ? a.shape[ra - 2] : a.shape[ra - 1];
+  const int64_t kb = tb ? b.shape[rb - 1] : b.shape[rb - 2];
+  const int64_t n = tb ? b.shape[rb - 2] : b.shape[rb - 1];
+  if (ka != kb) {
+    throw Error::ShapeMismatch(concat("inner dimensions differ: a", ta ? "ᵀ" : "", " ", a.shape, " has k = ", ka,
+                                      " but b", tb ? "ᵀ" : "", " ", b.shape, " has k = ", kb,
+                                      " (expected a[..., m, k] @ b[..., k, n])"));
+  }
+  const std::vector<int64_t> batch_a(a.shape.begin(), a.shape.end() - 2);
+  const std::vector<int64_t> batch_b(b.shape.begin(), b.shape.end() - 2);
+  if (!batch_a.empty() && !batch_b.empty() && batch_a != batch_b) {
+    throw Error::ShapeMismatch(concat("batch dimensions differ: a ", a.shape, ", b ", b.shape,
+                                      " (expected equal batch dimensions, or one operand a plain matrix)"));
+  }
+  std::vector<int64_t> dims = batch_a.empty() ? batch_b : batch_a;
+  dims.push_back(m);
+  dims.push_back(n);
+  return Shape(dims);
+}
+
 TESSEL_OP("matmul")
     .inputs(2)
     .infers([](const InferContext& c) -> std::vector<TensorType> {
-      const TensorType& a = c.inputs[0];
-      const TensorType& b = c.inputs[1];
-      require_same_dtype(a, b);
-      if (a.shape.rank() < 2 || b.shape.rank() < 2) {
-        throw Error::ShapeMismatch(concat("expected matrices (rank >= 2), got a ", a.shape, " and b ", b.shape));
-      }
-      const bool ta = c.attrs.get_bool("transpose_a", false);
-      const bool tb = c.attrs.get_bool("transpose_b", false);
-      const int ra = a.shape.rank(), rb = b.shape.rank();
-      const int64_t m = ta ? a.shape[ra - 1] : a.shape[ra - 2];
-      const int64_t ka = ta ? a.shape[ra - 2] : a.shape[ra - 1];
-      const int64_t kb = tb ? b.shape[rb - 1] : b.shape[rb - 2];
-      const int64_t n = tb ? b.shape[rb - 2] : b.shape[rb - 1];
-      if (ka != kb) {
-        throw Error::ShapeMismatch(concat("inner dimensions differ: a", ta ? "ᵀ" : "", " ", a.shape, " has k = ", ka,
-                                          " but b", tb ? "ᵀ" : "", " ", b.shape, " has k = ", kb,
-                                          " (expected a[..., m, k] @ b[..., k, n])"));
-      }
-      const std::vector<int64_t> batch_a(a.shape.begin(), a.shape.end() - 2);
-      const std::vector<int64_t> batch_b(b.shape.begin(), b.shape.end() - 2);
-      if (!batch_a.empty() && !batch_b.empty() && batch_a != batch_b) {
-        throw Error::ShapeMismatch(concat("batch dimensions differ: a ", a.shape, ", b ", b.shape,
-                                          " (expected equal batch dimensions, or one operand a plain matrix)"));
-      }
-      std::vector<int64_t> dims = batch_a.empty() ? batch_b : batch_a;
-      dims.push_back(m);
-      dims.push_back(n);
-      return {{Shape(dims), a.dtype}};
+      return {{matmul_shape(c.inputs[0], c.inputs[1], c.attrs), c.inputs[0].dtype}};
     })
     .sbp([](const SbpContext& c) {
       // a[..., m, k] @ b[..., k, n]: S(m) x B -> S(m), B x S(n) -> S(n), S(k) x S(k) -> P,
@@ -74,13 +77,36 @@ TESSEL_OP("matmul")
         // summed after.
         const Tensor rows = reshape(a, {-1, a.shape()[a.shape().rank() - 1]});
         const Tensor drows = reshape(dy, {-1, dy.shape()[dy.shape().rank() - 1]});
-        c.set_input_gradient(1, tb ? matmul(drows, rows, {.transpose_a = true}) : matmul(rows, drows, {.transpose_a = true}));
+        c.set_input_gradient(
+            1, tb ? matmul(drows, rows, {.transpose_a = true}) : matmul(rows, drows, {.transpose_a = true}));
       } else if (c.needs_gradient(1)) {
         Tensor db = tb ? matmul(dy, a, {.transpose_a = true, .transpose_b = ta})
                        : matmul(a, dy, {.transpose_a = !ta, .transpose_b = false});
         c.set_input_gradient(1, db.shape() == b.shape() ? db : sum_to(db, b.shape()));
       }
     });
+
+// The compiler's fusion of a matmul with what follows it on one device (graph/fuse.cc): the
+// product, optionally cast to "dtype", plus an optional bias (input 2, one value per column),
+// through an optional activation ("relu" or "gelu"). It exists only in plans, made after
+// autograd and SBP inference, so it has no gradient or signatures of its own.
+TESSEL_OP("fused_matmul").inputs(2, 3).infers([](const InferContext& c) -> std::vector<TensorType> {
+  const Shape shape = matmul_shape(c.inputs[0], c.inputs[1], c.attrs);
+  const DType dtype = c.attrs.has("dtype") ? dtype_named(c.attrs.get_string("dtype")) : c.inputs[0].dtype;
+  const std::string activation = c.attrs.has("activation") ? c.attrs.get_string("activation") : "none";
+  if (activation != "none" && activation != "relu" && activation != "gelu") {
+    throw Error::InvalidArgument(
+        concat("fused_matmul activation '", activation, "', expected \"none\", \"relu\" or \"gelu\""));
+  }
+  if (c.inputs.size() == 3) {
+    const TensorType& bias = c.inputs[2];
+    if (bias.dtype != dtype || bias.shape.rank() != 1 || bias.shape[0] != shape[shape.rank() - 1]) {
+      throw Error::ShapeMismatch(concat("fused_matmul bias ", bias.shape, " ", bias.dtype, " does not fit its product ",
+                                        shape, " ", dtype, ": expected one value per column, of the product's dtype"));
+    }
+  }
+  return {{shape, dtype}};
+});
 
 }  // namespace
 

@@ -701,6 +701,7 @@ Session::Session(Graph& graph, std::vector<Tensor> fetches, SessionOptions optio
               PlanOptions{.fetches = std::move(fetches),
                           .register_count = options.register_count,
                           .share_memory = options.share_memory,
+                          .fuse = options.fuse,
                           .placement = options.placement},
               options) {}
 
@@ -803,6 +804,7 @@ std::vector<HostTensor> Session::evaluate(const Feeds& feeds, const std::vector<
                                                 .training = false,
                                                 .register_count = impl.options.register_count,
                                                 .share_memory = impl.options.share_memory,
+                                                .fuse = impl.plan_options.fuse,
                                                 .placement = impl.plan_options.placement,
                                                 .ranks = impl.plan_options.ranks,
                                                 .rank = impl.plan_options.rank});

@@ -50,6 +50,7 @@ struct SessionOptions {
   int worker_threads = 1;        // actors (kernels) that run at the same time
   int register_count = 1;        // registers per output (see PlanOptions)
   bool share_memory = true;      // registers of disjoint lifetimes share arena bytes
+  bool fuse = true;              // matmul epilogues fuse into one actor (PlanOptions::fuse)
   int steps_in_flight = 2;       // steps fed ahead of the oldest unfinished one
   // Where tensors that nothing pins live (PlanOptions::placement): Placement::cpu(4) runs the
   // graph over cpu:0 ... cpu:3 in this process.

@@ -10,8 +10,8 @@
 // --write-plan FILE writes the digits model's plan.
 #include <cstdio>
 #include <fstream>
-#include <stdexcept>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "apps/cli/flags.h"
@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   tessel::init_logging(argv[0]);
   std::string file, dot, svg, png, write, widths, example;
   int64_t batch = 256, register_count = 1;
-  bool no_share = false, evaluation = false;
+  bool no_share = false, no_fuse = false, evaluation = false;
   CLI::App app("inspects a plan: its actors, registers and memory layout", "tessel-plan");
   tessel::cli::style(app);
   app.add_option("FILE", file, "a plan written by write_plan() (.pbtxt or .txt: protobuf text)");
@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "the MLP's batch")->check(tessel::cli::integer_in(1, int64_t{1} << 30));
   app.add_option("--register-count", register_count, "registers per output")->check(tessel::cli::integer_in(1, 64));
   app.add_flag("--no-share", no_share, "registers of disjoint lifetimes get bytes of their own");
+  app.add_flag("--no-fuse", no_fuse, "no epilogue fusion: each matmul, bias_add and activation an actor of its own");
   app.add_flag("--evaluation", evaluation, "the evaluation plan (no backward, no update)");
   app.add_option("--write", write, "writes the plan to FILE")->type_name("FILE");
   app.add_option("--dot", dot, "writes the actor graph as Graphviz dot")->type_name("OUT.dot");
@@ -43,7 +44,9 @@ int main(int argc, char** argv) {
   app.add_option("--png", png, "renders the actor graph to PNG through Graphviz")->type_name("OUT.png");
   tessel::cli::parse(app, argc, argv);
   if (file.empty() + widths.empty() + example.empty() != 2) {
-    std::fprintf(stderr, "tessel-plan: give a plan FILE, --mlp widths or --example NAME\nrun 'tessel-plan --help' for the usage\n");
+    std::fprintf(
+        stderr,
+        "tessel-plan: give a plan FILE, --mlp widths or --example NAME\nrun 'tessel-plan --help' for the usage\n");
     return 2;
   }
   const bool share = !no_share;
@@ -57,6 +60,7 @@ int main(int argc, char** argv) {
                                                     .training = !evaluation,
                                                     .register_count = static_cast<int>(register_count),
                                                     .share_memory = share,
+                                                    .fuse = !no_fuse,
                                                     .placement = parallel.placement});
     } else {
       std::vector<int64_t> layer_widths;
@@ -69,7 +73,8 @@ int main(int argc, char** argv) {
       plan = tessel::compile_plan(g, {.fetches = {mlp.loss},
                                       .training = !evaluation,
                                       .register_count = static_cast<int>(register_count),
-                                      .share_memory = share});
+                                      .share_memory = share,
+                                      .fuse = !no_fuse});
     }
     std::fputs(tessel::describe_plan(plan).c_str(), stdout);
     if (!write.empty()) {

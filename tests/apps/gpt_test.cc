@@ -7,21 +7,31 @@
 #include <cmath>
 
 #include "apps/models/text.h"
+#include "ops/registry.h"
 #include "runtime/session.h"
 
 namespace tessel::models {
 namespace {
 
 GptConfig small(const std::string& layout, int devices) {
-  return {.vocab = kTextVocab, .context = 16, .width = 32, .heads = 4, .layers = 2, .batch = 8,
-          .micro_batches = 2, .devices = devices, .layout = layout, .warmup_steps = 5, .total_steps = 20};
+  return {.vocab = kTextVocab,
+          .context = 16,
+          .width = 32,
+          .heads = 4,
+          .layers = 2,
+          .batch = 8,
+          .micro_batches = 2,
+          .devices = devices,
+          .layout = layout,
+          .warmup_steps = 5,
+          .total_steps = 20};
 }
 
 // A fixed pseudo-text, so the test needs no fortunes.
 const std::vector<int32_t>& text() {
-  static const std::vector<int32_t> tokens =
-      encode("the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
-             "how vexingly quick daft zebras jump! sphinx of black quartz, judge my vow.\n");
+  static const std::vector<int32_t> tokens = encode(
+      "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
+      "how vexingly quick daft zebras jump! sphinx of black quartz, judge my vow.\n");
   return tokens;
 }
 
@@ -31,10 +41,10 @@ struct Trained {
   std::vector<int32_t> sampled;  // 12 tokens drawn after row 0's prompt, through the sampler
 };
 
-Trained train(const GptConfig& config, int64_t steps) {
+Trained train(const GptConfig& config, int64_t steps, bool fuse = true) {
   Trained out;
   Gpt gpt = build_gpt(config);
-  Session session(*gpt.graph, {gpt.loss}, {.placement = gpt.placement});
+  Session session(*gpt.graph, {gpt.loss}, {.fuse = fuse, .placement = gpt.placement});
   TextLoader loader(&text(), config.context, 7);
   std::vector<double>& losses = out.losses;
   for (int64_t s = 0; s < steps; ++s) {
@@ -73,6 +83,29 @@ TEST(Gpt, EveryLayoutOverFourDevicesGivesTheOneDeviceNumbers) {
     ASSERT_EQ(params.size(), expected_params.size());
     for (const auto& [name, want] : expected_params) {
       const HostTensor& got = params.at(name);
+      double scale = 1e-3, worst = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::abs(want.get(i)));
+      for (int64_t i = 0; i < want.numel(); ++i) worst = std::max(worst, std::abs(got.get(i) - want.get(i)) / scale);
+      EXPECT_LE(worst, 1e-5) << name;
+    }
+  }
+}
+
+// Epilogue fusion (graph/fuse.cc) changes no number: the GPT's q, v and MLP products fuse their
+// biases (and, when sampling, the gelu), on one device and split by columns over four.
+TEST(Gpt, FusedAndUnfusedPlansGiveTheSameNumbers) {
+  if (!OpRegistry::global().has_kernel("fused_matmul", DeviceType::cpu, DType::f32)) {
+    GTEST_SKIP() << "built without oneDNN (libdnnl-dev): nothing fuses";
+  }
+  for (const auto& [layout, devices] : {std::pair{"single", 1}, std::pair{"tensor-parallel", 4}}) {
+    SCOPED_TRACE(layout);
+    const Trained fused = train(small(layout, devices), 10), unfused = train(small(layout, devices), 10, false);
+    EXPECT_EQ(decode(fused.sampled), decode(unfused.sampled));
+    for (size_t s = 0; s < unfused.losses.size(); ++s) {
+      EXPECT_NEAR(fused.losses[s], unfused.losses[s], 1e-5 * std::abs(unfused.losses[s])) << "step " << s;
+    }
+    for (const auto& [name, want] : unfused.params) {
+      const HostTensor& got = fused.params.at(name);
       double scale = 1e-3, worst = 0;
       for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, std::abs(want.get(i)));
       for (int64_t i = 0; i < want.numel(); ++i) worst = std::max(worst, std::abs(got.get(i) - want.get(i)) / scale);

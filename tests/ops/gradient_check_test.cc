@@ -2,11 +2,15 @@
 // several shapes, broadcasting included.
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <set>
 
+#include "graph/compile.h"
 #include "graph/graph.h"
 #include "ops/ops.h"
+#include "proto/plan.pb.h"
 #include "runtime/interpreter.h"
+#include "runtime/session.h"
 #include "tests/test_support.h"
 
 namespace tessel {
@@ -34,7 +38,11 @@ HostTensor away_from_zero(HostTensor t) {
 
 void PrintTo(const GradientCase& c, std::ostream* out) { *out << c.name; }
 
-void check_gradients(const GradientCase& c) {
+// Where the losses and gradients are computed: the reference interpreter (each op its own kernel),
+// or a compiled evaluation plan, where matmuls fuse their epilogues (oneDNN, graph/fuse.cc).
+enum class Runner { interpreter, fused_plan };
+
+void check_gradients(const GradientCase& c, Runner runner = Runner::interpreter) {
   Graph g;
   std::vector<Tensor> xs;
   Feeds feeds = c.integer_feeds;
@@ -52,7 +60,18 @@ void check_gradients(const GradientCase& c) {
   const std::vector<Tensor> grads = g.gradients(loss, xs);
 
   Interpreter interpreter(g);
-  const std::vector<HostTensor> analytic = interpreter.evaluate(feeds, grads, /*training_mode=*/true);
+  std::unique_ptr<Session> session;
+  if (runner == Runner::fused_plan) {
+    session = std::make_unique<Session>(g, std::vector<Tensor>{loss});
+    int fused = 0;
+    const proto::Plan plan = compile_plan(g, {.fetches = {loss}, .training = false});
+    for (const proto::ActorDef& actor : plan.ranks(0).devices(0).actors()) fused += actor.op() == "fused_matmul";
+    EXPECT_GT(fused, 0) << c.name << ": nothing fused";
+  }
+  const auto evaluate = [&](const std::vector<Tensor>& fetches) {
+    return session ? session->evaluate(feeds, fetches) : interpreter.evaluate(feeds, fetches, /*training_mode=*/true);
+  };
+  const std::vector<HostTensor> analytic = evaluate(grads);
   const double eps = c.eps;
   for (size_t i = 0; i < xs.size(); ++i) {
     ASSERT_EQ(analytic[i].shape(), c.shapes[i]);
@@ -62,9 +81,9 @@ void check_gradients(const GradientCase& c) {
     for (int64_t j = 0; j < n; j += stride) {
       const float original = x.data<float>()[j];
       x.data<float>()[j] = static_cast<float>(original + eps);
-      const double plus = interpreter.evaluate(feeds, {loss}, true)[0].get(0);
+      const double plus = evaluate({loss})[0].get(0);
       x.data<float>()[j] = static_cast<float>(original - eps);
-      const double minus = interpreter.evaluate(feeds, {loss}, true)[0].get(0);
+      const double minus = evaluate({loss})[0].get(0);
       x.data<float>()[j] = original;
       const double numeric = (plus - minus) / (2 * eps);
       const double exact = analytic[i].get(j);
@@ -256,6 +275,99 @@ TEST_P(GradientCheck, MatchesFiniteDifferences) { check_gradients(GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(AllOps, GradientCheck, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return info.param.name; });
+
+// Every matmul layout the kernels handle: transposes, batches on both sides, a batch by a matrix.
+struct MatmulVariant {
+  std::string name;
+  Shape a, b;
+  MatmulOptions options;
+};
+const std::vector<MatmulVariant>& matmul_variants() {
+  static const std::vector<MatmulVariant> variants = {
+      {"plain", {5, 4}, {4, 6}, {}},
+      {"transpose_a", {4, 5}, {4, 6}, {.transpose_a = true}},
+      {"transpose_b", {5, 4}, {6, 4}, {.transpose_b = true}},
+      {"transpose_both", {4, 5}, {6, 4}, {.transpose_a = true, .transpose_b = true}},
+      {"batched", {2, 3, 4}, {2, 4, 6}, {}},
+      {"batched_by_matrix", {2, 3, 4}, {4, 6}, {}},
+      {"rank4_by_matrix", {2, 2, 3, 4}, {4, 6}, {}},
+      {"batched_by_matrix_transposed_b", {2, 3, 4}, {6, 4}, {.transpose_b = true}},
+      {"matrix_by_batched_transposed", {4, 3}, {2, 4, 6}, {.transpose_a = true}},
+  };
+  return variants;
+}
+
+// Each variant, with a bias and a relu or gelu after it, checked through a compiled plan: the
+// forward product is a fused_matmul (oneDNN's f32 primitive, with its bias and activation as
+// post-ops), the backward products OpenBLAS's.
+std::vector<GradientCase> fused_cases() {
+  std::vector<GradientCase> all;
+  for (const MatmulVariant& v : matmul_variants()) {
+    for (const char* activation : {"relu", "gelu"}) {
+      const int64_t n = v.options.transpose_b ? v.b[v.b.rank() - 2] : v.b[v.b.rank() - 1];
+      const bool relu_out = std::string(activation) == "relu";
+      all.push_back({concat(v.name, "_bias_", activation),
+                     {v.a, v.b, Shape{n}},
+                     [options = v.options, relu_out](Graph&, const std::vector<Tensor>& x) {
+                       const Tensor z = bias_add(matmul(x[0], x[1], options), x[2]);
+                       return relu_out ? relu(z) : gelu(z);
+                     },
+                     {},
+                     -1.0f,
+                     1.0f,
+                     // A smaller step for relu: one of ±eps that crosses its kink is no derivative.
+                     relu_out ? 1e-3 : 5e-3});
+    }
+  }
+  return all;
+}
+
+class FusedGradientCheck : public ::testing::TestWithParam<GradientCase> {};
+
+TEST_P(FusedGradientCheck, MatchesFiniteDifferences) {
+  if (!OpRegistry::global().has_kernel("fused_matmul", DeviceType::cpu, DType::f32)) {
+    GTEST_SKIP() << "built without oneDNN (libdnnl-dev): no fused_matmul kernel";
+  }
+  check_gradients(GetParam(), Runner::fused_plan);
+}
+
+INSTANTIATE_TEST_SUITE_P(OneDnn, FusedGradientCheck, ::testing::ValuesIn(fused_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// bf16 matmuls (oneDNN), forward and backward, through a compiled plan: the gradients of
+// sum(w * relu(cast(matmul(cast(a), cast(b))) + bias)) against the f32 gradients of the same
+// bf16-rounded operands, within bf16's rounding (2^-7 of the largest, for the two roundings
+// of the incoming gradient and of the product). Finite differences cannot see through bf16.
+TEST(GradientCheckBf16, MatmulVariantsMatchTheF32GradientsWithinBf16Rounding) {
+  if (!OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
+    GTEST_SKIP() << "built without oneDNN (libdnnl-dev): no bf16 matmul kernel";
+  }
+  for (const MatmulVariant& v : matmul_variants()) {
+    SCOPED_TRACE(v.name);
+    Graph g;
+    const Tensor a = g.input("a", v.a), b = g.input("b", v.b);
+    const Tensor a16 = cast(a, DType::bf16), b16 = cast(b, DType::bf16);
+    const Tensor low = cast(matmul(a16, b16, v.options), DType::f32);
+    const Tensor exact = matmul(cast(a16, DType::f32), cast(b16, DType::f32), v.options);
+    const Tensor weights = g.input("weights", low.shape());
+    const std::vector<Tensor> low_grads = g.gradients(sum(relu(low) * weights), {a, b});
+    const std::vector<Tensor> exact_grads = g.gradients(sum(relu(exact) * weights), {a, b});
+    const Feeds feeds{{"a", testing::random_tensor(v.a, 1)},
+                      {"b", testing::random_tensor(v.b, 2)},
+                      {"weights", testing::random_tensor(low.shape(), 3)}};
+    Session session(g, {low});
+    const std::vector<HostTensor> out =
+        session.evaluate(feeds, {low_grads[0], low_grads[1], exact_grads[0], exact_grads[1]});
+    for (int i = 0; i < 2; ++i) {
+      const std::vector<float> got = out[i].to_floats(), want = out[i + 2].to_floats();
+      float largest = 0, worst = 0;
+      for (float w : want) largest = std::max(largest, std::fabs(w));
+      for (size_t j = 0; j < got.size(); ++j) worst = std::max(worst, std::fabs(got[j] - want[j]));
+      EXPECT_GT(largest, 0.1f) << "input " << i;
+      EXPECT_LE(worst, largest / 128) << "input " << i;
+    }
+  }
+}
 
 TEST(GradientCheckCoverage, EveryDifferentiableOpHasACase) {
   std::set<std::string> covered;

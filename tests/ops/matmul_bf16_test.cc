@@ -1,4 +1,4 @@
-// The bf16 matmul (ops/kernels/cpu/matmul_bf16.cc, oneDNN) against the f32 matmul of the same
+// The bf16 matmul (ops/kernels/cpu/onednn_matmul.cc, oneDNN) against the f32 matmul of the same
 // bf16-rounded operands: the products then differ only by the order of the f32 sums and by the
 // result's rounding to bf16 (8 bits of mantissa), so every entry is within 2^-8 of the largest.
 // Each layout the kernel handles: transposes, a batch times one matrix (one tall product),

@@ -150,6 +150,9 @@ void build(RandomGraph& r, uint64_t seed) {
     if (pick(0, 2) == 0) r.plan.register_counts[pool[i]] = static_cast<int>(pick(1, 3));
   }
   r.plan.share_memory = pick(0, 4) != 0;
+  // A fused matmul (oneDNN) rounds otherwise than the interpreter's matmul and bias_add: fusion
+  // is held to 1e-5 by tests/graph/fuse_test.cc, and this test to the bit.
+  r.plan.fuse = false;
   r.session.worker_threads = static_cast<int>(pick(1, 2));
   r.session.steps_in_flight = static_cast<int>(pick(1, 3));
   r.description = concat("case ", seed, ": n=", n, ", ops: ", ops, "; register_count ", r.plan.register_count,

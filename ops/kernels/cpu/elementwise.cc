@@ -1,5 +1,6 @@
 // CPU kernels of the element-wise ops (f32).
 #include <cmath>
+#include <vector>
 
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
@@ -77,6 +78,7 @@ struct Tanh {
 };
 // Gradients: (saved forward value, dy) -> dx.
 struct ReluGrad {
+  // x is relu's output (autograd saves it): it is above 0 exactly where relu's input is.
   float operator()(float x, float dy) const { return x > 0 ? dy : 0.0f; }
 };
 struct TanhGrad {
@@ -163,6 +165,16 @@ void sum_into(const TensorView& big, const Shape& small, float* out) {
 namespace {
 void sum_to(const KernelContext& c) { sum_into(c.inputs[0], c.outputs[0].shape, c.outputs[0].as<float>()); }
 
+// bf16 (the gradient of a bf16 matrix used by every batch of a product): summed in f32, then
+// rounded once.
+void sum_to_bf16(const KernelContext& c) {
+  const TensorView& x = c.inputs[0];
+  std::vector<float> wide(static_cast<size_t>(x.numel())), sums(static_cast<size_t>(c.outputs[0].numel()));
+  bf16_to_f32_loop(static_cast<const uint16_t*>(x.data), wide.data(), x.numel());
+  sum_into(TensorView{wide.data(), x.shape, DType::f32, DeviceType::cpu}, c.outputs[0].shape, sums.data());
+  f32_to_bf16_loop(sums.data(), static_cast<uint16_t*>(c.outputs[0].data), c.outputs[0].numel());
+}
+
 TESSEL_KERNEL("add", cpu, f32, binary<Add>);
 TESSEL_KERNEL("sub", cpu, f32, binary<Sub>);
 TESSEL_KERNEL("mul", cpu, f32, binary<Mul>);
@@ -185,6 +197,7 @@ TESSEL_KERNEL("fill", cpu, f16, fill_16<float_to_f16>);
 TESSEL_KERNEL("fill", cpu, bf16, fill_16<float_to_bf16>);
 TESSEL_KERNEL("broadcast_to", cpu, f32, broadcast_to);
 TESSEL_KERNEL("sum_to", cpu, f32, sum_to);
+TESSEL_KERNEL("sum_to", cpu, bf16, sum_to_bf16);
 
 }  // namespace
 }  // namespace tessel::cpu

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <vector>
 
 #include "core/random.h"
 #include "devices/cpu_device.h"
@@ -137,61 +138,63 @@ struct CrossEntropyRows {
   float smoothing;  // the target is (1 - s) on the label and s / C on every class
 };
 
-// Log of the sum of exp over a row, and the row's maximum, for a stable softmax.
-float log_sum_exp(const float* row, int64_t n) {
-  float peak = -INFINITY;
-  for (int64_t j = 0; j < n; ++j) peak = std::max(peak, row[j]);
-  double total = 0;
-  for (int64_t j = 0; j < n; ++j) total += std::exp(row[j] - peak);
-  return peak + static_cast<float>(std::log(total));
-}
-
+// Rows run in parallel (vectorised log-sum-exp, vector_loops.h); the losses are summed after,
+// in row order, so the result does not depend on the thread count.
 void cross_entropy(const KernelContext& c) {
   const CrossEntropyRows in(c);
   float* y = c.outputs[0].as<float>();
+  std::vector<float> losses(static_cast<size_t>(in.rows));
+  for (int64_t r = 0; r < in.rows; ++r) (void)in.label(r);  // range errors thrown here, not on a pool thread
+  parallel_for(in.rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(in.classes, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = in.x + r * in.classes;
+      const std::optional<int64_t> label = in.label(r);
+      float loss = 0;
+      if (label) {
+        const float lse = log_sum_exp_row(row, in.classes);
+        loss = (1 - in.smoothing) * (lse - row[*label]);
+        if (in.smoothing != 0) {
+          double row_total = 0;
+          for (int64_t j = 0; j < in.classes; ++j) row_total += row[j];
+          loss += in.smoothing * (lse - static_cast<float>(row_total / static_cast<double>(in.classes)));
+        }
+      }
+      losses[r] = loss;
+    }
+  });
   double total = 0;
   for (int64_t r = 0; r < in.rows; ++r) {
-    const float* row = in.x + r * in.classes;
-    const std::optional<int64_t> label = in.label(r);
-    float loss = 0;
-    if (label) {
-      const float lse = log_sum_exp(row, in.classes);
-      loss = (1 - in.smoothing) * (lse - row[*label]);
-      if (in.smoothing != 0) {
-        double row_total = 0;
-        for (int64_t j = 0; j < in.classes; ++j) row_total += row[j];
-        loss += in.smoothing * (lse - static_cast<float>(row_total / static_cast<double>(in.classes)));
-      }
-    }
-    if (in.reduction == "none") y[r] = loss;
-    total += loss;
+    if (in.reduction == "none") y[r] = losses[r];
+    total += losses[r];
   }
   if (in.reduction == "mean") y[0] = static_cast<float>(total / static_cast<double>(std::max<int64_t>(in.divisor, 1)));
   if (in.reduction == "sum") y[0] = static_cast<float>(total);
 }
 
+// dx = weight (softmax(row) - target): weight softmax(row) - weight s / C, less weight (1 - s) at
+// the label.
 void cross_entropy_grad(const KernelContext& c) {  // (logits, labels, dy)
   const CrossEntropyRows in(c);
   const float* dy = c.inputs[2].as<float>();
   float* dx = c.outputs[0].as<float>();
   const float spread = in.smoothing / static_cast<float>(std::max<int64_t>(in.classes, 1));
-  for (int64_t r = 0; r < in.rows; ++r) {
-    float* drow = dx + r * in.classes;
-    const std::optional<int64_t> label = in.label(r);
-    if (!label) {
-      std::fill(drow, drow + in.classes, 0.0f);
-      continue;
+  for (int64_t r = 0; r < in.rows; ++r) (void)in.label(r);
+  parallel_for(in.rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(in.classes, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* drow = dx + r * in.classes;
+      const std::optional<int64_t> label = in.label(r);
+      if (!label) {
+        std::fill(drow, drow + in.classes, 0.0f);
+        continue;
+      }
+      const float weight = in.reduction == "none"  ? dy[r]
+                           : in.reduction == "sum" ? dy[0]
+                                                   : dy[0] / static_cast<float>(std::max<int64_t>(in.divisor, 1));
+      const float* row = in.x + r * in.classes;
+      softmax_affine_row(row, weight, -weight * spread, drow, in.classes);
+      drow[*label] -= weight * (1 - in.smoothing);
     }
-    const float weight = in.reduction == "none"  ? dy[r]
-                         : in.reduction == "sum" ? dy[0]
-                                                 : dy[0] / static_cast<float>(std::max<int64_t>(in.divisor, 1));
-    const float* row = in.x + r * in.classes;
-    const float lse = log_sum_exp(row, in.classes);
-    for (int64_t j = 0; j < in.classes; ++j) {
-      const float target = (j == *label ? 1 - in.smoothing : 0.0f) + spread;
-      drow[j] = weight * (std::exp(row[j] - lse) - target);
-    }
-  }
+  });
 }
 
 // What both layer_norm kernels read: x as rows of the last axis, gamma, and eps.

@@ -1,8 +1,9 @@
 // Private to the CPU kernels: the element-wise loops that are worth an instruction set each.
-// Each is compiled for AVX-512, for AVX2 and for plain x86-64, and the loader picks the widest the
-// processor has (GCC's target_clones), so one binary runs on any x86-64 and uses what it finds.
-// Every version gives the same bits: the arithmetic is the same in every lane, no multiply-add is
-// contracted, and sums keep a fixed order of 16 running totals.
+// Each is compiled for AVX-512, for x86-64-v3 (AVX2 and FMA) and for plain x86-64, and the loader
+// picks the widest the processor has (GCC's target_clones), so one binary runs on any x86-64 and
+// uses what it finds. Every version gives the same bits: the arithmetic is the same in every
+// lane, the compiler contracts no multiply-add (the explicit ones are exactly rounded everywhere),
+// and sums keep a fixed order of 16 running totals.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,11 @@ RowStatistics row_statistics(const float* x, int64_t n, float eps);
 void normalize_row(const float* x, RowStatistics s, const float* gamma, const float* beta, float* y, int64_t n);
 // y = softmax(x) over one contiguous row.
 void softmax_row(const float* x, float* y, int64_t n);
+// log(sum(e^x)) over one contiguous row, shifted by its largest element so nothing overflows; NaN
+// if any element is NaN.
+float log_sum_exp_row(const float* x, int64_t n);
+// y = scale * softmax(x) + offset over one contiguous row (cross_entropy's gradient).
+void softmax_affine_row(const float* x, float scale, float offset, float* y, int64_t n);
 // Kernels that run a loop above over their tensor in parallel chunks: y = Loop(x), and
 // dx = Loop(saved forward value, dy) with both inputs of the output's shape.
 template <void (*Loop)(const float*, float*, int64_t)>
@@ -48,7 +54,7 @@ void vector_gradient(const KernelContext& c) {
                [&](int64_t begin, int64_t end) { Loop(x + begin, dy + begin, dx + begin, end - begin); });
 }
 
-// The instruction set the loops above run with on this processor: "avx512f", "avx2" or "x86-64".
+// The instruction set the loops above run with on this processor: "avx512f", "x86-64-v3" or "x86-64".
 const char* vector_loops_isa();
 
 }  // namespace tessel::cpu
