@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
 
   std::printf("\n(b) MLP 1024-4096-4096-1024, batch 256, f32, forward + backward + SGD: %.2f GFLOP per step\n",
               mlp_flops() * 1e-9);
-  std::printf("%-46s %8s %10s %9s\n", "runtime", "threads", "ms/step", "GFLOP/s");
+  std::printf("%-58s %8s %10s %9s\n", "runtime", "threads", "ms/step", "GFLOP/s");
   const int mlp_steps = quick ? 1 : steps;
   struct Config {
     const char* name;
@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
   for (const Config& c : configs) {
     const MlpFigure f =
         mlp_step(c.interpreter, c.workers, c.kernel_threads, mlp_steps, c.check_finite, DType::f32, c.fuse);
-    std::printf("%-46s %8d %10.1f %9.1f\n", c.name, c.workers * c.kernel_threads, f.ms_per_step, f.gflops);
+    std::printf("%-58s %8d %10.1f %9.1f\n", c.name, c.workers * c.kernel_threads, f.ms_per_step, f.gflops);
     std::fflush(stdout);
     f32_loss = f.last_loss;
   }
@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
         char name[64];
         std::snprintf(name, sizeof name, "tessel actors, bf16 matmuls, 1 x %d kernel thread%s%s", kernel_threads,
                       kernel_threads > 1 ? "s" : "", fuse ? "" : ", unfused");
-        std::printf("%-46s %8d %10.1f %9.1f   loss %.6g (f32: %.6g)\n", name, kernel_threads, f.ms_per_step, f.gflops,
+        std::printf("%-58s %8d %10.1f %9.1f   loss %.6g (f32: %.6g)\n", name, kernel_threads, f.ms_per_step, f.gflops,
                     f.last_loss, f32_loss);
         std::fflush(stdout);
       }
@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
     if (ms < 0) continue;
     char name[128];
     std::snprintf(name, sizeof name, c.label, version.c_str());
-    std::printf("%-46s %8s %10.1f %9.1f\n", name, c.blas_threads > 0 ? std::to_string(c.threads).c_str() : "1+cores",
+    std::printf("%-58s %8s %10.1f %9.1f\n", name, c.blas_threads > 0 ? std::to_string(c.threads).c_str() : "1+cores",
                 ms, mlp_flops() / (ms * 1e-3) * 1e-9);
     std::fflush(stdout);
   }

@@ -70,17 +70,10 @@ struct Mul {
 struct Div {
   float operator()(float a, float b) const { return a / b; }
 };
-struct Relu {
-  float operator()(float x) const { return x > 0 ? x : 0.0f; }
-};
 struct Tanh {
   float operator()(float x) const { return std::tanh(x); }
 };
 // Gradients: (saved forward value, dy) -> dx.
-struct ReluGrad {
-  // x is relu's output (autograd saves it): it is above 0 exactly where relu's input is.
-  float operator()(float x, float dy) const { return x > 0 ? dy : 0.0f; }
-};
 struct TanhGrad {
   float operator()(float y, float dy) const { return dy * (1.0f - y * y); }
 };
@@ -181,11 +174,11 @@ TESSEL_KERNEL("mul", cpu, f32, binary<Mul>);
 TESSEL_KERNEL("div", cpu, f32, binary<Div>);
 TESSEL_KERNEL("scale", cpu, f32, scale);
 TESSEL_KERNEL("bias_add", cpu, f32, bias_add);
-TESSEL_KERNEL("relu", cpu, f32, unary<Relu>);
+TESSEL_KERNEL("relu", cpu, f32, vector_unary<relu_loop>);
 TESSEL_KERNEL("gelu", cpu, f32, vector_unary<gelu_loop>);
 TESSEL_KERNEL("tanh", cpu, f32, unary<Tanh>);
 TESSEL_KERNEL("sigmoid", cpu, f32, vector_unary<sigmoid_loop>);
-TESSEL_KERNEL("relu_grad", cpu, f32, binary<ReluGrad>);
+TESSEL_KERNEL("relu_grad", cpu, f32, vector_gradient<relu_grad_loop>);
 TESSEL_KERNEL("gelu_grad", cpu, f32, vector_gradient<gelu_grad_loop>);
 TESSEL_KERNEL("tanh_grad", cpu, f32, binary<TanhGrad>);
 TESSEL_KERNEL("sigmoid_grad", cpu, f32, binary<SigmoidGrad>);

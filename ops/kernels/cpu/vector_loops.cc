@@ -77,6 +77,15 @@ TESSEL_VECTOR_CLONES void affine_loop(float* __restrict y, float factor, float o
 
 }  // namespace
 
+TESSEL_VECTOR_CLONES void relu_loop(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+TESSEL_VECTOR_CLONES void relu_grad_loop(const float* __restrict y, const float* __restrict dy, float* __restrict dx,
+                                         int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
 TESSEL_VECTOR_CLONES void gelu_loop(const float* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * normal_cdf(x[i]);
 }

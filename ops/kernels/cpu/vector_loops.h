@@ -13,6 +13,9 @@
 
 namespace tessel::cpu {
 
+void relu_loop(const float* x, float* y, int64_t n);                      // y = x > 0 ? x : 0
+// dx = y > 0 ? dy : 0, with y relu's output (autograd saves it): above 0 exactly where its input is.
+void relu_grad_loop(const float* y, const float* dy, float* dx, int64_t n);
 void gelu_loop(const float* x, float* y, int64_t n);                      // y = x P(X <= x)
 void gelu_grad_loop(const float* x, const float* dy, float* dx, int64_t n);  // dx = dy gelu'(x)
 void sigmoid_loop(const float* x, float* y, int64_t n);
