@@ -4,7 +4,8 @@
 #   scripts/setup.sh           to build Tessel and run its programs (what scripts/run.sh calls)
 #   scripts/setup.sh --test    also what the tests need: GoogleTest, Google Benchmark, network
 #                              namespaces' tools, Slurm and munge for the Slurm test, and clang 16
-#                              with libFuzzer for scripts/fuzz.sh (scripts/test.sh calls this)
+#                              with libFuzzer for scripts/fuzz.sh, and python3-torch for the GPT's
+#                              check against PyTorch (scripts/test.sh calls this)
 #   scripts/setup.sh --bench   also python3-torch and Google Benchmark, the benchmarks' needs
 #   scripts/setup.sh --digits  also python3-sklearn, whose handwritten digits tessel-digits reads
 # Daemons that come with a package (munge, slurmctld, slurmd) are installed stopped and
@@ -25,6 +26,7 @@ test_only=(
   iproute2 procps bc
   munge slurmctld slurmd slurm-client
   clang-16 libclang-rt-16-dev
+  python3-torch
 )
 bench_only=(python3-torch libbenchmark-dev iproute2 procps bc)
 daemons=(munge slurmctld slurmd)

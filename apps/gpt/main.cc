@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   int64_t steps = 600, eval_every = 50, eval_batches = 8, print_every = 10, sample = 400, threads = 1, devices = 0;
   int64_t checkpoint_every = 0, seed = 1;
   bool resume = false;
-  std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump;
+  std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump, matmuls = "f32";
   const int64_t big = int64_t{1} << 40;
   CLI::App app("trains a character-level GPT on Debian's fortunes, then samples from it", "tessel-gpt");
   cli::style(app);
@@ -78,6 +78,10 @@ int main(int argc, char** argv) {
                                             "(default: single alone, data-parallel under tessel-launch)")
       ->check(CLI::IsMember({"single", "data-parallel", "tensor-parallel", "pipeline", "hybrid"}));
   app.add_option("--steps", steps, "training steps")->check(cli::integer_in(1, big));
+  app.add_option("--matmuls", matmuls,
+                 "the products' operand dtype: bf16 is mixed precision (oneDNN; f32 master weights, optimizer state "
+                 "and every other op)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--width", config.width, "the model's width")->check(cli::integer_in(1, 1 << 16));
   app.add_option("--heads", config.heads, "attention heads")->check(cli::integer_in(1, 1 << 10));
   app.add_option("--layers", config.layers, "transformer blocks")->check(cli::integer_in(1, 1 << 10));
@@ -118,6 +122,7 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   cli::add_trace_flag(app);
   cli::parse(app, argc, argv);
+  config.matmuls = dtype_named(matmuls);
   const bool warmup_set = warmup->count() > 0;
   if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) {
     std::fprintf(stderr, "tessel-gpt: --resume and --checkpoint-every need --checkpoint-dir\n");

@@ -4,6 +4,7 @@
 
 #include "core/random.h"
 #include "ops/ops.h"
+#include "ops/registry.h"
 
 namespace tessel::models {
 namespace {
@@ -72,9 +73,16 @@ class Builder {
     return b;
   }
 
+  // a @ b in the configuration's matmul dtype, as f32. A bf16 product is cast back before any
+  // boxing, so partial sums are reduced in f32.
+  Tensor product(const Tensor& a, const Tensor& b, MatmulOptions options = {}) const {
+    if (c_.matmuls == DType::f32) return matmul(a, b, options);
+    return cast(matmul(cast(a, c_.matmuls), cast(b, c_.matmuls), options), DType::f32);
+  }
+
   // A row-split product (partial under a tensor split) made whole again, then its bias.
-  static Tensor project(const Tensor& x, const Tensor& weight, const Tensor& bias, const Layout& l) {
-    Tensor product = matmul(x, weight);
+  Tensor project(const Tensor& x, const Tensor& weight, const Tensor& bias, const Layout& l) const {
+    Tensor product = this->product(x, weight);
     // Megatron's all-reduce: pinned, so inference does not pick a reduce-scatter the backward
     // pass pays for.
     if (l.tensor_split) product = to(product, l.reduced);
@@ -88,17 +96,17 @@ class Builder {
       return transpose(reshape(y, {rows, t, h, d}), {0, 2, 1, 3});
     };
     Tensor n1 = layer_norm(x, b.ln1_gain, b.ln1_bias);
-    Tensor q = heads(bias_add(matmul(n1, b.wq), b.bq));
+    Tensor q = heads(bias_add(product(n1, b.wq), b.bq));
     // No key bias: it adds q . bk to every score of a query, which the softmax cancels, so its
     // gradient is only rounding noise, and Adam's normalised step turns noise into updates.
-    Tensor k = heads(matmul(n1, b.wk));
-    Tensor v = heads(bias_add(matmul(n1, b.wv), b.bv));
-    Tensor scores = matmul(q, k, {.transpose_b = true}) * (1.0 / std::sqrt(static_cast<double>(d))) + mask;
-    Tensor attended = matmul(softmax(scores, -1), v);  // [rows, H, T, D]
+    Tensor k = heads(product(n1, b.wk));
+    Tensor v = heads(bias_add(product(n1, b.wv), b.bv));
+    Tensor scores = product(q, k, {.transpose_b = true}) * (1.0 / std::sqrt(static_cast<double>(d))) + mask;
+    Tensor attended = product(softmax(scores, -1), v);  // [rows, H, T, D]
     Tensor merged = reshape(transpose(attended, {0, 2, 1, 3}), {rows, t, c_.width});
     Tensor x1 = x + project(merged, b.wo, b.bo, l);
     Tensor n2 = layer_norm(x1, b.ln2_gain, b.ln2_bias);
-    Tensor hidden = gelu(bias_add(matmul(n2, b.w1), b.b1));
+    Tensor hidden = gelu(bias_add(product(n2, b.w1), b.b1));
     return x1 + project(hidden, b.w2, b.b2, l);
   }
 
@@ -148,7 +156,7 @@ class Builder {
         x = apply(blocks[i], x, later ? second_mask : first_mask, later ? second : first);
       }
       if (pipeline && split == c_.layers) x = to(x, second.placement, second.tokens);
-      Tensor logits = matmul(layer_norm(x, final_gain, final_bias), head);
+      Tensor logits = product(layer_norm(x, final_gain, final_bias), head);
       Tensor loss = cross_entropy(logits, targets);
       if (inputs > 1) loss = loss / static_cast<double>(inputs);
       gpt_.loss = gpt_.loss.defined() ? gpt_.loss + loss : loss;
@@ -199,6 +207,12 @@ Gpt build_gpt(const GptConfig& config) {
   if (config.vocab < 1 || config.context < 1 || config.width < 1 || config.heads < 1 || config.layers < 1 ||
       config.batch < 1 || config.devices < 1) {
     refuse("vocabulary, context, width, heads, layers, batch and devices must each be at least 1");
+  }
+  if (config.matmuls != DType::f32 && config.matmuls != DType::bf16) {
+    refuse(concat("matmuls in ", config.matmuls, ": expected f32 or bf16"));
+  }
+  if (config.matmuls == DType::bf16 && !OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
+    refuse("bf16 matmuls need oneDNN, and this build has none (install libdnnl-dev and rebuild)");
   }
   if (config.width % config.heads != 0) refuse(concat(config.heads, " heads do not divide the width ", config.width));
   const int n = config.devices;

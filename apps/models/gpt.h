@@ -36,6 +36,12 @@ struct GptConfig {
   uint64_t seed = 1;
   // Sampling (evaluation only): logits are divided by this before drawing.
   double temperature = 0.8;
+  // Mixed precision: bf16 runs every product (the projections, the attention's scores and
+  // weighted values, the MLP and the head) on bf16 operands, with f32 accumulation, and takes
+  // the product back to f32: bf16 activations and weights are what the matmuls read (and what
+  // their gradients keep), while the f32 weights stay the master copy and AdamW's state, the
+  // embeddings, norms, softmax, gelu, residuals and loss stay f32. Needs oneDNN (libdnnl-dev).
+  DType matmuls = DType::f32;
 };
 
 struct Gpt {

@@ -169,5 +169,62 @@ TEST(Training, ClippingGivesTheSameClippedGradientsUnderEveryLayout) {
   }
 }
 
+// Frozen parameters and parameters without weight decay, compiled over 2 devices as data- and
+// tensor-parallel plans: three AdamW steps give the interpreter's parameters, the frozen w2 does
+// not move, and b1 (no decay) ends where it would not with decay.
+std::map<std::string, HostTensor> frozen_and_undecayed(const std::string& layout, bool decay_biases) {
+  Graph g(5);
+  Tensor x = g.input("x", {8, 6});
+  Tensor y = g.input("y", {8}, i64);
+  Tensor w1 = g.param("w1", {6, 8}, init::normal(0.5));
+  Tensor b1 = g.param("b1", {8}, init::normal(0.5));
+  Tensor w2 = g.param("w2", {8, 4}, init::normal(0.5));
+  const Placement mesh = Placement::cpu(2);
+  if (layout == "data-parallel") pin(x, mesh, {S(0)});
+  if (layout == "tensor-parallel") {
+    pin(w1, mesh, {S(1)});
+    pin(b1, mesh, {S(0)});
+    pin(w2, mesh, {S(0)});
+  }
+  Tensor loss = cross_entropy(matmul(gelu(bias_add(matmul(x, w1), b1)), w2), y);
+  g.minimize(loss, AdamW{.lr = 0.05, .weight_decay = 0.5}, {.frozen = {w2}, .decay_only_matrices = !decay_biases});
+  Feeds feeds{{"x", testing::random_tensor({8, 6}, 4)}, {"y", HostTensor(Shape{8}, i64)}};
+  for (int i = 0; i < 8; ++i) feeds["y"].set(i, i % 4);
+  std::map<std::string, HostTensor> result;
+  if (layout == "one-device") {
+    Interpreter interpreter(g);
+    result["w2 before"] = interpreter.variable("w2").clone();
+    for (int s = 0; s < 3; ++s) interpreter.train_step(feeds, {loss});
+    for (const char* name : {"w1", "b1", "w2"}) result[name] = interpreter.variable(name);
+  } else {
+    Session session(g, {.fetches = {loss}, .placement = mesh});
+    result["w2 before"] = session.variable("w2");
+    for (int s = 0; s < 3; ++s) session.step(feeds);
+    for (const char* name : {"w1", "b1", "w2"}) result[name] = session.variable(name);
+  }
+  return result;
+}
+
+TEST(Training, FrozenAndUndecayedParametersHoldUnderEveryLayout) {
+  const auto reference = frozen_and_undecayed("one-device", false);
+  const auto decayed = frozen_and_undecayed("one-device", true);
+  double bias_gap = 0;
+  for (int64_t i = 0; i < reference.at("b1").numel(); ++i) {
+    bias_gap = std::max(bias_gap, std::abs(reference.at("b1").get(i) - decayed.at("b1").get(i)));
+  }
+  EXPECT_GT(bias_gap, 1e-4) << "decaying the bias made no difference: the test cannot tell the groups apart";
+  for (const std::string layout : {"one-device", "data-parallel", "tensor-parallel"}) {
+    const auto got = frozen_and_undecayed(layout, false);
+    for (int64_t i = 0; i < got.at("w2").numel(); ++i) {
+      EXPECT_EQ(got.at("w2").get(i), got.at("w2 before").get(i)) << layout << ": the frozen w2 moved";
+    }
+    for (const char* name : {"w1", "b1"}) {
+      for (int64_t i = 0; i < got.at(name).numel(); ++i) {
+        EXPECT_NEAR(got.at(name).get(i), reference.at(name).get(i), 1e-5) << layout << ": " << name << "[" << i << "]";
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessel

@@ -185,9 +185,20 @@ TEST(MathOps, ReshapeOfSplitLabelsStaysSplitAndCompiles) {
     pin(labels, mesh, {S(0)});
     pin(logits, mesh, {S(0)});
     Tensor flat = reshape(labels, {64});
-    Tensor loss = cross_entropy(reshape(logits, {64, 5}), flat);
+    Tensor rows = reshape(logits, {64, 5});
+    Tensor loss = cross_entropy(rows, flat);
     const SbpAssignment layouts = infer_sbp(g, mesh);
     EXPECT_EQ(layouts.nodes[flat.node()].outputs[0], NdSbp({S(0)})) << devices << " devices";
+    // The float activations too: merged leading axes stay S(0), with no partial sum to reduce.
+    EXPECT_EQ(layouts.nodes[rows.node()].inputs[0], NdSbp({S(0)})) << devices << " devices";
+    EXPECT_EQ(layouts.nodes[rows.node()].outputs[0], NdSbp({S(0)})) << devices << " devices";
+    int losses = 0;
+    for (int id = 0; id < g.num_nodes(); ++id) {
+      if (g.node(id).op != "cross_entropy") continue;
+      ++losses;
+      EXPECT_EQ(layouts.nodes[id].inputs, (std::vector<NdSbp>{NdSbp({S(0)}), NdSbp({S(0)})})) << devices;
+    }
+    EXPECT_EQ(losses, 1);
     Feeds feeds{{"logits", testing::random_tensor({8, 8, 5}, 3)}, {"labels", HostTensor(Shape{8, 8}, i64)}};
     for (int64_t i = 0; i < 64; ++i) feeds["labels"].set(i, (i * 3) % 5);
     Session session(g, {.fetches = {loss}, .placement = mesh});

@@ -6,7 +6,9 @@
 
 #include "ops/kernels/cpu/vector_math.h"
 
+// Clang (the fuzz build) has no clones: its loops are plain x86-64, and vector_loops_isa() says so.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TESSEL_HAVE_VECTOR_CLONES 1
 #define TESSEL_VECTOR_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 #else
 #define TESSEL_VECTOR_CLONES
@@ -153,7 +155,7 @@ float log_sum_exp_row(const float* x, int64_t n) {
 }
 
 const char* vector_loops_isa() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(TESSEL_HAVE_VECTOR_CLONES)
   if (__builtin_cpu_supports("avx512f")) return "avx512f";
   if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
 #endif
