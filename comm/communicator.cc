@@ -64,6 +64,19 @@ void reduce_into(std::byte* target, const std::byte* source, size_t bytes, Reduc
   }
 }
 
+// bf16 and f16: each element is widened to f32, combined, and rounded back (to nearest even), so
+// a reduction over n members rounds n - 1 times, in the group's fixed order (as NCCL does).
+template <uint16_t (*narrow)(float), float (*widen)(uint16_t)>
+void reduce_rounded(std::byte* target, const std::byte* source, size_t bytes, ReduceOp op) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(target);
+  const uint16_t* in = reinterpret_cast<const uint16_t*>(source);
+  const size_t count = bytes / sizeof(uint16_t);
+  for (size_t i = 0; i < count; ++i) {
+    const float a = widen(out[i]), b = widen(in[i]);
+    out[i] = narrow(op == ReduceOp::sum ? a + b : std::max(a, b));
+  }
+}
+
 void combine(std::byte* target, const std::byte* source, size_t bytes, bool reduce, DType dtype, ReduceOp op) {
   if (!reduce) {
     if (target != source) std::memcpy(target, source, bytes);
@@ -76,6 +89,10 @@ void combine(std::byte* target, const std::byte* source, size_t bytes, bool redu
       return reduce_into<int32_t>(target, source, bytes, op);
     case DType::i64:
       return reduce_into<int64_t>(target, source, bytes, op);
+    case DType::bf16:
+      return reduce_rounded<float_to_bf16, bf16_to_float>(target, source, bytes, op);
+    case DType::f16:
+      return reduce_rounded<float_to_f16, f16_to_float>(target, source, bytes, op);
     default:
       LOG(FATAL) << "a collective reduces " << dtype;  // refused when the operation was called
   }
@@ -518,8 +535,11 @@ std::vector<Phase> doubling_phases(int n, int member, const void* send, void* re
 namespace {
 // Error text for a reduction of a dtype the reductions do not cover, or empty.
 std::string unreducible(DType dtype) {
-  if (dtype == DType::f32 || dtype == DType::i32 || dtype == DType::i64) return "";
-  return concat("collectives reduce f32, i32 and i64, not ", dtype);
+  if (dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16 || dtype == DType::i32 ||
+      dtype == DType::i64) {
+    return "";
+  }
+  return concat("collectives reduce f32, bf16, f16, i32 and i64, not ", dtype);
 }
 }  // namespace
 

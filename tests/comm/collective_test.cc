@@ -218,21 +218,49 @@ TEST_P(CommunicatorAbort, ClosingEndsAnInFlightMember) {
 INSTANTIATE_TEST_SUITE_P(Members, CommunicatorAbort, ::testing::Values(Spread{1}, Spread{2}),
                          [](const auto& info) { return info.param.name(); });
 
-// Reductions cover f32, i32 and i64: one of f16 or bf16 is refused through done, and since a
-// refused call is no operation, the members' next one still works.
-TEST(Communicator, ReductionOfAnUnsupportedDtypeReportsAnErrorThroughDone) {
+// Reductions cover f32, bf16, f16, i32 and i64. The half types are widened to f32, combined and
+// rounded back, so two members' sum is the rounded sum of their values. A bool reduction is
+// refused through done, and since a refused call is no operation, the members' next one still
+// works.
+TEST(Communicator, HalfPrecisionReductionsRoundAndBoolIsRefused) {
   Group group({0, 1}, 2);
-  std::vector<uint16_t> halves(10, 0x3c00), out(10, 0);
   for (const DType dtype : {f16, bf16}) {
+    SCOPED_TRACE(std::string(name_of(dtype)));
+    const auto narrow = [&](float v) { return dtype == bf16 ? float_to_bf16(v) : float_to_f16(v); };
+    const auto widen = [&](uint16_t v) { return dtype == bf16 ? bf16_to_float(v) : f16_to_float(v); };
+    std::vector<std::vector<uint16_t>> ins(2);
+    for (int m = 0; m < 2; ++m) {
+      for (int i = 0; i < 10; ++i) ins[m].push_back(narrow(0.75f * i - 3 + 0.3125f * m));
+    }
+    std::vector<std::vector<uint16_t>> sums(2, std::vector<uint16_t>(10)), maxima(2, std::vector<uint16_t>(10));
     Completions reduced(2), scattered(2);
     for (int m = 0; m < 2; ++m) {
-      group.of(m).all_reduce(m, halves.data(), out.data(), halves.size(), dtype, ReduceOp::sum, reduced.of(m));
-      group.of(m).reduce_scatter(m, halves.data(), out.data(), {4, 6}, dtype, ReduceOp::max, scattered.of(m));
+      group.of(m).all_reduce(m, ins[m].data(), sums[m].data(), 10, dtype, ReduceOp::sum, reduced.of(m));
+      group.of(m).reduce_scatter(m, ins[m].data(), maxima[m].data(), {4, 6}, dtype, ReduceOp::max, scattered.of(m));
     }
     for (int m = 0; m < 2; ++m) {
-      EXPECT_EQ(reduced.wait(m), concat("collectives reduce f32, i32 and i64, not ", dtype));
-      EXPECT_EQ(scattered.wait(m), concat("collectives reduce f32, i32 and i64, not ", dtype));
+      ASSERT_EQ(reduced.wait(m), "");
+      ASSERT_EQ(scattered.wait(m), "");
     }
+    for (int i = 0; i < 10; ++i) {
+      const uint16_t sum = narrow(widen(ins[0][i]) + widen(ins[1][i]));
+      EXPECT_EQ(sums[0][i], sum) << i;
+      EXPECT_EQ(sums[1][i], sum) << i;
+      EXPECT_NE(sum, 0) << i;
+    }
+    // Member 0 holds the maxima of elements [0, 4), member 1 of [4, 10), each at its start.
+    for (int i = 0; i < 10; ++i) {
+      const int member = i < 4 ? 0 : 1, at = i < 4 ? i : i - 4;
+      EXPECT_EQ(maxima[member][at], ins[1][i]) << i;  // member 1's values are the larger
+    }
+  }
+  std::vector<uint8_t> flags(10, 1), out(10, 0);
+  Completions refused(2);
+  for (int m = 0; m < 2; ++m) {
+    group.of(m).all_reduce(m, flags.data(), out.data(), flags.size(), DType::boolean, ReduceOp::sum, refused.of(m));
+  }
+  for (int m = 0; m < 2; ++m) {
+    EXPECT_EQ(refused.wait(m), concat("collectives reduce f32, bf16, f16, i32 and i64, not ", DType::boolean));
   }
   Collective c = make_collective(Operation::all_reduce, f32, ReduceOp::sum, 2, 3, 33);
   EXPECT_TRUE(run(group, c, 3));

@@ -234,5 +234,59 @@ TEST(Boxing, ActorsConvertThroughAChainOfLayouts) {
   EXPECT_EQ(session.plan().ranks(0).devices_size(), 4);
 }
 
+// bf16 and f16 through the same kinds of conversions, partial sums and maxima included: the
+// chain only moves values (and adds zeros), so every element comes back exactly. A bf16 product's
+// partial sums are reduced in f32 and rounded once by boxing_assemble, or at each arriving chunk
+// by a collective, so the reduced value is within a few roundings of the one-device product.
+TEST(Boxing, HalfPrecisionTensorsConvertAndReduce) {
+  for (DType half : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(name_of(half)));
+    Graph g;
+    Tensor x = g.input("x", {5, 7});
+    Tensor a = g.input("a", {6, 9});
+    Tensor b = g.input("b", {9, 4});
+    const Placement four = Placement::cpu(4), grid = Placement::cpu_mesh(2, 2), three = Placement::cpu(3);
+    pin(x, four, {S(0)});
+    Tensor y = cast(x, half);
+    y = to(y, four, {S(1)});
+    y = to(y, four, {P});
+    y = to(y, grid, {S(0), S(1)});
+    y = to(y, grid, {P, S(0)});
+    y = to(y, Placement::cpu_devices({3, 1}), {S(1)});
+    y = to(y, grid, {Sbp::partial_max(), B});
+    y = to(y, four, {B});
+    std::vector<Tensor> fetches{cast(y, DType::f32)};
+    // A bf16 product (f16 has no matmul) whose partial sums are reduced: all at once (P -> B),
+    // scattered (P -> S(0)), and into another placement (assembled).
+    if (half == DType::bf16) {
+      pin(a, three, {S(1)});
+      pin(b, three, {S(0)});
+      Tensor partial = matmul(cast(a, half), cast(b, half));
+      for (const Tensor& reduced :
+           {to(partial, three, {B}), to(partial, three, {S(0)}), to(partial, Placement::cpu(2), {B})}) {
+        fetches.push_back(cast(reduced, DType::f32));
+      }
+    }
+    Session session(g, fetches, {.placement = four});
+    const Feeds feeds{{"x", testing::random_tensor({5, 7}, 3)},
+                      {"a", testing::random_tensor({6, 9}, 4)},
+                      {"b", testing::random_tensor({9, 4}, 5)}};
+    const std::vector<HostTensor> out = session.step(feeds);
+    const std::vector<HostTensor> expected = Interpreter(g).evaluate(feeds, fetches);
+    for (int64_t i = 0; i < out[0].numel(); ++i) EXPECT_EQ(out[0].get(i), expected[0].get(i)) << "chain @" << i;
+    if (half != DType::bf16) continue;
+    double largest = 0;
+    for (int64_t i = 0; i < expected[1].numel(); ++i) largest = std::max(largest, std::abs(expected[1].get(i)));
+    ASSERT_GT(largest, 0.5);
+    // Three partial sums: each rounded once, then two rounding additions.
+    const double tolerance = 4 * largest * 0x1p-8;
+    for (size_t f = 1; f < fetches.size(); ++f) {
+      for (int64_t i = 0; i < expected[f].numel(); ++i) {
+        EXPECT_NEAR(out[f].get(i), expected[f].get(i), tolerance) << "fetch " << f << " @" << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessel

@@ -1,11 +1,12 @@
 // CPU kernels of reshape, transpose, concat, slice and the boxing pieces: byte copies, so
-// every dtype has them (reductions of partial values are f32).
+// every dtype has them (reductions of partial values are f32, bf16 and f16).
 #include <algorithm>
 #include <cstring>
 #include <limits>
 
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
+#include "ops/kernels/cpu/vector_loops.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -105,7 +106,55 @@ void slice_grad(const KernelContext& c) {
 
 void copy(const KernelContext& c) { std::memcpy(c.outputs[0].data, c.inputs[0].data, c.outputs[0].nbytes()); }
 
-// Places each piece at its offsets; with reduce "sum" or "max" accumulates them (f32 only).
+// Accumulates the f32 pieces (their shapes, at `offsets` in y) into out, which holds y's elements:
+// sums, or maxima.
+void assemble_reduced(const std::vector<const float*>& ins, const std::vector<Shape>& shapes, const Shape& shape,
+                      const std::vector<int64_t>& offsets, bool sum, float* out) {
+  const int rank = shape.rank();
+  const int64_t numel = shape.numel();
+  const bool whole = std::all_of(shapes.begin(), shapes.end(), [&](const Shape& p) { return p == shape; });
+  if (whole && !ins.empty()) {  // P -> B: every piece is a full partial value; one pass over them
+    parallel_for(numel, 1 << 16, [&](int64_t begin, int64_t end) {
+      std::copy(ins[0] + begin, ins[0] + end, out + begin);
+      for (size_t i = 1; i < ins.size(); ++i) {
+        const float* in = ins[i];
+        if (sum) {
+          for (int64_t j = begin; j < end; ++j) out[j] += in[j];
+        } else {
+          for (int64_t j = begin; j < end; ++j) out[j] = std::max(out[j], in[j]);
+        }
+      }
+    });
+    return;
+  }
+  std::fill(out, out + numel, sum ? 0.0f : -std::numeric_limits<float>::infinity());
+  const std::vector<int64_t> strides = shape.strides();
+  for (size_t i = 0; i < ins.size(); ++i) {
+    const float* in = ins[i];
+    const int64_t count = shapes[i].numel();
+    if (count == 0) continue;
+    const int64_t row = rank == 0 ? 1 : shapes[i][rank - 1];
+    std::vector<int64_t> index(rank, 0);
+    for (int64_t done = 0; done < count; done += row) {
+      int64_t target = 0;
+      for (int a = 0; a < rank; ++a) target += (offsets[i * rank + a] + index[a]) * strides[a];
+      float* o = out + target;
+      const float* p = in + done;
+      if (sum) {
+        for (int64_t j = 0; j < row; ++j) o[j] += p[j];
+      } else {
+        for (int64_t j = 0; j < row; ++j) o[j] = std::max(o[j], p[j]);
+      }
+      for (int a = rank - 2; a >= 0; --a) {
+        if (++index[a] < shapes[i][a]) break;
+        index[a] = 0;
+      }
+    }
+  }
+}
+
+// Places each piece at its offsets; with reduce "sum" or "max" accumulates them: f32 in place;
+// bf16 and f16 widened to f32, accumulated there and rounded once at the end.
 void boxing_assemble(const KernelContext& c) {
   const TensorView& y = c.outputs[0];
   const std::vector<int64_t>& offsets = c.attrs.get_ints("offsets");
@@ -120,51 +169,35 @@ void boxing_assemble(const KernelContext& c) {
     }
     return;
   }
-  if (y.dtype != DType::f32) {
-    throw Error::Unimplemented(concat("boxing_assemble reduces f32 only, got ", y.dtype));
-  }
   const bool sum = reduce == "sum";
-  float* out = y.as<float>();
-  const bool whole = std::all_of(c.inputs.begin(), c.inputs.end(), [&](const TensorView& p) { return p.shape == y.shape; });
-  if (whole && !c.inputs.empty()) {  // P -> B: every piece is a full partial value; one pass over them
-    parallel_for(y.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-      std::copy(c.inputs[0].as<float>() + begin, c.inputs[0].as<float>() + end, out + begin);
-      for (size_t i = 1; i < c.inputs.size(); ++i) {
-        const float* in = c.inputs[i].as<float>();
-        if (sum) {
-          for (int64_t j = begin; j < end; ++j) out[j] += in[j];
-        } else {
-          for (int64_t j = begin; j < end; ++j) out[j] = std::max(out[j], in[j]);
-        }
-      }
-    });
-    return;
+  std::vector<Shape> shapes;
+  for (const TensorView& piece : c.inputs) shapes.push_back(piece.shape);
+  if (y.dtype == DType::f32) {
+    std::vector<const float*> ins;
+    for (const TensorView& piece : c.inputs) ins.push_back(piece.as<float>());
+    return assemble_reduced(ins, shapes, y.shape, offsets, sum, y.as<float>());
   }
-  std::fill(out, out + y.numel(), sum ? 0.0f : -std::numeric_limits<float>::infinity());
-  const std::vector<int64_t> strides = y.shape.strides();
+  if (y.dtype != DType::bf16 && y.dtype != DType::f16) {
+    throw Error::Unimplemented(concat("boxing_assemble reduces f32, bf16 and f16, got ", y.dtype));
+  }
+  const bool brain = y.dtype == DType::bf16;
+  const auto widen = [&](const TensorView& t, std::vector<float>& wide) {
+    const uint16_t* bits = static_cast<const uint16_t*>(t.data);
+    wide.resize(t.numel());
+    if (brain) return bf16_to_f32_loop(bits, wide.data(), t.numel());
+    for (int64_t j = 0; j < t.numel(); ++j) wide[j] = f16_to_float(bits[j]);
+  };
+  std::vector<std::vector<float>> wide(c.inputs.size());
+  std::vector<const float*> ins;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
-    const TensorView& piece = c.inputs[i];
-    const float* in = piece.as<float>();
-    const int64_t count = piece.numel();
-    if (count == 0) continue;
-    const int64_t row = rank == 0 ? 1 : piece.shape[rank - 1];
-    std::vector<int64_t> index(rank, 0);
-    for (int64_t done = 0; done < count; done += row) {
-      int64_t target = 0;
-      for (int a = 0; a < rank; ++a) target += (offsets[i * rank + a] + index[a]) * strides[a];
-      float* o = out + target;
-      const float* p = in + done;
-      if (sum) {
-        for (int64_t j = 0; j < row; ++j) o[j] += p[j];
-      } else {
-        for (int64_t j = 0; j < row; ++j) o[j] = std::max(o[j], p[j]);
-      }
-      for (int a = rank - 2; a >= 0; --a) {
-        if (++index[a] < piece.shape[a]) break;
-        index[a] = 0;
-      }
-    }
+    widen(c.inputs[i], wide[i]);
+    ins.push_back(wide[i].data());
   }
+  std::vector<float> out(y.numel());
+  assemble_reduced(ins, shapes, y.shape, offsets, sum, out.data());
+  uint16_t* result = static_cast<uint16_t*>(y.data);
+  if (brain) return f32_to_bf16_loop(out.data(), result, y.numel());
+  for (int64_t j = 0; j < y.numel(); ++j) result[j] = float_to_f16(out[j]);
 }
 
 [[maybe_unused]] const bool registered = [] {
