@@ -2,7 +2,7 @@
 """GPT training step time: tessel-gpt against the same model in PyTorch, at 1 and 2 threads.
 
     /usr/bin/python3 bench/gpt_bench.py [--tessel build/apps/gpt/tessel-gpt] [--steps 30]
-        [--threads 1,2] [--precisions f32,bf16] [tessel-gpt model flags: --width 128 --layers 4 ...]
+        [--threads 1,2] [--precisions f32,bf16,bf16-activations] [tessel-gpt model flags: --width 128 --layers 4 ...]
 
 Both train the GPT of apps/models/gpt (tessel-gpt's defaults: width 128, 4 heads, 4 layers,
 context 64, batch 32) with AdamW, clipping and the schedule, in one process. Tessel's step time
@@ -13,6 +13,9 @@ the matmuls of forward and backward (2 m n k each, 3 times for the backward pass
 bf16 is mixed precision on both sides: tessel-gpt --matmuls bf16 (every product on bf16 operands
 through oneDNN, f32 master weights, optimizer state and other ops) against PyTorch's forward under
 torch.autocast("cpu", torch.bfloat16), which also runs its matmuls on bf16 and keeps f32 weights.
+bf16-activations is tessel-gpt --matmuls bf16 --activations bf16 (every activation and gradient
+stored in bf16, f32 master weights and AdamW) against PyTorch's forward on bf16 copies of the
+f32 parameters (p.to(torch.bfloat16) at each step), so that its activations are bf16 too.
 """
 import argparse
 import math
@@ -63,7 +66,7 @@ def main():
     parser.add_argument("--tessel", default=os.path.join(here, "..", "build", "apps", "gpt", "tessel-gpt"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--precisions", default="f32,bf16")
+    parser.add_argument("--precisions", default="f32,bf16,bf16-activations")
     args, flags = parser.parse_known_args()
     config = {"width": 128, "heads": 4, "layers": 4, "context": 64, "batch": 32, "vocab": 96}
     for i in range(0, len(flags) - 1, 2):
@@ -75,15 +78,17 @@ def main():
     print(f"GPT width {config['width']}, {config['heads']} heads, {config['layers']} layers, context "
           f"{config['context']}, batch {config['batch']} ({tokens} tokens a step, {flops / 1e9:.2f} GFLOP of matmul "
           f"a step), AdamW; one process")
-    print(f"{'precision':>9}  {'threads':>7}  {'tessel ms':>9}  {'tok/s':>7}  {'GFLOP/s':>7}  {'pytorch ms':>10}  {'tok/s':>7}  "
+    print(f"{'precision':>16}  {'threads':>7}  {'tessel ms':>9}  {'tok/s':>7}  {'GFLOP/s':>7}  {'pytorch ms':>10}  {'tok/s':>7}  "
           f"{'GFLOP/s':>7}  {'tessel / pytorch':>16}")
     runs = [(p, int(t)) for p in args.precisions.split(",") for t in args.threads.split(",")]
     for precision, threads in runs:
-        if precision not in ("f32", "bf16"):
-            sys.exit(f"gpt_bench: --precisions takes f32 and bf16, not {precision!r}")
+        precision_flags = {"f32": ["--matmuls", "f32"], "bf16": ["--matmuls", "bf16"],
+                           "bf16-activations": ["--matmuls", "bf16", "--activations", "bf16"]}
+        if precision not in precision_flags:
+            sys.exit(f"gpt_bench: --precisions takes f32, bf16 and bf16-activations, not {precision!r}")
         generator = torch.Generator().manual_seed(0)
         # Tessel: time between the progress lines at step 10 and at the last step.
-        points = tessel_step_seconds(args.tessel, threads, args.steps, flags + ["--matmuls", precision])
+        points = tessel_step_seconds(args.tessel, threads, args.steps, flags + precision_flags[precision])
         last = max(points)
         elapsed = lambda step: step * tokens / points[step]
         ours = (elapsed(last) - elapsed(10)) / (last - 10)
@@ -111,8 +116,12 @@ def main():
 
         def step():
             optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = forward(params, config, inputs, targets, mask)
+            if precision == "bf16-activations":
+                halves = {name: p.to(torch.bfloat16) for name, p in params.items()}
+                loss = forward(halves, config, inputs, targets, mask.to(torch.bfloat16)).float()
+            else:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = forward(params, config, inputs, targets, mask)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
             optimizer.step()
@@ -123,7 +132,7 @@ def main():
         for _ in range(args.steps - 10):
             step()
         theirs = (time.perf_counter() - started) / (args.steps - 10)
-        print(f"{precision:>9}  {threads:7d}  {ours * 1e3:9.1f}  {tokens / ours:7.0f}  {flops / ours / 1e9:7.1f}  {theirs * 1e3:10.1f}  "
+        print(f"{precision:>16}  {threads:7d}  {ours * 1e3:9.1f}  {tokens / ours:7.0f}  {flops / ours / 1e9:7.1f}  {theirs * 1e3:10.1f}  "
               f"{tokens / theirs:7.0f}  {flops / theirs / 1e9:7.1f}  {theirs / ours:15.2f}x")
     return 0
 

@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   int64_t steps = 600, eval_every = 50, eval_batches = 8, print_every = 10, sample = 400, threads = 1, devices = 0;
   int64_t checkpoint_every = 0, seed = 1;
   bool resume = false;
-  std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump, matmuls = "f32";
+  std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump, matmuls = "f32", activations = "f32";
   const int64_t big = int64_t{1} << 40;
   CLI::App app("trains a character-level GPT on Debian's fortunes, then samples from it", "tessel-gpt");
   cli::style(app);
@@ -81,6 +81,10 @@ int main(int argc, char** argv) {
   app.add_option("--matmuls", matmuls,
                  "the products' operand dtype: bf16 is mixed precision (oneDNN; f32 master weights, optimizer state "
                  "and every other op)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--activations", activations,
+                 "the activations' dtype: bf16 stores every activation and its gradient in bf16 (each op computes "
+                 "in f32 and rounds); needs --matmuls bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--width", config.width, "the model's width")->check(cli::integer_in(1, 1 << 16));
   app.add_option("--heads", config.heads, "attention heads")->check(cli::integer_in(1, 1 << 10));
@@ -123,6 +127,7 @@ int main(int argc, char** argv) {
   cli::add_trace_flag(app);
   cli::parse(app, argc, argv);
   config.matmuls = dtype_named(matmuls);
+  config.activations = dtype_named(activations);
   const bool warmup_set = warmup->count() > 0;
   if ((resume || checkpoint_every > 0) && checkpoint_dir.empty()) {
     std::fprintf(stderr, "tessel-gpt: --resume and --checkpoint-every need --checkpoint-dir\n");

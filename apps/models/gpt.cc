@@ -73,20 +73,23 @@ class Builder {
     return b;
   }
 
-  // a @ b in the configuration's matmul dtype, as f32. A bf16 product is cast back before any
-  // boxing, so partial sums are reduced in f32.
+  // A parameter where it is used: in the activations' dtype.
+  Tensor use(const Tensor& p) const { return c_.activations == DType::f32 ? p : cast(p, c_.activations); }
+
+  // a @ b in the configuration's matmul dtype, in the activations' dtype. With f32 activations a
+  // bf16 product is cast back at once, so its partial sums are reduced in f32.
   Tensor product(const Tensor& a, const Tensor& b, MatmulOptions options = {}) const {
-    if (c_.matmuls == DType::f32) return matmul(a, b, options);
-    return cast(matmul(cast(a, c_.matmuls), cast(b, c_.matmuls), options), DType::f32);
+    if (c_.matmuls == c_.activations) return matmul(a, b, options);
+    return cast(matmul(cast(a, c_.matmuls), cast(b, c_.matmuls), options), c_.activations);
   }
 
   // A row-split product (partial under a tensor split) made whole again, then its bias.
   Tensor project(const Tensor& x, const Tensor& weight, const Tensor& bias, const Layout& l) const {
-    Tensor product = this->product(x, weight);
+    Tensor product = this->product(x, use(weight));
     // Megatron's all-reduce: pinned, so inference does not pick a reduce-scatter the backward
     // pass pays for.
     if (l.tensor_split) product = to(product, l.reduced);
-    return bias_add(product, bias);
+    return bias_add(product, use(bias));
   }
 
   // x [rows, T, C] -> the block's output, same shape.
@@ -95,18 +98,18 @@ class Builder {
     const auto heads = [&](const Tensor& y) {  // [rows, T, C] -> [rows, H, T, D]
       return transpose(reshape(y, {rows, t, h, d}), {0, 2, 1, 3});
     };
-    Tensor n1 = layer_norm(x, b.ln1_gain, b.ln1_bias);
-    Tensor q = heads(bias_add(product(n1, b.wq), b.bq));
+    Tensor n1 = layer_norm(x, use(b.ln1_gain), use(b.ln1_bias));
+    Tensor q = heads(bias_add(product(n1, use(b.wq)), use(b.bq)));
     // No key bias: it adds q . bk to every score of a query, which the softmax cancels, so its
     // gradient is only rounding noise, and Adam's normalised step turns noise into updates.
-    Tensor k = heads(product(n1, b.wk));
-    Tensor v = heads(bias_add(product(n1, b.wv), b.bv));
+    Tensor k = heads(product(n1, use(b.wk)));
+    Tensor v = heads(bias_add(product(n1, use(b.wv)), use(b.bv)));
     Tensor scores = product(q, k, {.transpose_b = true}) * (1.0 / std::sqrt(static_cast<double>(d))) + mask;
     Tensor attended = product(softmax(scores, -1), v);  // [rows, H, T, D]
     Tensor merged = reshape(transpose(attended, {0, 2, 1, 3}), {rows, t, c_.width});
     Tensor x1 = x + project(merged, b.wo, b.bo, l);
-    Tensor n2 = layer_norm(x1, b.ln2_gain, b.ln2_bias);
-    Tensor hidden = gelu(bias_add(product(n2, b.w1), b.b1));
+    Tensor n2 = layer_norm(x1, use(b.ln2_gain), use(b.ln2_bias));
+    Tensor hidden = gelu(bias_add(product(n2, use(b.w1)), use(b.b1)));
     return x1 + project(hidden, b.w2, b.b2, l);
   }
 
@@ -117,7 +120,7 @@ class Builder {
     for (int64_t i = 0; i < c_.context; ++i) {
       for (int64_t j = 0; j < c_.context; ++j) m.data<float>()[i * c_.context + j] = j <= i ? 0.0f : -1e9f;
     }
-    return constant(g_, m);
+    return use(constant(g_, m));
   }
 
   void build() {
@@ -149,14 +152,15 @@ class Builder {
       Tensor targets = g_.input("targets" + suffix, {rows, c_.context}, DType::i64);
       pin(tokens, first.placement, first.tokens);
       pin(targets, second.placement, second.tokens);
-      Tensor x = embedding(token_table, tokens) + positions;
+      Tensor x = embedding(use(token_table), tokens) + use(positions);
       for (int i = 0; i < c_.layers; ++i) {
         const bool later = pipeline && i >= split;
         if (pipeline && i == split) x = to(x, second.placement, second.tokens);  // the hand-off between the stages
         x = apply(blocks[i], x, later ? second_mask : first_mask, later ? second : first);
       }
       if (pipeline && split == c_.layers) x = to(x, second.placement, second.tokens);
-      Tensor logits = product(layer_norm(x, final_gain, final_bias), head);
+      Tensor logits = product(layer_norm(x, use(final_gain), use(final_bias)), use(head));
+      if (c_.activations != DType::f32) logits = cast(logits, DType::f32);
       Tensor loss = cross_entropy(logits, targets);
       if (inputs > 1) loss = loss / static_cast<double>(inputs);
       gpt_.loss = gpt_.loss.defined() ? gpt_.loss + loss : loss;
@@ -210,6 +214,9 @@ Gpt build_gpt(const GptConfig& config) {
   }
   if (config.matmuls != DType::f32 && config.matmuls != DType::bf16) {
     refuse(concat("matmuls in ", config.matmuls, ": expected f32 or bf16"));
+  }
+  if (config.activations != DType::f32 && config.activations != config.matmuls) {
+    refuse(concat(config.activations, " activations need ", config.activations, " matmuls, not ", config.matmuls));
   }
   if (config.matmuls == DType::bf16 && !OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
     refuse("bf16 matmuls need oneDNN, and this build has none (install libdnnl-dev and rebuild)");

@@ -42,6 +42,11 @@ struct GptConfig {
   // their gradients keep), while the f32 weights stay the master copy and AdamW's state, the
   // embeddings, norms, softmax, gelu, residuals and loss stay f32. Needs oneDNN (libdnnl-dev).
   DType matmuls = DType::f32;
+  // bf16 activations as well: each parameter is cast to bf16 where it is used, and the residual
+  // stream, the attention, the norms' and MLP's outputs and every gradient of them are bf16 (each
+  // op computes in f32 and rounds its result); the logits are cast to f32 for the loss, and the
+  // parameters' gradients to f32 for the f32 master weights and AdamW. Needs matmuls bf16.
+  DType activations = DType::f32;
 };
 
 struct Gpt {

@@ -136,10 +136,10 @@ TEST(Errors, BadFeedsAreNamed) {
 
 TEST(Errors, DtypeWithoutKernelNamesOpAndDtype) {
   Graph g;
-  Tensor x = g.input("x", {2}, f16);
+  Tensor x = g.input("x", {2, 2}, f16);
   Interpreter interpreter(g);
-  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2}, f16)}}, {relu(x)}), ErrorCode::kUnimplemented,
-                      "op 'relu' has no cpu kernel for dtype f16", "kernels exist for: f32");
+  EXPECT_TESSEL_ERROR(interpreter.evaluate({{"x", HostTensor(Shape{2, 2}, f16)}}, {matmul(x, x)}),
+                      ErrorCode::kUnimplemented, "op 'matmul' has no cpu kernel for dtype f16", "kernels exist for: f32");
 }
 
 TEST(Errors, LabelOutOfRangeAtRunTime) {

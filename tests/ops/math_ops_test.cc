@@ -1,6 +1,7 @@
 // Forward values of the math, comparison, mask, cast, extremum and creation ops against values
 // computed by hand, and the layouts inference gives them over several devices.
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "graph/graph.h"
@@ -241,6 +242,70 @@ TEST(MathOps, IntegerTensorsAreNeverPartial) {
   }
   EXPECT_GE(integers, 2);
   EXPECT_NE(layouts.nodes[flat.node()].inputs[0], NdSbp({S(1)})) << "S(1) of [6, 4] is no block of [24]";
+}
+
+// The bf16 and f16 kernels of the element-wise, norm, softmax, loss, reduction and embedding ops
+// (ops/kernels/cpu/widened.h) compute in f32 and round their results once: op(x in half) gives,
+// bit for bit, the half rounding of the f32 op on the same (rounded) values. Integer inputs
+// (labels, ids) pass through.
+TEST(MathOps, HalfPrecisionKernelsComputeInF32AndRoundOnce) {
+  using V = std::vector<Tensor>;
+  // ints: [6] i64 in [0, 5), labels for the loss and ids for the embedding.
+  using Build = std::function<Tensor(const V&, const Tensor& ints)>;
+  struct Case {
+    const char* name;
+    std::vector<Shape> floats;
+    Build build;
+  };
+  const std::vector<Case> cases{
+      {"gelu", {{6, 5}}, [](const V& x, const Tensor&) { return gelu(x[0]); }},
+      {"add (broadcast)", {{6, 5}, {5}}, [](const V& x, const Tensor&) { return x[0] + x[1]; }},
+      {"scale", {{6, 5}}, [](const V& x, const Tensor&) { return x[0] * 0.3; }},
+      {"softmax", {{6, 5}}, [](const V& x, const Tensor&) { return softmax(x[0], -1); }},
+      {"layer_norm", {{6, 5}, {5}, {5}}, [](const V& x, const Tensor&) { return layer_norm(x[0], x[1], x[2]); }},
+      {"sum", {{6, 5}}, [](const V& x, const Tensor&) { return sum(x[0], {0}); }},
+      {"max", {{6, 5}}, [](const V& x, const Tensor&) { return max(x[0], {1}); }},
+      {"exp", {{6, 5}}, [](const V& x, const Tensor&) { return exp(x[0]); }},
+      {"cross_entropy", {{6, 5}}, [](const V& x, const Tensor& ints) {
+         return cross_entropy(x[0], ints, Reduction::none);
+       }},
+      {"embedding", {{7, 5}}, [](const V& x, const Tensor& ints) { return embedding(x[0], ints); }},
+  };
+  HostTensor ints(Shape{6}, i64);
+  for (int64_t i = 0; i < 6; ++i) ints.set(i, (i * 3) % 5);
+  for (DType half : {DType::bf16, DType::f16}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(concat(c.name, " in ", half));
+      Graph g;
+      std::vector<Tensor> wide, narrow;
+      const Tensor labels = g.input("ints", {6}, i64);
+      Feeds feeds{{"ints", ints}};
+      for (size_t i = 0; i < c.floats.size(); ++i) {
+        const std::string name = concat("x", i);
+        wide.push_back(g.input(name, c.floats[i]));
+        narrow.push_back(cast(wide.back(), half));
+        // Values the half type holds exactly, so both sides start from the same numbers.
+        const HostTensor values = testing::random_tensor(c.floats[i], 20 + i, -2.0f, 2.0f);
+        Graph rounding;
+        feeds[name] = evaluate(rounding, cast(cast(rounding.input("v", c.floats[i]), half), DType::f32), {{"v", values}});
+      }
+      const Tensor exact = c.build(wide, labels);
+      const Tensor computed = cast(c.build(narrow, labels), DType::f32);
+      const Tensor expected = cast(cast(exact, half), DType::f32);
+      Interpreter interpreter(g);
+      const std::vector<HostTensor> out = interpreter.evaluate(feeds, {computed, expected, exact});
+      ASSERT_EQ(out[0].shape(), out[1].shape());
+      int differ_from_f32 = 0;
+      const HostTensor& f32 = out[2];
+      for (int64_t i = 0; i < out[0].numel(); ++i) {
+        EXPECT_EQ(out[0].get(i), out[1].get(i)) << "element " << i;
+        differ_from_f32 += out[0].get(i) != f32.get(i);
+      }
+      if (std::string(c.name) != "max" && std::string(c.name) != "embedding") {
+        EXPECT_GT(differ_from_f32, 0) << "no result was rounded: the op ran in f32";
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
 #include "ops/kernels/cpu/vector_loops.h"
+#include "ops/kernels/cpu/widened.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -169,19 +170,33 @@ void sum_to_bf16(const KernelContext& c) {
 }
 
 TESSEL_KERNEL("add", cpu, f32, binary<Add>);
+TESSEL_WIDENED_KERNELS("add", binary<Add>);
 TESSEL_KERNEL("sub", cpu, f32, binary<Sub>);
+TESSEL_WIDENED_KERNELS("sub", binary<Sub>);
 TESSEL_KERNEL("mul", cpu, f32, binary<Mul>);
+TESSEL_WIDENED_KERNELS("mul", binary<Mul>);
 TESSEL_KERNEL("div", cpu, f32, binary<Div>);
+TESSEL_WIDENED_KERNELS("div", binary<Div>);
 TESSEL_KERNEL("scale", cpu, f32, scale);
+TESSEL_WIDENED_KERNELS("scale", scale);
 TESSEL_KERNEL("bias_add", cpu, f32, bias_add);
+TESSEL_WIDENED_KERNELS("bias_add", bias_add);
 TESSEL_KERNEL("relu", cpu, f32, vector_unary<relu_loop>);
+TESSEL_WIDENED_KERNELS("relu", vector_unary<relu_loop>);
 TESSEL_KERNEL("gelu", cpu, f32, vector_unary<gelu_loop>);
+TESSEL_WIDENED_KERNELS("gelu", vector_unary<gelu_loop>);
 TESSEL_KERNEL("tanh", cpu, f32, unary<Tanh>);
+TESSEL_WIDENED_KERNELS("tanh", unary<Tanh>);
 TESSEL_KERNEL("sigmoid", cpu, f32, vector_unary<sigmoid_loop>);
+TESSEL_WIDENED_KERNELS("sigmoid", vector_unary<sigmoid_loop>);
 TESSEL_KERNEL("relu_grad", cpu, f32, vector_gradient<relu_grad_loop>);
+TESSEL_WIDENED_KERNELS("relu_grad", vector_gradient<relu_grad_loop>);
 TESSEL_KERNEL("gelu_grad", cpu, f32, vector_gradient<gelu_grad_loop>);
+TESSEL_WIDENED_KERNELS("gelu_grad", vector_gradient<gelu_grad_loop>);
 TESSEL_KERNEL("tanh_grad", cpu, f32, binary<TanhGrad>);
+TESSEL_WIDENED_KERNELS("tanh_grad", binary<TanhGrad>);
 TESSEL_KERNEL("sigmoid_grad", cpu, f32, binary<SigmoidGrad>);
+TESSEL_WIDENED_KERNELS("sigmoid_grad", binary<SigmoidGrad>);
 TESSEL_KERNEL("fill", cpu, f32, fill<float>);
 TESSEL_KERNEL("fill", cpu, i32, fill<int32_t>);
 TESSEL_KERNEL("fill", cpu, i64, fill<int64_t>);
@@ -189,6 +204,7 @@ TESSEL_KERNEL("fill", cpu, boolean, fill<bool>);
 TESSEL_KERNEL("fill", cpu, f16, fill_16<float_to_f16>);
 TESSEL_KERNEL("fill", cpu, bf16, fill_16<float_to_bf16>);
 TESSEL_KERNEL("broadcast_to", cpu, f32, broadcast_to);
+TESSEL_WIDENED_KERNELS("broadcast_to", broadcast_to);
 TESSEL_KERNEL("sum_to", cpu, f32, sum_to);
 TESSEL_KERNEL("sum_to", cpu, bf16, sum_to_bf16);
 

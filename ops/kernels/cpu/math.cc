@@ -9,6 +9,7 @@
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
 #include "ops/kernels/cpu/vector_loops.h"
+#include "ops/kernels/cpu/widened.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -98,6 +99,7 @@ template <template <typename> class Compare>
 void register_comparison(const char* name) {
   OpRegistry& registry = OpRegistry::global();
   registry.register_kernel(name, DeviceType::cpu, DType::f32, compare<float, Compare<float>>);
+  register_widened<compare<float, Compare<float>>>(name);
   registry.register_kernel(name, DeviceType::cpu, DType::i32, compare<int32_t, Compare<int32_t>>);
   registry.register_kernel(name, DeviceType::cpu, DType::i64, compare<int64_t, Compare<int64_t>>);
   registry.register_kernel(name, DeviceType::cpu, DType::boolean, compare<bool, Compare<bool>>);
@@ -368,19 +370,33 @@ void register_by_size(DType dtype) {
 [[maybe_unused]] const bool registered = [] {
   OpRegistry& registry = OpRegistry::global();
   registry.register_kernel("exp", DeviceType::cpu, DType::f32, vector_unary<exp_loop>);
+  register_widened<vector_unary<exp_loop>>("exp");
   registry.register_kernel("exp_grad", DeviceType::cpu, DType::f32, map2<Exp>);
+  register_widened<map2<Exp>>("exp_grad");
   registry.register_kernel("log", DeviceType::cpu, DType::f32, map1<Log>);
+  register_widened<map1<Log>>("log");
   registry.register_kernel("log_grad", DeviceType::cpu, DType::f32, map2<Log>);
+  register_widened<map2<Log>>("log_grad");
   registry.register_kernel("sqrt", DeviceType::cpu, DType::f32, map1<Sqrt>);
+  register_widened<map1<Sqrt>>("sqrt");
   registry.register_kernel("sqrt_grad", DeviceType::cpu, DType::f32, map2<Sqrt>);
+  register_widened<map2<Sqrt>>("sqrt_grad");
   registry.register_kernel("rsqrt", DeviceType::cpu, DType::f32, map1<Rsqrt>);
+  register_widened<map1<Rsqrt>>("rsqrt");
   registry.register_kernel("rsqrt_grad", DeviceType::cpu, DType::f32, map2<Rsqrt>);
+  register_widened<map2<Rsqrt>>("rsqrt_grad");
   registry.register_kernel("abs", DeviceType::cpu, DType::f32, map1<Abs>);
+  register_widened<map1<Abs>>("abs");
   registry.register_kernel("abs_grad", DeviceType::cpu, DType::f32, map2<Abs>);
+  register_widened<map2<Abs>>("abs_grad");
   registry.register_kernel("pow", DeviceType::cpu, DType::f32, map1<Pow>);
+  register_widened<map1<Pow>>("pow");
   registry.register_kernel("pow_grad", DeviceType::cpu, DType::f32, map2<Pow>);
+  register_widened<map2<Pow>>("pow_grad");
   registry.register_kernel("clamp", DeviceType::cpu, DType::f32, map1<Clamp>);
+  register_widened<map1<Clamp>>("clamp");
   registry.register_kernel("clamp_grad", DeviceType::cpu, DType::f32, map2<Clamp>);
+  register_widened<map2<Clamp>>("clamp_grad");
 
   register_comparison<Less>("less");
   register_comparison<LessEqual>("less_equal");
@@ -410,15 +426,19 @@ void register_by_size(DType dtype) {
   }
 
   registry.register_kernel("max", DeviceType::cpu, DType::f32, extremum<float, true>);
+  register_widened<extremum<float, true>>("max");
   registry.register_kernel("max", DeviceType::cpu, DType::i32, extremum<int32_t, true>);
   registry.register_kernel("max", DeviceType::cpu, DType::i64, extremum<int64_t, true>);
   registry.register_kernel("min", DeviceType::cpu, DType::f32, extremum<float, false>);
+  register_widened<extremum<float, false>>("min");
   registry.register_kernel("min", DeviceType::cpu, DType::i32, extremum<int32_t, false>);
   registry.register_kernel("min", DeviceType::cpu, DType::i64, extremum<int64_t, false>);
   registry.register_kernel("argmax", DeviceType::cpu, DType::f32, argmax<float>);
+  register_widened<argmax<float>>("argmax");
   registry.register_kernel("argmax", DeviceType::cpu, DType::i32, argmax<int32_t>);
   registry.register_kernel("argmax", DeviceType::cpu, DType::i64, argmax<int64_t>);
   registry.register_kernel("arange", DeviceType::cpu, DType::f32, arange<float>);
+  register_widened<arange<float>>("arange");
   registry.register_kernel("arange", DeviceType::cpu, DType::i32, arange<int32_t>);
   registry.register_kernel("arange", DeviceType::cpu, DType::i64, arange<int64_t>);
   return true;

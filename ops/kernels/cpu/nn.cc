@@ -9,6 +9,7 @@
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
 #include "ops/kernels/cpu/vector_loops.h"
+#include "ops/kernels/cpu/widened.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -315,19 +316,33 @@ void dropout(const KernelContext& c) {
 }
 
 TESSEL_KERNEL("sum", cpu, f32, sum);
+TESSEL_WIDENED_KERNELS("sum", sum);
 TESSEL_KERNEL("mean", cpu, f32, mean);
+TESSEL_WIDENED_KERNELS("mean", mean);
 TESSEL_KERNEL("softmax", cpu, f32, softmax);
+TESSEL_WIDENED_KERNELS("softmax", softmax);
 TESSEL_KERNEL("log_softmax", cpu, f32, log_softmax);
+TESSEL_WIDENED_KERNELS("log_softmax", log_softmax);
 TESSEL_KERNEL("softmax_grad", cpu, f32, softmax_grad);
+TESSEL_WIDENED_KERNELS("softmax_grad", softmax_grad);
 TESSEL_KERNEL("log_softmax_grad", cpu, f32, log_softmax_grad);
+TESSEL_WIDENED_KERNELS("log_softmax_grad", log_softmax_grad);
 TESSEL_KERNEL("cross_entropy", cpu, f32, cross_entropy);
+TESSEL_WIDENED_KERNELS("cross_entropy", cross_entropy);
 TESSEL_KERNEL("cross_entropy_grad", cpu, f32, cross_entropy_grad);
+TESSEL_WIDENED_KERNELS("cross_entropy_grad", cross_entropy_grad);
 TESSEL_KERNEL("layer_norm", cpu, f32, layer_norm);
+TESSEL_WIDENED_KERNELS("layer_norm", layer_norm);
 TESSEL_KERNEL("layer_norm_grad", cpu, f32, layer_norm_grad);
+TESSEL_WIDENED_KERNELS("layer_norm_grad", layer_norm_grad);
 TESSEL_KERNEL("embedding", cpu, f32, embedding);
+TESSEL_WIDENED_KERNELS("embedding", embedding);
 TESSEL_KERNEL("embedding_grad", cpu, f32, embedding_grad);
+TESSEL_WIDENED_KERNELS("embedding_grad", embedding_grad);
 TESSEL_KERNEL("dropout", cpu, f32, dropout);
+TESSEL_WIDENED_KERNELS("dropout", dropout);
 TESSEL_KERNEL("dropout_grad", cpu, f32, dropout);
+TESSEL_WIDENED_KERNELS("dropout_grad", dropout);
 
 }  // namespace
 }  // namespace tessel::cpu

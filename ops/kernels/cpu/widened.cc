@@ -1,0 +1,23 @@
+#include "ops/kernels/cpu/widened.h"
+
+#include "devices/cpu_device.h"
+
+namespace tessel::cpu {
+
+void widen_to_f32(const TensorView& half, float* wide) {
+  const auto* bits = static_cast<const uint16_t*>(half.data);
+  parallel_for(half.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+    if (half.dtype == DType::bf16) return bf16_to_f32_loop(bits + begin, wide + begin, end - begin);
+    for (int64_t i = begin; i < end; ++i) wide[i] = f16_to_float(bits[i]);
+  });
+}
+
+void narrow_from_f32(const float* wide, const TensorView& half) {
+  auto* bits = static_cast<uint16_t*>(half.data);
+  parallel_for(half.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+    if (half.dtype == DType::bf16) return f32_to_bf16_loop(wide + begin, bits + begin, end - begin);
+    for (int64_t i = begin; i < end; ++i) bits[i] = float_to_f16(wide[i]);
+  });
+}
+
+}  // namespace tessel::cpu

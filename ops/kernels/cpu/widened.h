@@ -1,0 +1,55 @@
+// Private to the CPU kernels: bf16 and f16 kernels made from an f32 one. The half inputs are
+// widened to f32, the f32 kernel runs on them, and each half output is rounded back to nearest
+// even, so the op computes in f32 and only its stored results are half precision (as PyTorch's
+// CPU kernels do for bf16). Integer and bool inputs pass as they are.
+//
+//   TESSEL_WIDENED_KERNELS("gelu", vector_unary<gelu_loop>);  // registers bf16 and f16
+#pragma once
+
+#include <vector>
+
+#include "core/dtype.h"
+#include "ops/kernels/cpu/vector_loops.h"
+#include "ops/registry.h"
+
+namespace tessel::cpu {
+
+void widen_to_f32(const TensorView& half, float* wide);
+void narrow_from_f32(const float* wide, const TensorView& half);
+
+template <KernelFn F32>
+void widened(const KernelContext& c) {
+  std::vector<TensorView> inputs(c.inputs.begin(), c.inputs.end()), outputs(c.outputs.begin(), c.outputs.end());
+  std::vector<std::vector<float>> buffers;
+  buffers.reserve(inputs.size() + outputs.size());
+  const auto widen = [&](TensorView& view, bool read) {
+    if (view.dtype != DType::bf16 && view.dtype != DType::f16) return;
+    buffers.emplace_back(static_cast<size_t>(view.numel()));
+    if (read) widen_to_f32(view, buffers.back().data());
+    view.data = buffers.back().data();
+    view.dtype = DType::f32;
+  };
+  for (TensorView& view : inputs) widen(view, true);
+  for (TensorView& view : outputs) widen(view, false);
+  F32(KernelContext{inputs, outputs, c.attrs, c.step, c.training});
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    if (c.outputs[o].dtype == DType::bf16 || c.outputs[o].dtype == DType::f16) {
+      narrow_from_f32(static_cast<const float*>(outputs[o].data), c.outputs[o]);
+    }
+  }
+}
+
+// Registers widened<F32> as the op's bf16 and f16 CPU kernels.
+template <KernelFn F32>
+void register_widened(const char* name) {
+  OpRegistry::global().register_kernel(name, DeviceType::cpu, DType::bf16, widened<F32>);
+  OpRegistry::global().register_kernel(name, DeviceType::cpu, DType::f16, widened<F32>);
+}
+
+}  // namespace tessel::cpu
+
+#define TESSEL_WIDENED_KERNELS(name, fn)                                            \
+  [[maybe_unused]] static const bool TESSEL_CONCAT(tessel_widened_, __LINE__) = [] { \
+    ::tessel::cpu::register_widened<fn>(name);                                      \
+    return true;                                                                    \
+  }()
