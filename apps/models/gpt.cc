@@ -212,14 +212,18 @@ Gpt build_gpt(const GptConfig& config) {
       config.batch < 1 || config.devices < 1) {
     refuse("vocabulary, context, width, heads, layers, batch and devices must each be at least 1");
   }
+  const auto refuse_precision = [](const std::string& why) {
+    throw Error::InvalidArgument(concat("the GPT's precision: ", why));
+  };
   if (config.matmuls != DType::f32 && config.matmuls != DType::bf16) {
-    refuse(concat("matmuls in ", config.matmuls, ": expected f32 or bf16"));
+    refuse_precision(concat("matmuls in ", config.matmuls, ": expected f32 or bf16"));
   }
   if (config.activations != DType::f32 && config.activations != config.matmuls) {
-    refuse(concat(config.activations, " activations need ", config.activations, " matmuls, not ", config.matmuls));
+    refuse_precision(concat(config.activations, " activations need ", config.activations, " matmuls, not ",
+                            config.matmuls));
   }
   if (config.matmuls == DType::bf16 && !OpRegistry::global().has_kernel("matmul", DeviceType::cpu, DType::bf16)) {
-    refuse("bf16 matmuls need oneDNN, and this build has none (install libdnnl-dev and rebuild)");
+    refuse_precision("bf16 matmuls need oneDNN, and this build has none (install libdnnl-dev and rebuild)");
   }
   if (config.width % config.heads != 0) refuse(concat(config.heads, " heads do not divide the width ", config.width));
   const int n = config.devices;
