@@ -42,6 +42,7 @@
 #include "apps/models/text.h"
 #include "comm/job.h"
 #include "core/logging.h"
+#include "devices/cpu_device.h"
 #include "runtime/session.h"
 
 namespace {
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
   config.layout.clear();
   int64_t steps = 600, eval_every = 50, eval_batches = 8, print_every = 10, sample = 400, threads = 1, devices = 0;
   int64_t checkpoint_every = 0, seed = 1;
-  bool resume = false;
+  bool resume = false, no_fuse = false;
   std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump, matmuls = "f32", activations = "f32";
   const int64_t big = int64_t{1} << 40;
   CLI::App app("trains a character-level GPT on Debian's fortunes, then samples from it", "tessel-gpt");
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
                  "the activations' dtype: bf16 stores every activation and its gradient in bf16 (each op computes "
                  "in f32 and rounds); needs --matmuls bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_flag("--no-fuse", no_fuse, "no epilogue fusion: each matmul, bias_add and activation an actor of its own");
   app.add_option("--width", config.width, "the model's width")->check(cli::integer_in(1, 1 << 16));
   app.add_option("--heads", config.heads, "attention heads")->check(cli::integer_in(1, 1 << 10));
   app.add_option("--layers", config.layers, "transformer blocks")->check(cli::integer_in(1, 1 << 10));
@@ -152,13 +154,17 @@ int main(int argc, char** argv) {
     const models::TextLoader train(&corpus.train, config.context, 11 * config.seed + 1);
     const models::TextLoader validation(&corpus.validation, config.context, 11 * config.seed + 2);
     models::Gpt gpt = models::build_gpt(config);
+    // A rank with one device runs its kernels (and OpenBLAS) on the process's pool, which is as
+    // wide as the machine unless told: --threads holds for it too.
+    set_cpu_threads(static_cast<int>(threads));
     const auto batch_feeds = [&](const models::TextLoader& loader, int64_t first) {
       HostTensor inputs, targets;
       loader.batch(first, config.batch, inputs, targets);
       return models::gpt_feeds(gpt, inputs, targets);
     };
     Session session(*gpt.graph, {gpt.loss},
-                    SessionOptions{.placement = gpt.placement,
+                    SessionOptions{.fuse = !no_fuse,
+                                   .placement = gpt.placement,
                                    .kernel_threads_per_device = static_cast<int>(threads),
                                    .checkpoint_dir = checkpoint_dir,
                                    .checkpoint_every = checkpoint_every,
