@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   init_logging(argv[0]);
   models::GptConfig config;
   config.layout.clear();
-  int64_t steps = 600, eval_every = 50, eval_batches = 8, print_every = 10, sample = 400, threads = 1, devices = 0;
+  int64_t steps = 600, eval_every = 50, eval_batches = 8, print_every = 10, sample = 400, threads = 1, workers = 1, devices = 0;
   int64_t checkpoint_every = 0, seed = 1;
   bool resume = false, no_fuse = false;
   std::string prompt = "The ", data = "/usr/share/games/fortunes", checkpoint_dir, dump, matmuls = "f32", activations = "f32";
@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
                  "the activations' dtype: bf16 stores every activation and its gradient in bf16 (each op computes "
                  "in f32 and rounds); needs --matmuls bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("--workers", workers, "actors that run at once on each device (scheduler threads per device)")
+      ->check(cli::integer_in(1, 256));
   app.add_flag("--no-fuse", no_fuse, "no epilogue fusion: each matmul, bias_add and activation an actor of its own");
   app.add_option("--width", config.width, "the model's width")->check(cli::integer_in(1, 1 << 16));
   app.add_option("--heads", config.heads, "attention heads")->check(cli::integer_in(1, 1 << 10));
@@ -163,7 +165,8 @@ int main(int argc, char** argv) {
       return models::gpt_feeds(gpt, inputs, targets);
     };
     Session session(*gpt.graph, {gpt.loss},
-                    SessionOptions{.fuse = !no_fuse,
+                    SessionOptions{.worker_threads = static_cast<int>(workers),
+                                   .fuse = !no_fuse,
                                    .placement = gpt.placement,
                                    .kernel_threads_per_device = static_cast<int>(threads),
                                    .checkpoint_dir = checkpoint_dir,

@@ -230,37 +230,32 @@ void layer_norm(const KernelContext& c) {  // (x, gamma, beta)
 void layer_norm_grad(const KernelContext& c) {  // (x, gamma, dy) -> (dx, dgamma, dbeta)
   const LayerNormRows in(c);
   const int64_t width = in.width, rows = in.rows;
-  const float eps = in.eps;
-  const float* px = in.x;
-  const float* gamma = in.gamma;
   const float* dy = c.inputs[2].as<float>();
   float* dx = c.outputs[0].as<float>();
   float* dgamma = c.outputs[1].as<float>();
   float* dbeta = c.outputs[2].as<float>();
+  // Rows in blocks of a fixed size, each block summing its own dgamma and dbeta terms; the blocks'
+  // sums are then added in block order. The result does not depend on the thread count.
+  constexpr int64_t kBlockRows = 32;
+  const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * 2 * width), 0.0f);
+  parallel_for(blocks, 1, [&](int64_t first, int64_t last) {
+    std::vector<float> normalized(width);
+    for (int64_t b = first; b < last; ++b) {
+      float* block_dgamma = partial.data() + b * 2 * width;
+      float* block_dbeta = block_dgamma + width;
+      for (int64_t r = b * kBlockRows; r < std::min(rows, (b + 1) * kBlockRows); ++r) {
+        const float* row = in.x + r * width;
+        layer_norm_grad_row(row, dy + r * width, in.gamma, row_statistics(row, width, in.eps), normalized.data(),
+                            dx + r * width, block_dgamma, block_dbeta, width);
+      }
+    }
+  });
   std::fill(dgamma, dgamma + width, 0.0f);
   std::fill(dbeta, dbeta + width, 0.0f);
-  std::vector<float> normalized(width);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = px + r * width;
-    const float* drow = dy + r * width;
-    const RowStatistics s = row_statistics(row, width, eps);
-    // dx = inverse_std * (g - mean(g) - x̂ mean(g x̂)), with g = dy * gamma and x̂ the normalised row.
-    double g_mean = 0, gx_mean = 0;
-    for (int64_t j = 0; j < width; ++j) {
-      normalized[j] = (row[j] - s.mean) * s.inverse_std;
-      const float g = drow[j] * gamma[j];
-      g_mean += g;
-      gx_mean += g * normalized[j];
-      dgamma[j] += drow[j] * normalized[j];
-      dbeta[j] += drow[j];
-    }
-    g_mean /= static_cast<double>(width);
-    gx_mean /= static_cast<double>(width);
-    for (int64_t j = 0; j < width; ++j) {
-      const float g = drow[j] * gamma[j];
-      dx[r * width + j] =
-          s.inverse_std * (g - static_cast<float>(g_mean) - normalized[j] * static_cast<float>(gx_mean));
-    }
+  for (int64_t b = 0; b < blocks; ++b) {
+    accumulate_loop(dgamma, partial.data() + b * 2 * width, width);
+    accumulate_loop(dbeta, partial.data() + b * 2 * width + width, width);
   }
 }
 

@@ -2,12 +2,15 @@
 // With accumulation_steps = k the gradient is added to an accumulator on every step, and
 // on every k-th step the mean of the accumulated gradients is applied and the accumulator cleared.
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <string>
 
 #include "core/error.h"
+#include "devices/cpu_device.h"
+#include "ops/kernels/cpu/vector_loops.h"
 #include "ops/registry.h"
 #include "ops/schedule.h"
 
@@ -117,16 +120,16 @@ void adamw_update(const KernelContext& c) {
   float* p = c.inputs[0].as<float>();
   float* m = c.inputs[2].as<float>();
   float* v = c.inputs[3].as<float>();
-  uint32_t bad = 0;
-  for (int64_t i = 0, n = c.inputs[0].numel(); i < n; ++i) {
-    const float gi = g[i] * scale;
-    p[i] *= decay_factor;
-    m[i] = b1 * m[i] + one_minus_b1 * gi;
-    v[i] = b2 * v[i] + one_minus_b2 * gi * gi;
-    p[i] -= step_size * (m[i] / bias1) / (std::sqrt(v[i] / bias2) + eps);
-    bad |= non_finite(p[i]);
-  }
-  check_finite(c, g, bad);
+  const AdamWStep step{scale, b1, b2, one_minus_b1, one_minus_b2, bias1, bias2, eps, step_size, decay_factor};
+  const int64_t n = c.inputs[0].numel();
+  std::atomic<uint32_t> bad{0};
+  parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
+    adamw_loop(p + begin, g + begin, m + begin, v + begin, step, end - begin);
+    uint32_t chunk = 0;
+    for (int64_t i = begin; i < end; ++i) chunk |= non_finite(p[i]);
+    bad.fetch_or(chunk);
+  });
+  check_finite(c, g, bad.load());
   clear(accumulator);
 }
 

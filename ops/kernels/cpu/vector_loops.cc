@@ -140,6 +140,58 @@ TESSEL_VECTOR_CLONES void normalize_row(const float* __restrict x, RowStatistics
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - s.mean) * s.inverse_std * gamma[i] + beta[i];
 }
 
+TESSEL_VECTOR_CLONES void layer_norm_grad_row(const float* __restrict x, const float* __restrict dy,
+                                              const float* __restrict gamma, RowStatistics s,
+                                              float* __restrict normalized, float* __restrict dx,
+                                              float* __restrict dgamma, float* __restrict dbeta, int64_t n) {
+  // dx = inverse_std * (g - mean(g) - x̂ mean(g x̂)), with g = dy * gamma and x̂ the normalised
+  // row; the means are fixed-order f32 sums of kLanes running totals.
+  float g_lanes[kLanes] = {}, gx_lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) {
+      const float hat = (x[i + k] - s.mean) * s.inverse_std;
+      const float g = dy[i + k] * gamma[i + k];
+      normalized[i + k] = hat;
+      g_lanes[k] += g;
+      gx_lanes[k] += g * hat;
+      dgamma[i + k] += dy[i + k] * hat;
+      dbeta[i + k] += dy[i + k];
+    }
+  }
+  float g_sum = 0, gx_sum = 0;
+  for (; i < n; ++i) {
+    const float hat = (x[i] - s.mean) * s.inverse_std;
+    const float g = dy[i] * gamma[i];
+    normalized[i] = hat;
+    g_sum += g;
+    gx_sum += g * hat;
+    dgamma[i] += dy[i] * hat;
+    dbeta[i] += dy[i];
+  }
+  for (int k = 0; k < kLanes; ++k) {
+    g_sum += g_lanes[k];
+    gx_sum += gx_lanes[k];
+  }
+  const float g_mean = g_sum / static_cast<float>(n), gx_mean = gx_sum / static_cast<float>(n);
+  for (int64_t j = 0; j < n; ++j) {
+    dx[j] = s.inverse_std * (dy[j] * gamma[j] - g_mean - normalized[j] * gx_mean);
+  }
+}
+
+TESSEL_VECTOR_CLONES void adamw_loop(float* __restrict p, const float* __restrict g, float* __restrict m,
+                                     float* __restrict v, const AdamWStep& step, int64_t n) {
+  const AdamWStep a = step;  // in registers: the stores below cannot change it
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i] * a.scale;
+    const float mi = a.beta1 * m[i] + a.one_minus_beta1 * gi;
+    const float vi = a.beta2 * v[i] + a.one_minus_beta2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * a.decay_factor - a.step_size * (mi / a.bias1) / (std::sqrt(vi / a.bias2) + a.eps);
+  }
+}
+
 void softmax_row(const float* x, float* y, int64_t n) { softmax_affine_row(x, 1.0f, 0.0f, y, n); }
 
 void softmax_affine_row(const float* x, float scale, float offset, float* y, int64_t n) {

@@ -33,6 +33,16 @@ struct RowStatistics {
 RowStatistics row_statistics(const float* x, int64_t n, float eps);
 // y = (x - mean) * inverse_std * gamma + beta over one row.
 void normalize_row(const float* x, RowStatistics s, const float* gamma, const float* beta, float* y, int64_t n);
+// One row of layer_norm's gradient: dx, and the row's terms added to dgamma and dbeta; x̂ goes to
+// `normalized` (n floats of scratch).
+void layer_norm_grad_row(const float* x, const float* dy, const float* gamma, RowStatistics s, float* normalized,
+                         float* dx, float* dgamma, float* dbeta, int64_t n);
+// AdamW's update of n elements: decoupled decay, then the moments and the bias-corrected step,
+// element by element as torch.optim.AdamW computes it.
+struct AdamWStep {
+  float scale, beta1, beta2, one_minus_beta1, one_minus_beta2, bias1, bias2, eps, step_size, decay_factor;
+};
+void adamw_loop(float* p, const float* g, float* m, float* v, const AdamWStep& a, int64_t n);
 // y = softmax(x) over one contiguous row.
 void softmax_row(const float* x, float* y, int64_t n);
 // log(sum(e^x)) over one contiguous row, shifted by its largest element so nothing overflows; NaN
