@@ -20,13 +20,17 @@ void narrow_from_f32(const float* wide, const TensorView& half);
 template <KernelFn F32>
 void widened(const KernelContext& c) {
   std::vector<TensorView> inputs(c.inputs.begin(), c.inputs.end()), outputs(c.outputs.begin(), c.outputs.end());
-  std::vector<std::vector<float>> buffers;
-  buffers.reserve(inputs.size() + outputs.size());
+  // The f32 copies live in buffers this thread keeps from call to call: a fresh allocation of a
+  // few MB is fresh pages from the kernel each time, which costs more than the conversion.
+  thread_local std::vector<std::vector<float>> buffers;
+  size_t used = 0;
   const auto widen = [&](TensorView& view, bool read) {
     if (view.dtype != DType::bf16 && view.dtype != DType::f16) return;
-    buffers.emplace_back(static_cast<size_t>(view.numel()));
-    if (read) widen_to_f32(view, buffers.back().data());
-    view.data = buffers.back().data();
+    if (used == buffers.size()) buffers.emplace_back();
+    std::vector<float>& buffer = buffers[used++];
+    if (buffer.size() < static_cast<size_t>(view.numel())) buffer.resize(static_cast<size_t>(view.numel()));
+    if (read) widen_to_f32(view, buffer.data());
+    view.data = buffer.data();
     view.dtype = DType::f32;
   };
   for (TensorView& view : inputs) widen(view, true);
