@@ -21,6 +21,7 @@ f32 parameters (p.to(torch.bfloat16) at each step), so that its activations are 
 """
 import argparse
 import math
+import multiprocessing
 import os
 import re
 import subprocess
@@ -62,6 +63,50 @@ def tessel_step_seconds(binary, threads, steps, flags):
     return points
 
 
+def torch_step_seconds(config, precision, threads, steps):
+    """Seconds per training step of the same model and optimizer in PyTorch, on random tokens."""
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    width, vocab, context = config["width"], config["vocab"], config["context"]
+    shapes = {"embedding/tokens": (vocab, width), "embedding/positions": (context, width),
+              "final/gain": (width,), "final/bias": (width,), "head/w": (width, vocab)}
+    for i in range(config["layers"]):
+        at = f"block{i}/"
+        for norm in ("ln1", "ln2"):
+            shapes[at + norm + "/gain"] = (width,)
+            shapes[at + norm + "/bias"] = (width,)
+        for w in ("wq", "wk", "wv", "wo"):
+            shapes[at + "attention/" + w] = (width, width)
+        for b in ("bq", "bv", "bo"):
+            shapes[at + "attention/" + b] = (width,)
+        shapes[at + "mlp/w1"], shapes[at + "mlp/b1"] = (width, 4 * width), (4 * width,)
+        shapes[at + "mlp/w2"], shapes[at + "mlp/b2"] = (4 * width, width), (width,)
+    params = {n: (torch.randn(s, generator=generator) * 0.02).requires_grad_(True) for n, s in shapes.items()}
+    optimizer = torch.optim.AdamW(list(params.values()), lr=1e-3)
+    mask = torch.triu(torch.full((context, context), -1e9), diagonal=1)
+    inputs = torch.randint(0, vocab, (config["batch"], context), generator=generator)
+    targets = torch.randint(0, vocab, (config["batch"], context), generator=generator)
+
+    def step():
+        optimizer.zero_grad()
+        if precision == "bf16-activations":
+            halves = {name: p.to(torch.bfloat16) for name, p in params.items()}
+            loss = forward(halves, config, inputs, targets, mask.to(torch.bfloat16)).float()
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = forward(params, config, inputs, targets, mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps - 10):
+        step()
+    return (time.perf_counter() - started) / (steps - 10)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.abspath(__file__))
@@ -92,7 +137,6 @@ def main():
                            "bf16-activations": ["--matmuls", "bf16", "--activations", "bf16"]}
         if precision not in precision_flags:
             sys.exit(f"gpt_bench: --precisions takes f32, bf16 and bf16-activations, not {precision!r}")
-        generator = torch.Generator().manual_seed(0)
         def ours_once():
             # Tessel: time between the progress lines at step 10 and at the last step.
             points = tessel_step_seconds(args.tessel, threads, args.steps, flags + precision_flags[precision])
@@ -101,47 +145,15 @@ def main():
             last = max(step for step in points if step < args.steps)
             elapsed = lambda step: step * tokens / points[step]
             return (elapsed(last) - elapsed(10)) / (last - 10)
-        # PyTorch: the same model and optimizer on random tokens.
-        torch.set_num_threads(threads)
-        width, vocab, context = config["width"], config["vocab"], config["context"]
-        shapes = {"embedding/tokens": (vocab, width), "embedding/positions": (context, width),
-                  "final/gain": (width,), "final/bias": (width,), "head/w": (width, vocab)}
-        for i in range(config["layers"]):
-            at = f"block{i}/"
-            for norm in ("ln1", "ln2"):
-                shapes[at + norm + "/gain"] = (width,)
-                shapes[at + norm + "/bias"] = (width,)
-            for w in ("wq", "wk", "wv", "wo"):
-                shapes[at + "attention/" + w] = (width, width)
-            for b in ("bq", "bv", "bo"):
-                shapes[at + "attention/" + b] = (width,)
-            shapes[at + "mlp/w1"], shapes[at + "mlp/b1"] = (width, 4 * width), (4 * width,)
-            shapes[at + "mlp/w2"], shapes[at + "mlp/b2"] = (4 * width, width), (width,)
-        params = {n: (torch.randn(s, generator=generator) * 0.02).requires_grad_(True) for n, s in shapes.items()}
-        optimizer = torch.optim.AdamW(list(params.values()), lr=1e-3)
-        mask = torch.triu(torch.full((context, context), -1e9), diagonal=1)
-        inputs = torch.randint(0, vocab, (config["batch"], context), generator=generator)
-        targets = torch.randint(0, vocab, (config["batch"], context), generator=generator)
-
-        def step():
-            optimizer.zero_grad()
-            if precision == "bf16-activations":
-                halves = {name: p.to(torch.bfloat16) for name, p in params.items()}
-                loss = forward(halves, config, inputs, targets, mask.to(torch.bfloat16)).float()
-            else:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = forward(params, config, inputs, targets, mask)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-            optimizer.step()
+        # PyTorch in a child process of its own each time: the OpenMP and OpenBLAS threads a run
+        # leaves spinning in this process took cores from the next tessel-gpt run (its 2-thread
+        # f32 step measured 145 ms here against 96 ms alone).
+        context_of = multiprocessing.get_context("spawn")
 
         def theirs_once():
-            for _ in range(3):
-                step()
-            started = time.perf_counter()
-            for _ in range(args.steps - 10):
-                step()
-            return (time.perf_counter() - started) / (args.steps - 10)
+            os.environ["OPENBLAS_NUM_THREADS"] = str(threads)  # read by the child's OpenBLAS as it loads
+            with context_of.Pool(1) as pool:
+                return pool.apply(torch_step_seconds, (config, precision, threads, args.steps))
 
         ours, theirs = math.inf, math.inf
         for _ in range(max(1, args.repeats)):

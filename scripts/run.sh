@@ -30,9 +30,9 @@ if [ $chaos = 1 ] && [ $example = gpt ]; then
   exit 2
 fi
 if [ $chaos = 0 ] && [ $example = gpt ]; then
-  # About 4 to 5 minutes on 2 cores: 900 steps of 32 sequences of 64 characters, then a sample.
+  # About 4 minutes on 2 cores: 1500 steps of 32 sequences of 64 characters, then a sample.
   exec build/apps/launch/tessel-launch --nproc-per-node "${TESSEL_NPROC:-2}" -- \
-    build/apps/gpt/tessel-gpt --steps 900 --eval-every 300 --eval-batches 4 --print-every 50 \
+    build/apps/gpt/tessel-gpt --steps 1500 --eval-every 500 --eval-batches 4 --print-every 50 \
     --sample 300 --temperature 0.6 "$@"
 fi
 if [ $chaos = 0 ]; then
