@@ -7,9 +7,10 @@
 Both train the GPT of apps/models/gpt (tessel-gpt's defaults: width 128, 4 heads, 4 layers,
 context 64, batch 32) with AdamW, clipping and the schedule, in one process. Tessel's step time
 is taken between its progress lines at step 10 and at the last one before the end (the end's
-line comes after the closing validation), so compiling and the first steps are left out; PyTorch's is timed over the same steps after 3 warm-up steps. Each side runs
---repeats times (3), alternating with the other, and its fastest run counts: this host's speed
-drifts by up to 30% between runs. Each run sets
+line comes after the closing validation), so compiling and the first steps are left out.
+PyTorch's is the mean over steps - 10 steps after 3 warm-up steps, in a child process of its
+own. Each side runs --repeats times (3), alternating with the other, and its fastest run
+counts: this host's speed drifts by up to 30% between runs. Each run sets
 OPENBLAS_NUM_THREADS and (for PyTorch) torch.set_num_threads to the same count. GFLOP/s counts
 the matmuls of forward and backward (2 m n k each, 3 times for the backward pass included).
 bf16 is mixed precision on both sides: tessel-gpt --matmuls bf16 (every product on bf16 operands
@@ -119,11 +120,11 @@ def main():
     args, flags = parser.parse_known_args()
     if args.steps < 30:
         sys.exit("gpt_bench: --steps must be at least 30 (the span runs from step 10 to the last line before the end)")
-    config = {"width": 128, "heads": 4, "layers": 4, "context": 64, "batch": 32, "vocab": 96}
-    for i in range(0, len(flags) - 1, 2):
-        key = flags[i].lstrip("-").replace("-", "_")
-        if key in config:
-            config[key] = int(flags[i + 1])
+    # The model flags among those passed on to tessel-gpt, so that PyTorch builds the same model.
+    model = argparse.ArgumentParser(add_help=False)
+    for key, default in (("width", 128), ("heads", 4), ("layers", 4), ("context", 64), ("batch", 32)):
+        model.add_argument("--" + key, type=int, default=default)
+    config = dict(vars(model.parse_known_args(flags)[0]), vocab=96)
     tokens = config["batch"] * config["context"]
     flops = matmul_flops(config)
     print(f"GPT width {config['width']}, {config['heads']} heads, {config['layers']} layers, context "

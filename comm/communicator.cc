@@ -65,7 +65,8 @@ void reduce_into(std::byte* target, const std::byte* source, size_t bytes, Reduc
 }
 
 // bf16 and f16: each element is widened to f32, combined, and rounded back (to nearest even), so
-// a reduction over n members rounds n - 1 times, in the group's fixed order (as NCCL does).
+// a reduction over n members rounds n - 1 times (as NCCL's does), in an order the members' layout
+// over the ranks fixes: the same bits on every run of one layout, not across layouts.
 template <uint16_t (*narrow)(float), float (*widen)(uint16_t)>
 void reduce_rounded(std::byte* target, const std::byte* source, size_t bytes, ReduceOp op) {
   uint16_t* out = reinterpret_cast<uint16_t*>(target);

@@ -33,6 +33,16 @@ script -qec "'$gpt' ${model[*]} --print-every 1 --sample 0" /dev/null > "$work/t
 [ "$(tr -cd '\r' < "$work/tty.log" | wc -c)" -ge 8 ] || { od -c "$work/tty.log" | head -20; fail "no in-place progress on a terminal"; }
 grep -aq $'\rstep 8/8  loss' "$work/tty.log" || fail "the terminal's last progress line is not step 8/8"
 
+# same_losses ONE JOB TOLERANCE: the same steps, losses and validation losses, within TOLERANCE relative.
+same_losses() {
+  jq -e -n --slurpfile one "$1" --slurpfile job "$2" --argjson tolerance "$3" '
+    def close(a; b): ((a - b) | fabs) <= $tolerance * (b | fabs);
+    ($one | length) == ($job | length) and ($one | length) == 10 and
+    ([range($one | length)] | all(. as $i | $one[$i] as $a | $job[$i] as $b |
+      $a.step == $b.step and
+      (if $a.loss != null then close($b.loss; $a.loss) else close($b.val_loss; $a.val_loss) end)))' > /dev/null
+}
+
 for layout in data-parallel tensor-parallel pipeline hybrid; do
   extra=()
   [ "$layout" = hybrid ] && extra=(--devices 4)
@@ -41,15 +51,27 @@ for layout in data-parallel tensor-parallel pipeline hybrid; do
     { cat "$work/$layout.log"; fail "the $layout job"; }
   grep -q "$layout over [0-9]* devices in 2 processes" "$work/$layout.log" || { cat "$work/$layout.log"; fail "$layout: not 2 processes"; }
   # Step by step: the same steps, losses and validation losses as one process.
-  jq -e -n --slurpfile one "$work/single.jsonl" --slurpfile job "$work/$layout.jsonl" '
-    def close(a; b): ((a - b) | fabs) <= 1e-5 * (b | fabs);
-    ($one | length) == ($job | length) and ($one | length) == 10 and
-    ([range($one | length)] | all(. as $i | $one[$i] as $a | $job[$i] as $b |
-      $a.step == $b.step and
-      (if $a.loss != null then close($b.loss; $a.loss) else close($b.val_loss; $a.val_loss) end)))' > /dev/null ||
+  same_losses "$work/single.jsonl" "$work/$layout.jsonl" 1e-5 ||
     { paste "$work/single.jsonl" "$work/$layout.jsonl"; fail "$layout: the losses differ from one process's"; }
   [ "$(sample_of "$work/$layout.log")" = "$sample" ] ||
     { cat "$work/$layout.log"; fail "$layout: the sample differs from one process's"; }
   echo "$layout: 8 steps and 2 validations as one process's, the same sample"
 done
+
+# Mixed precision across processes (bf16 partial sums and gathers over UCX), where oneDNN is
+# built in: tensor-parallel with bf16 matmuls and activations against one process in the same
+# precision, within 1e-4 (bf16 rounding can take another path on a shard).
+half=(--matmuls bf16 --activations bf16)
+if "$gpt" "${model[@]}" "${half[@]}" --sample 0 --metrics "$work/single-bf16.jsonl" > "$work/single-bf16.log" 2>&1; then
+  (cd "$work" && "$bin/apps/launch/tessel-launch" --nproc-per-node 2 -- "$gpt" "${model[@]}" "${half[@]}" --sample 0 \
+    --layout tensor-parallel --metrics "$work/tp-bf16.jsonl") > "$work/tp-bf16.log" 2>&1 ||
+    { cat "$work/tp-bf16.log"; fail "the bf16 tensor-parallel job"; }
+  same_losses "$work/single-bf16.jsonl" "$work/tp-bf16.jsonl" 1e-4 ||
+    { paste "$work/single-bf16.jsonl" "$work/tp-bf16.jsonl"; fail "bf16 tensor-parallel: the losses differ"; }
+  echo "bf16 tensor-parallel: 8 steps and 2 validations as one process's in bf16"
+elif grep -q "need oneDNN" "$work/single-bf16.log"; then
+  echo "bf16: skipped, this build has no oneDNN"
+else
+  cat "$work/single-bf16.log"; fail "tessel-gpt in bf16"
+fi
 echo "PASS: tessel-gpt in 4 layouts as 2-process jobs gives one process's losses and sample"

@@ -230,8 +230,13 @@ TEST(Communicator, HalfPrecisionReductionsRoundAndBoolIsRefused) {
     const auto widen = [&](uint16_t v) { return dtype == bf16 ? bf16_to_float(v) : f16_to_float(v); };
     std::vector<std::vector<uint16_t>> ins(2);
     for (int m = 0; m < 2; ++m) {
-      for (int i = 0; i < 10; ++i) ins[m].push_back(narrow(0.75f * i - 3 + 0.3125f * m));
+      for (int i = 0; i < 9; ++i) ins[m].push_back(narrow(0.37f * i - 1.3f + 0.011f * static_cast<float>((m + 1) * i)));
     }
+    // A tie: (1 + ulp) + ulp / 2 is halfway between 1 + ulp and 1 + 2 ulp; to nearest even it is
+    // 1 + 2 ulp (truncation would give 1 + ulp).
+    const float ulp = dtype == bf16 ? 0x1p-7f : 0x1p-10f;
+    ins[0].push_back(narrow(1 + ulp));
+    ins[1].push_back(narrow(ulp / 2));
     std::vector<std::vector<uint16_t>> sums(2, std::vector<uint16_t>(10)), maxima(2, std::vector<uint16_t>(10));
     Completions reduced(2), scattered(2);
     for (int m = 0; m < 2; ++m) {
@@ -242,16 +247,19 @@ TEST(Communicator, HalfPrecisionReductionsRoundAndBoolIsRefused) {
       ASSERT_EQ(reduced.wait(m), "");
       ASSERT_EQ(scattered.wait(m), "");
     }
+    int rounded = 0;
     for (int i = 0; i < 10; ++i) {
       const uint16_t sum = narrow(widen(ins[0][i]) + widen(ins[1][i]));
       EXPECT_EQ(sums[0][i], sum) << i;
       EXPECT_EQ(sums[1][i], sum) << i;
-      EXPECT_NE(sum, 0) << i;
+      rounded += widen(sum) != widen(ins[0][i]) + widen(ins[1][i]);
     }
+    EXPECT_GE(rounded, 3) << "the values must need rounding for the test to tell";
+    EXPECT_EQ(sums[0][9], narrow(1 + 2 * ulp)) << "the tie is rounded to even";
     // Member 0 holds the maxima of elements [0, 4), member 1 of [4, 10), each at its start.
     for (int i = 0; i < 10; ++i) {
       const int member = i < 4 ? 0 : 1, at = i < 4 ? i : i - 4;
-      EXPECT_EQ(maxima[member][at], ins[1][i]) << i;  // member 1's values are the larger
+      EXPECT_EQ(maxima[member][at], widen(ins[0][i]) > widen(ins[1][i]) ? ins[0][i] : ins[1][i]) << i;
     }
   }
   std::vector<uint8_t> flags(10, 1), out(10, 0);

@@ -202,6 +202,8 @@ std::vector<GradientCase> cases() {
        }},
       {"layer_norm", {{3, 6}, {6}, {6}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"layer_norm_3d", {{2, 2, 4}, {4}, {4}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
+      // Rows past one block of 32 and a width past one vector of 16 lanes (layer_norm_grad_row).
+      {"layer_norm_wide", {{70, 37}, {37}, {37}}, [](Graph&, const V& x) { return layer_norm(x[0], x[1], x[2]); }},
       {"embedding_i64",
        {{5, 3}},
        [](Graph& g, const V& x) { return embedding(x[0], g.input("ids", {4}, i64)); },

@@ -308,5 +308,44 @@ TEST(MathOps, HalfPrecisionKernelsComputeInF32AndRoundOnce) {
   }
 }
 
+// Gradients in half precision reach their kernels too: a broadcast add's gradient (sum_to),
+// layer_norm's and gelu's, in bf16 and f16, agree with the f32 gradients within half rounding.
+TEST(MathOps, HalfPrecisionGradientsFollowTheF32Ones) {
+  for (DType half : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(name_of(half)));
+    Graph g;
+    Tensor x = g.input("x", {40, 37});
+    Tensor b = g.input("b", {37});
+    Tensor gain = g.input("gain", {37});
+    const auto loss_of = [&](DType dtype) {
+      const auto in = [&](const Tensor& t) { return dtype == DType::f32 ? t : cast(t, dtype); };
+      Tensor y = gelu(layer_norm(in(x) + in(b), in(gain), in(b)));
+      return sum(cast(y, DType::f32) * cast(in(x), DType::f32));
+    };
+    const std::vector<Tensor> wide = g.gradients(loss_of(DType::f32), {x, b, gain});
+    const std::vector<Tensor> narrow = g.gradients(loss_of(half), {x, b, gain});
+    Feeds feeds;
+    for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{{"x", {40, 37}}, {"b", {37}}, {"gain", {37}}}) {
+      Graph rounding;
+      feeds[name] = evaluate(rounding, cast(cast(rounding.input("v", shape), half), DType::f32),
+                             {{"v", testing::random_tensor(shape, 31, -1.5f, 1.5f)}});
+    }
+    Interpreter interpreter(g);
+    const std::vector<HostTensor> exact = interpreter.evaluate(feeds, wide);
+    const std::vector<HostTensor> rounded = interpreter.evaluate(feeds, narrow);
+    for (size_t t = 0; t < exact.size(); ++t) {
+      double largest = 0;
+      for (int64_t i = 0; i < exact[t].numel(); ++i) largest = std::max(largest, std::abs(exact[t].get(i)));
+      ASSERT_GT(largest, 0.1);
+      int differ = 0;
+      for (int64_t i = 0; i < exact[t].numel(); ++i) {
+        EXPECT_NEAR(rounded[t].get(i), exact[t].get(i), largest * (half == DType::bf16 ? 0.05 : 0.01)) << t << " @" << i;
+        differ += rounded[t].get(i) != exact[t].get(i);
+      }
+      EXPECT_GT(differ, 0) << "gradient " << t << " was not computed in " << name_of(half);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessel

@@ -207,6 +207,7 @@ TESSEL_KERNEL("broadcast_to", cpu, f32, broadcast_to);
 TESSEL_WIDENED_KERNELS("broadcast_to", broadcast_to);
 TESSEL_KERNEL("sum_to", cpu, f32, sum_to);
 TESSEL_KERNEL("sum_to", cpu, bf16, sum_to_bf16);
+TESSEL_KERNEL("sum_to", cpu, f16, widened<sum_to>);  // bf16 has a kernel of its own
 
 }  // namespace
 }  // namespace tessel::cpu

@@ -3,6 +3,24 @@
 #include "devices/cpu_device.h"
 
 namespace tessel::cpu {
+namespace {
+
+constexpr size_t kLargeScratch = size_t{64} << 20;  // bytes
+thread_local std::vector<std::vector<float>> scratch;
+
+}  // namespace
+
+float* widened_scratch(size_t slot, size_t count) {
+  if (slot >= scratch.size()) scratch.resize(slot + 1);
+  if (scratch[slot].size() < count) scratch[slot].resize(count);
+  return scratch[slot].data();
+}
+
+void release_large_scratch() {
+  for (std::vector<float>& buffer : scratch) {
+    if (buffer.size() * sizeof(float) > kLargeScratch) std::vector<float>().swap(buffer);
+  }
+}
 
 void widen_to_f32(const TensorView& half, float* wide) {
   const auto* bits = static_cast<const uint16_t*>(half.data);

@@ -16,21 +16,22 @@ namespace tessel::cpu {
 
 void widen_to_f32(const TensorView& half, float* wide);
 void narrow_from_f32(const float* wide, const TensorView& half);
+// This thread's f32 scratch `slot`, at least `count` floats. One set per thread serves every
+// widened kernel (kernels never nest); a slot larger than 64 MiB is given back after its use.
+float* widened_scratch(size_t slot, size_t count);
+void release_large_scratch();
 
 template <KernelFn F32>
 void widened(const KernelContext& c) {
   std::vector<TensorView> inputs(c.inputs.begin(), c.inputs.end()), outputs(c.outputs.begin(), c.outputs.end());
-  // The f32 copies live in buffers this thread keeps from call to call: a fresh allocation of a
+  // The f32 copies live in scratch this thread keeps from call to call: a fresh allocation of a
   // few MB is fresh pages from the kernel each time, which costs more than the conversion.
-  thread_local std::vector<std::vector<float>> buffers;
   size_t used = 0;
   const auto widen = [&](TensorView& view, bool read) {
     if (view.dtype != DType::bf16 && view.dtype != DType::f16) return;
-    if (used == buffers.size()) buffers.emplace_back();
-    std::vector<float>& buffer = buffers[used++];
-    if (buffer.size() < static_cast<size_t>(view.numel())) buffer.resize(static_cast<size_t>(view.numel()));
-    if (read) widen_to_f32(view, buffer.data());
-    view.data = buffer.data();
+    float* wide = widened_scratch(used++, static_cast<size_t>(view.numel()));
+    if (read) widen_to_f32(view, wide);
+    view.data = wide;
     view.dtype = DType::f32;
   };
   for (TensorView& view : inputs) widen(view, true);
@@ -41,9 +42,11 @@ void widened(const KernelContext& c) {
       narrow_from_f32(static_cast<const float*>(outputs[o].data), c.outputs[o]);
     }
   }
+  release_large_scratch();
 }
 
-// Registers widened<F32> as the op's bf16 and f16 CPU kernels.
+// Registers widened<F32> as the op's bf16 and f16 CPU kernels. F32 must write every element of
+// its outputs and mutate no input: the outputs it sees are scratch, and its inputs are copies.
 template <KernelFn F32>
 void register_widened(const char* name) {
   OpRegistry::global().register_kernel(name, DeviceType::cpu, DType::bf16, widened<F32>);
