@@ -97,6 +97,33 @@ TEST(Training, BiasesAndNormScalesCanGoWithoutWeightDecay) {
   }
 }
 
+// x [8, 6] -> gelu(x w1 + b1) w2 -> cross_entropy over 4 classes, with its feeds, laid out over 2
+// devices as `layout` (one-device, data-parallel or tensor-parallel: w1 by columns, w2 by rows).
+struct SmallMlp {
+  Tensor w2, loss;
+  Feeds feeds;
+  Placement mesh = Placement::cpu(2);
+};
+
+SmallMlp small_mlp(Graph& g, const std::string& layout) {
+  SmallMlp m;
+  Tensor x = g.input("x", {8, 6});
+  Tensor y = g.input("y", {8}, i64);
+  Tensor w1 = g.param("w1", {6, 8}, init::normal(0.5));
+  Tensor b1 = g.param("b1", {8}, init::normal(0.5));
+  m.w2 = g.param("w2", {8, 4}, init::normal(0.5));
+  if (layout == "data-parallel") pin(x, m.mesh, {S(0)});
+  if (layout == "tensor-parallel") {
+    pin(w1, m.mesh, {S(1)});
+    pin(b1, m.mesh, {S(0)});
+    pin(m.w2, m.mesh, {S(0)});
+  }
+  m.loss = cross_entropy(matmul(gelu(bias_add(matmul(x, w1), b1)), m.w2), y);
+  m.feeds = {{"x", testing::random_tensor({8, 6}, 4)}, {"y", HostTensor(Shape{8}, i64)}};
+  for (int i = 0; i < 8; ++i) m.feeds["y"].set(i, i % 4);
+  return m;
+}
+
 // One SGD step with lr 1 moves each parameter by its (clipped) gradient.
 struct ClippedStep {
   std::map<std::string, std::vector<float>> moves;
@@ -105,22 +132,11 @@ struct ClippedStep {
 
 ClippedStep clipped_step(const std::string& layout, double clip) {
   Graph g(3);
-  Tensor x = g.input("x", {8, 6});
-  Tensor y = g.input("y", {8}, i64);
-  Tensor w1 = g.param("w1", {6, 8}, init::normal(0.5));
-  Tensor b1 = g.param("b1", {8}, init::normal(0.5));
-  Tensor w2 = g.param("w2", {8, 4}, init::normal(0.5));
-  const Placement mesh = Placement::cpu(2);
-  if (layout == "data-parallel") pin(x, mesh, {S(0)});
-  if (layout == "tensor-parallel") {
-    pin(w1, mesh, {S(1)});
-    pin(b1, mesh, {S(0)});
-    pin(w2, mesh, {S(0)});
-  }
-  Tensor loss = cross_entropy(matmul(gelu(bias_add(matmul(x, w1), b1)), w2), y);
+  const SmallMlp mlp = small_mlp(g, layout);
+  const Tensor& loss = mlp.loss;
+  const Feeds& feeds = mlp.feeds;
+  const Placement& mesh = mlp.mesh;
   g.minimize(loss, SGD{.lr = 1}, {.clip_grad_norm = clip});
-  Feeds feeds{{"x", testing::random_tensor({8, 6}, 4)}, {"y", HostTensor(Shape{8}, i64)}};
-  for (int i = 0; i < 8; ++i) feeds["y"].set(i, i % 4);
   std::map<std::string, HostTensor> before, after;
   if (layout == "one-device") {
     Interpreter interpreter(g);
@@ -174,22 +190,11 @@ TEST(Training, ClippingGivesTheSameClippedGradientsUnderEveryLayout) {
 // not move, and b1 (no decay) ends where it would not with decay.
 std::map<std::string, HostTensor> frozen_and_undecayed(const std::string& layout, bool decay_biases) {
   Graph g(5);
-  Tensor x = g.input("x", {8, 6});
-  Tensor y = g.input("y", {8}, i64);
-  Tensor w1 = g.param("w1", {6, 8}, init::normal(0.5));
-  Tensor b1 = g.param("b1", {8}, init::normal(0.5));
-  Tensor w2 = g.param("w2", {8, 4}, init::normal(0.5));
-  const Placement mesh = Placement::cpu(2);
-  if (layout == "data-parallel") pin(x, mesh, {S(0)});
-  if (layout == "tensor-parallel") {
-    pin(w1, mesh, {S(1)});
-    pin(b1, mesh, {S(0)});
-    pin(w2, mesh, {S(0)});
-  }
-  Tensor loss = cross_entropy(matmul(gelu(bias_add(matmul(x, w1), b1)), w2), y);
+  const SmallMlp mlp = small_mlp(g, layout);
+  const Tensor &loss = mlp.loss, &w2 = mlp.w2;
+  const Feeds& feeds = mlp.feeds;
+  const Placement& mesh = mlp.mesh;
   g.minimize(loss, AdamW{.lr = 0.05, .weight_decay = 0.5}, {.frozen = {w2}, .decay_only_matrices = !decay_biases});
-  Feeds feeds{{"x", testing::random_tensor({8, 6}, 4)}, {"y", HostTensor(Shape{8}, i64)}};
-  for (int i = 0; i < 8; ++i) feeds["y"].set(i, i % 4);
   std::map<std::string, HostTensor> result;
   if (layout == "one-device") {
     Interpreter interpreter(g);
