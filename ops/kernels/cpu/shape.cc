@@ -6,7 +6,7 @@
 
 #include "devices/cpu_device.h"
 #include "ops/kernels/cpu/kernel_helpers.h"
-#include "ops/kernels/cpu/vector_loops.h"
+#include "ops/kernels/cpu/widened.h"
 #include "ops/registry.h"
 
 namespace tessel::cpu {
@@ -180,24 +180,16 @@ void boxing_assemble(const KernelContext& c) {
   if (y.dtype != DType::bf16 && y.dtype != DType::f16) {
     throw Error::Unimplemented(concat("boxing_assemble reduces f32, bf16 and f16, got ", y.dtype));
   }
-  const bool brain = y.dtype == DType::bf16;
-  const auto widen = [&](const TensorView& t, std::vector<float>& wide) {
-    const uint16_t* bits = static_cast<const uint16_t*>(t.data);
-    wide.resize(t.numel());
-    if (brain) return bf16_to_f32_loop(bits, wide.data(), t.numel());
-    for (int64_t j = 0; j < t.numel(); ++j) wide[j] = f16_to_float(bits[j]);
-  };
   std::vector<std::vector<float>> wide(c.inputs.size());
   std::vector<const float*> ins;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
-    widen(c.inputs[i], wide[i]);
+    wide[i].resize(static_cast<size_t>(c.inputs[i].numel()));
+    widen_to_f32(c.inputs[i], wide[i].data());
     ins.push_back(wide[i].data());
   }
-  std::vector<float> out(y.numel());
+  std::vector<float> out(static_cast<size_t>(y.numel()));
   assemble_reduced(ins, shapes, y.shape, offsets, sum, out.data());
-  uint16_t* result = static_cast<uint16_t*>(y.data);
-  if (brain) return f32_to_bf16_loop(out.data(), result, y.numel());
-  for (int64_t j = 0; j < y.numel(); ++j) result[j] = float_to_f16(out[j]);
+  narrow_from_f32(out.data(), y);
 }
 
 [[maybe_unused]] const bool registered = [] {
