@@ -67,8 +67,8 @@ TEST(VectorLoops, GiveTheFormulasBitForBit) {
   // The same bits, but for a NaN's sign, which no one reads.
   const auto same = [](float a, float b) { return std::isnan(a) ? std::isnan(b) : std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); };
   for (int64_t i = 0; i < n; ++i) {
-    const float gelu = x[i] * normal_cdf(x[i]);
-    const float grad = dy[i] * (normal_cdf(x[i]) + x[i] * normal_pdf(x[i]));
+    const float gelu = gelu_value(x[i]);
+    const float grad = dy[i] * gelu_derivative(x[i]);
     ASSERT_TRUE(same(y[i], gelu)) << "gelu at " << x[i] << ": " << y[i] << " against " << gelu;
     ASSERT_TRUE(same(dx[i], grad)) << "gelu_grad at " << x[i] << ": " << dx[i] << " against " << grad;
   }
@@ -78,6 +78,54 @@ TEST(VectorLoops, GiveTheFormulasBitForBit) {
   exp_loop(x.data(), y.data(), n);
   for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(same(y[i], vexp(x[i]))) << "exp at " << x[i];
   SUCCEED() << "the loops ran as " << vector_loops_isa();
+}
+
+// The hand-written AVX-512 loops against the portable ones, bit for bit, over exp's whole range
+// (overflow, the denormals, underflow to 0), infinities and NaN, at every length of a last
+// partial vector; and the row sums of softmax and log-sum-exp, whose order both must keep.
+TEST(VectorLoops, HandWrittenLoopsGiveThePortableBits) {
+  std::vector<float> x = sweep(-120.0f, 100.0f);
+  for (float v : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), std::nanf(""),
+                  -0.0f, 88.72f, 88.8f, -87.33f, -103.9f, -104.0f, -149.0f})
+    x.push_back(v);
+  std::vector<float> dy(x.size());
+  for (size_t i = 0; i < x.size(); ++i) dy[i] = 0.25f + static_cast<float>(i % 7);
+  const auto same = [](float a, float b) { return std::isnan(a) ? std::isnan(b) : std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); };
+  using Unary = void (*)(const float*, float*, int64_t);
+  for (const auto& [name, loop] : {std::pair<const char*, Unary>{"gelu", gelu_loop}, {"sigmoid", sigmoid_loop},
+                                   {"exp", exp_loop}}) {
+    for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{17}, static_cast<int64_t>(x.size())}) {
+      std::vector<float> fast(n), portable(n);
+      loop(x.data() + x.size() - n, fast.data(), n);
+      const bool before = set_portable_vector_loops(true);
+      loop(x.data() + x.size() - n, portable.data(), n);
+      set_portable_vector_loops(before);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_TRUE(same(fast[i], portable[i])) << name << " at " << x[x.size() - n + i] << ": " << fast[i]
+                                                << " against " << portable[i];
+      }
+    }
+  }
+  std::vector<float> fast(x.size()), portable(x.size());
+  const int64_t n = static_cast<int64_t>(x.size());
+  gelu_grad_loop(x.data(), dy.data(), fast.data(), n);
+  const bool before = set_portable_vector_loops(true);
+  gelu_grad_loop(x.data(), dy.data(), portable.data(), n);
+  set_portable_vector_loops(before);
+  for (int64_t i = 0; i < n; ++i) ASSERT_TRUE(same(fast[i], portable[i])) << "gelu_grad at " << x[i];
+  for (int64_t length : {1, 7, 16, 31, 100, 1024, 1029}) {
+    std::vector<float> row(length), fast_row(length), portable_row(length);
+    for (int64_t i = 0; i < length; ++i) row[i] = std::sin(static_cast<float>(i) * 0.37f) * 40.0f;
+    softmax_row(row.data(), fast_row.data(), length);
+    const float fast_lse = log_sum_exp_row(row.data(), length);
+    set_portable_vector_loops(true);
+    softmax_row(row.data(), portable_row.data(), length);
+    const float portable_lse = log_sum_exp_row(row.data(), length);
+    set_portable_vector_loops(before);
+    EXPECT_TRUE(same(fast_lse, portable_lse)) << "log_sum_exp over " << length;
+    for (int64_t i = 0; i < length; ++i) ASSERT_TRUE(same(fast_row[i], portable_row[i])) << "softmax over " << length;
+  }
+  SUCCEED() << "the hand-written loops ran as " << vector_loops_isa();
 }
 
 TEST(VectorLoops, SoftmaxRowsOfEveryLength) {

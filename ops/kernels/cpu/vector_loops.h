@@ -1,7 +1,7 @@
 // Private to the CPU kernels: the element-wise loops that are worth an instruction set each.
 // Each is compiled for AVX-512, for x86-64-v3 (AVX2 and FMA) and for plain x86-64, and the loader
 // picks the widest the processor has (GCC's target_clones), so one binary runs on any x86-64 and
-// uses what it finds. Every version gives the same bits: the arithmetic is the same in every
+// uses what it finds; the exp-bound ones also have an AVX-512 version by hand (see below). Every version gives the same bits: the arithmetic is the same in every
 // lane, the compiler contracts no multiply-add (the explicit ones are exactly rounded everywhere),
 // and sums keep a fixed order of 16 running totals.
 #pragma once
@@ -69,5 +69,9 @@ void vector_gradient(const KernelContext& c) {
 
 // The instruction set the loops above run with on this processor: "avx512f", "x86-64-v3" or "x86-64".
 const char* vector_loops_isa();
+// gelu, its gradient, sigmoid, exp and the softmax and log-sum-exp sums have hand-written AVX-512
+// loops beside the portable ones, and give the same bits either way. For tests: true runs the
+// portable loops everywhere; returns the setting before.
+bool set_portable_vector_loops(bool portable);
 
 }  // namespace tessel::cpu
