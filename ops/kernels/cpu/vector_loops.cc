@@ -223,7 +223,7 @@ TESSEL_AVX512 float row_max(const float* x, int64_t n) {
 
 std::atomic<bool> portable_only{false};
 
-bool hand_written_avx512() {
+[[maybe_unused]] bool hand_written_avx512() {  // unused where there are no clones (clang)
 #if defined(TESSEL_HAVE_VECTOR_CLONES)
   static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f"));
   return has && !portable_only.load(std::memory_order_relaxed);
